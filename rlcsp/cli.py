@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +10,6 @@ import numpy as np
 from rlcsp.exceptions import RlcspError
 
 ROOT = Path(__file__).resolve().parent.parent
-BIXBYITE = ROOT / "inputs" / "structures" / "y2o3_bixbyite.cif"
 
 
 def _options(pairs: list[str]) -> dict:
@@ -63,25 +61,25 @@ def cmd_relax(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from rlcsp.config import load_script, make_config
+    from rlcsp.run import execute
+
+    base = load_script(args.script)
+    config = make_config(base, policy=args.policy, seed=args.seed, budget=args.budget,
+                         calculator=args.calculator, initial_population=args.initial_population,
+                         target_energy=args.target, metropolis=args.metropolis,
+                         fuse_compatible=True if args.fuse_compatible else None)
+    out = args.out or str(Path("runs") / f"{config.name}-{config.policy}-seed{config.seed}")
+    command = " ".join(["rlcsp", "run", *sys.argv[2:]]) if sys.argv[1:2] == ["run"] else None
+    summary = execute(config, out, progress=not args.quiet, command=command)
+    return 0 if summary["relaxations"] > 0 else 1
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Evaluate bixbyite Y2O3, then perturb it and relax it back (the energy engine's end-to-end check)."""
-    from ase.io import read
-
-    from calculators import get_calculator, get_relaxer
-
-    atoms = read(BIXBYITE)
-    atoms.calc = get_calculator("lammps-buckingham")
-    e_ref = atoms.get_potential_energy() / len(atoms)
-    print(f"bixbyite Y2O3 ({len(atoms)} atoms): E = {e_ref:.6f} eV/atom (published GM -27.394619)")
-    rng = np.random.default_rng(args.seed)
-    trial = atoms.copy()
-    trial.rattle(0.1, rng=rng)
-    trial.set_cell(trial.cell @ (np.eye(3) + rng.uniform(-0.03, 0.03, (3, 3))), scale_atoms=True)
-    t0 = time.perf_counter()
-    result = get_relaxer("lammps-buckingham").relax([trial])[0]
-    print(f"rattled 0.1 A + strained 3 %, relaxed with LAMMPS in {time.perf_counter() - t0:.2f} s "
-          f"({result.steps} steps): E = {result.energy_per_atom:.6f} eV/atom, converged={result.converged}")
-    return 0 if result.ok and abs(result.energy_per_atom - e_ref) < 1e-4 else 1
+    """The main job on the embedded defaults: a short Y2O3 search with the LAMMPS Buckingham engine."""
+    return main(["run", str(ROOT / "inputs" / "y2o3.py"), "--budget", str(args.budget), "--initial-population",
+                 str(args.initial_population), "--seed", str(args.seed), "--out", args.out])
 
 
 def cmd_calculators(args: argparse.Namespace) -> int:
@@ -96,8 +94,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rlcsp", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("demo", help="the main job on the embedded defaults")
+    p = sub.add_parser("run", help="run a search from an input script (inputs/y2o3.py, ...)")
+    p.add_argument("script")
+    p.add_argument("--policy", help="move policy (original, uniform, random, ...)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--budget", type=int, help="relaxations, counting the initial population")
+    p.add_argument("--initial-population", type=int)
+    p.add_argument("--calculator", help="energy engine (lammps-buckingham, gulp, chgnet)")
+    p.add_argument("--target", type=float, help="target (GM) energy in eV/atom")
+    p.add_argument("--metropolis", choices=["current", "global"])
+    p.add_argument("--fuse-compatible", action="store_true", help="reproduce FUSE's documented quirks")
+    p.add_argument("--out", help="output folder (default runs/<name>-<policy>-seed<seed>)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("demo", help="the main job on the embedded defaults: a short Y2O3 search")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--budget", type=int, default=200)
+    p.add_argument("--initial-population", type=int, default=40)
+    p.add_argument("--out", default="runs/demo")
     p.set_defaults(func=cmd_demo)
 
     for name, func, helptext in (("energy", cmd_energy, "single-point energies of structure files"),

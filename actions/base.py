@@ -1,0 +1,52 @@
+"""The move interface: a move maps a genome to a new genome (fuse.md §2); the search loop assembles and checks it."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from rlcsp.composition import Composition
+from rlcsp.exceptions import InvalidMove
+from rlcsp.genome import Genome
+
+
+@dataclass(frozen=True)
+class MoveContext:
+    """What a move needs besides the genome.
+
+    ``fuse_compatible`` reproduces FUSE's documented move quirks (§7). ``exact_fu_count`` makes moves 6 and 7
+    draw a formula-unit count and build exactly that many, as FUSE 1.06 (the Uniform policy) does.
+    """
+
+    composition: Composition
+    max_atoms: int
+    fuse_compatible: bool = False
+    vac_ratio: float = 4
+    exact_fu_count: bool = False
+
+
+class Move(ABC):
+    """One FUSE move. ``apply`` raises NotApplicable when it can never apply to this genome, InvalidMove when this
+    attempt failed (another draw may succeed).
+
+    In the default mode a proposal identical to the input is an InvalidMove: FUSE would relax the same structure
+    again and penalise it as a duplicate. ``fuse_compatible`` lets such no-ops through.
+    """
+
+    name: ClassVar[str]
+    number: ClassVar[int]
+
+    def apply(self, genome: Genome, ctx: MoveContext, rng: np.random.Generator) -> Genome:
+        candidate = self.propose(genome, ctx, rng)
+        if not ctx.fuse_compatible and candidate == genome:
+            raise InvalidMove(f"{self.name}: the proposal equals the current genome")
+        return candidate
+
+    @abstractmethod
+    def propose(self, genome: Genome, ctx: MoveContext, rng: np.random.Generator) -> Genome:
+        """The new genome, or NotApplicable / InvalidMove."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(number={self.number}, name={self.name!r})"

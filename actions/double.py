@@ -1,0 +1,57 @@
+"""Move 5: double the cell along a, b or c, fuse.md §2.2.
+
+The default mode builds the genome of the exact 2x supercell of the assembled structure along the drawn axis.
+``fuse_compatible`` reproduces FUSE's string surgery, which is a supercell along c but, along a or b, repeats rows
+or single blocks in place (AABB rather than ABAB), giving a different structure.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+from actions.base import Move, MoveContext
+from rlcsp.exceptions import NotApplicable
+from rlcsp.genome import Genome, Instructions, block_grid, from_block_grid
+
+AXES = ("a", "b", "c")
+
+
+def double_instructions(ins: Instructions, axis: str) -> Instructions:
+    """Instructions with one axis doubled; along c the layer offsets repeat."""
+    if axis == "a":
+        return replace(ins, na=2 * ins.na)
+    if axis == "b":
+        return replace(ins, nb=2 * ins.nb)
+    return replace(ins, nc=2 * ins.nc, translations=ins.translations * 2)
+
+
+def exact_double(genome: Genome, axis: str) -> Genome:
+    """Genome whose assembly is the 2x supercell of ``genome``'s assembly along ``axis``."""
+    grid = block_grid(genome)
+    doubled = np.concatenate([grid, grid], axis={"c": 0, "a": 1, "b": 2}[axis])
+    return from_block_grid(doubled, double_instructions(genome.instructions, axis))
+
+
+def fuse_double(genome: Genome, axis: str) -> Genome:
+    """FUSE's version: on the reversed block list, repeat each group of na blocks (a) or each block (b) in place."""
+    ins = genome.instructions
+    if axis == "c":
+        return Genome(genome.string * 2, double_instructions(ins, axis))
+    layers = np.array(genome.string).reshape(-1, 4)[::-1].reshape(ins.nc, ins.na * ins.nb, 4)
+    group = ins.na if axis == "a" else 1
+    grouped = layers.reshape(ins.nc, -1, group, 4)
+    doubled = np.repeat(grouped, 2, axis=1).reshape(-1, 4)[::-1]
+    return Genome(tuple(doubled.reshape(-1)), double_instructions(ins, axis))
+
+
+class Double(Move):
+    """Move 5: double along a random axis, when the result stays within ``max_atoms``."""
+
+    name, number = "double", 5
+
+    def propose(self, genome: Genome, ctx: MoveContext, rng: np.random.Generator) -> Genome:
+        if genome.n_atoms > ctx.max_atoms / 2:
+            raise NotApplicable(f"{self.name}: {genome.n_atoms} atoms, more than max_atoms/2 = {ctx.max_atoms / 2}")
+        axis = AXES[rng.integers(3)]
+        return fuse_double(genome, axis) if ctx.fuse_compatible else exact_double(genome, axis)

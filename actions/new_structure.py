@@ -1,0 +1,37 @@
+"""Moves 6 (new structure of the same size or smaller) and 7 (new structure of any size), fuse.md §2.3.
+
+FUSE_RL calls the random builder with the current formula-unit count as ``max_fus``, which only bounds the
+sub-module count; the default mode's builder also caps the formula units, so move 6 really is "same or smaller".
+``exact_fu_count`` (FUSE 1.06) draws the count uniformly and builds exactly that many.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from actions.base import Move, MoveContext
+from rlcsp.genome import Genome, random_genome
+
+
+def _new_genome(genome: Genome, ctx: MoveContext, rng: np.random.Generator, max_fus: int) -> Genome:
+    target = int(rng.integers(1, max_fus + 1)) if ctx.exact_fu_count else None
+    return random_genome(ctx.composition, ctx.max_atoms, rng, max_fus=max_fus, target_fus=target,
+                         vac_ratio=ctx.vac_ratio, ap=genome.instructions.ap, fuse_compatible=ctx.fuse_compatible)
+
+
+class NewSameOrSmaller(Move):
+    """Move 6: a random structure with at most the current number of formula units."""
+
+    name, number = "new_same_or_smaller", 6
+
+    def propose(self, genome: Genome, ctx: MoveContext, rng: np.random.Generator) -> Genome:
+        current = max(1, genome.n_atoms // ctx.composition.atoms_per_fu)
+        return _new_genome(genome, ctx, rng, current)
+
+
+class NewAnySize(Move):
+    """Move 7: a random structure of any size up to ``max_atoms``."""
+
+    name, number = "new_any_size", 7
+
+    def propose(self, genome: Genome, ctx: MoveContext, rng: np.random.Generator) -> Genome:
+        return _new_genome(genome, ctx, rng, ctx.composition.max_fus(ctx.max_atoms))

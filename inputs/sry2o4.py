@@ -1,0 +1,14 @@
+"""SrY2O4 with FUSE's lib2.lib Buckingham potentials (Zamaraeva et al. 2023): GM spinel-type Fd-3m, -24.428313 eV/atom."""
+from rlcsp.run import main_for_script
+
+CONFIG = {
+    "composition": {"Sr": [1, +2], "Y": [2, +3], "O": [4, -2]},
+    "library": "lib2.lib",
+    "max_atoms": 50,
+    "budget": 2000,
+    "initial_population": 100,
+    "target_energy": -24.428313,
+}
+
+if __name__ == "__main__":
+    raise SystemExit(main_for_script(CONFIG))

@@ -1,0 +1,110 @@
+"""Run settings and the per-compound input scripts that declare them.
+
+An input script is a Python file with a ``CONFIG`` dict (composition, library, limits, target). It runs as
+``python inputs/y2o3.py`` and as ``rlcsp run inputs/y2o3.py``; command-line options override the dict.
+Everything is validated before the first relaxation, so bad input never costs compute.
+"""
+from __future__ import annotations
+
+import runpy
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from rlcsp.composition import Composition
+from rlcsp.exceptions import CompositionError, ConfigError
+
+INPUTS = Path(__file__).resolve().parent.parent / "inputs"
+
+
+@dataclass
+class SearchConfig:
+    """Everything that defines a search. Defaults are the FUSE paper's (fuse.md section 3.1)."""
+
+    composition: dict[str, list[int]]
+    max_atoms: int
+    name: str = ""
+    imax_atoms: int | None = None
+    budget: int = 2000  # relaxations, counting the initial population (as FUSE does)
+    initial_population: int = 100
+    target_energy: float | None = None  # eV/atom; the run stops when reached
+    target_tolerance: float = 1e-5
+    calculator: str = "lammps-buckingham"
+    calculator_options: dict[str, Any] = field(default_factory=dict)
+    library: str | None = "lib2.lib"  # GULP library for Buckingham engines, relative to inputs/
+    policy: str = "original"
+    policy_options: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+    temperature: float = 0.02  # T0, eV/atom
+    melt_threshold: int = 500
+    melt_step: float = 0.01
+    metropolis: str = "current"  # 'current' (standard) or 'global' (FUSE's test against the global minimum)
+    rmax: int | None = None
+    max_failed_attempts: int = 500
+    max_build_attempts: int = 200_000
+    rattle: float = 0.05
+    energy_tolerance: float = 1e-4  # eV/atom window in which structures are compared for uniqueness
+    density_cutoff: float = 0.4
+    dist_cutoff: float = 1.2
+    btol: float = 0.25
+    vac_ratio: float = 4
+    fuse_compatible: bool = False
+
+    def __post_init__(self) -> None:
+        self.imax_atoms = self.imax_atoms or self.max_atoms
+        self.comp = Composition(self.composition)  # raises CompositionError on non-neutral/unknown ions
+        self.name = self.name or self.comp.label
+        if self.max_atoms < self.comp.atoms_per_fu:
+            raise CompositionError(
+                f"max_atoms={self.max_atoms} is smaller than one formula unit of {self.comp.label} "
+                f"({self.comp.atoms_per_fu} atoms)"
+            )
+        if self.initial_population < 1:
+            raise ConfigError("initial_population must be at least 1")
+        if self.budget <= self.initial_population:
+            raise ConfigError(
+                f"budget={self.budget} relaxations leaves no search steps after the initial population of "
+                f"{self.initial_population}; the budget counts the initial population (as FUSE does)"
+            )
+        if self.metropolis not in ("current", "global"):
+            raise ConfigError(f"metropolis must be 'current' or 'global', got {self.metropolis!r}")
+        if self.temperature <= 0:
+            raise ConfigError("temperature must be positive")
+
+    @property
+    def library_path(self) -> str | None:
+        if self.library is None:
+            return None
+        path = Path(self.library)
+        return str(path if path.is_absolute() or path.exists() else INPUTS / path)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def load_script(path: str | Path) -> dict[str, Any]:
+    """The ``CONFIG`` dict of an input script, executed without running its ``__main__`` block."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"input script {str(path)!r} not found")
+    namespace = runpy.run_path(str(path), run_name="rlcsp_input")
+    if not isinstance(namespace.get("CONFIG"), dict):
+        raise ConfigError(f"{path} defines no CONFIG dict (see inputs/y2o3.py for the layout)")
+    return dict(namespace["CONFIG"])
+
+
+def make_config(base: dict[str, Any], **overrides: Any) -> SearchConfig:
+    """Build a validated config from a script's dict plus command-line overrides that are not None."""
+    data = dict(base)
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if "budget" in given and "initial_population" not in given:
+        # A short --budget on a paper script (initial population 100) keeps half of it for search steps.
+        default = data.get("initial_population", SearchConfig.initial_population)
+        if default >= given["budget"]:
+            given["initial_population"] = max(1, given["budget"] // 2)
+    data.update(given)
+    known = {f.name for f in fields(SearchConfig)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"unknown setting(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
+    return SearchConfig(**data)

@@ -1,0 +1,327 @@
+"""FUSE-style basin hopping: an initial population, then one move, one relaxation and one decision per step.
+
+Moves act on the genome (never on relaxed coordinates); the relaxed structure only provides the energy and the
+output files. All randomness comes from one seeded ``numpy.random.Generator``, so the same seed, inputs and
+calculator give the same trajectory.
+"""
+from __future__ import annotations
+
+import math
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from ase import Atoms
+
+from actions import MOVES
+from actions.base import MoveContext
+from calculators import get_relaxer
+from calculators.relax import Relaxer, RelaxResult
+from policies import ACTIONS, Policy, State, Transition, get_policy
+from rlcsp.checks import CheckSettings, check_structure
+from rlcsp.config import SearchConfig
+from rlcsp.exceptions import InvalidMove, NotApplicable, RlcspError
+from rlcsp.genome import Genome, assemble, random_genome
+from rlcsp.uniqueness import UniquenessIndex
+
+OUTCOMES = ("accepted", "metropolis", "rejected", "failed")
+
+
+class SearchError(RlcspError):
+    """The search cannot continue (e.g. no valid random structure can be built at all)."""
+
+
+@dataclass
+class StepRecord:
+    """One relaxation of the run: an initial structure (kind 'I') or a basin-hopping step ('S')."""
+
+    relaxation: int
+    kind: str
+    move: int | None
+    attempts: int
+    outcome: str
+    e_new: float | None
+    e_current: float
+    e_global: float
+    temperature: float
+    unique: bool
+    n_atoms: int
+    build_s: float
+    relax_s: float
+    policy_s: float
+    failure: str = ""
+
+
+@dataclass
+class Walker:
+    """Everything the loop needs to continue: the current and best structures, counters and temperature."""
+
+    genome: Genome
+    atoms: Atoms
+    energy: float
+    best_genome: Genome
+    best_atoms: Atoms
+    best_energy: float
+    temperature: float
+    relaxations: int = 0
+    steps_since_downhill: int = 0  # FUSE's `ca`
+    steps_since_best: int = 0  # FUSE's `r`
+    gm_relaxation: int | None = None
+    last_move: int | None = None
+
+
+@dataclass
+class SearchResult:
+    walker: Walker
+    records: list[StepRecord]
+    stop_reason: str
+    wall_s: float
+    acceptance: dict[str, int] = field(default_factory=dict)
+
+
+class StopRequest:
+    """SIGINT/SIGTERM or a stop file ask the loop to finish the current step and exit cleanly."""
+
+    def __init__(self, stop_file: Path | None = None):
+        self.stop_file = stop_file
+        self.signal: str | None = None
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> StopRequest:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: rely on the stop file
+                pass
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum, frame) -> None:
+        if self.signal is not None:  # a second Ctrl-C aborts at once
+            raise KeyboardInterrupt
+        self.signal = signal.Signals(signum).name
+
+    def __call__(self) -> str | None:
+        if self.signal:
+            return f"signal {self.signal}"
+        if self.stop_file is not None and self.stop_file.exists():
+            return f"stop file {self.stop_file}"
+        return None
+
+
+class Search:
+    """One basin-hopping walker over a composition, with a relaxer and a move policy."""
+
+    def __init__(self, config: SearchConfig, relaxer: Relaxer | None = None, policy: Policy | None = None,
+                 on_record: Callable[[StepRecord, Walker], None] | None = None):
+        self.config = config
+        self.composition = config.comp
+        options = dict(config.calculator_options)
+        if config.library_path and config.calculator in ("lammps-buckingham", "gulp"):
+            options.setdefault("library", config.library_path)
+        if config.library_path and config.calculator == "lammps-buckingham":
+            from calculators.library import load_library
+
+            load_library(config.library_path).check_elements(self.composition.symbols)
+        self._owns_relaxer = relaxer is None
+        self.relaxer = relaxer or get_relaxer(config.calculator, **options)
+        self.policy = policy or get_policy(config.policy, **config.policy_options)
+        self.rng = np.random.default_rng(config.seed)
+        self.ctx = MoveContext(config.comp, config.max_atoms, fuse_compatible=config.fuse_compatible,
+                               vac_ratio=config.vac_ratio, exact_fu_count=not config.fuse_compatible)
+        self.checks = CheckSettings(density_cutoff=config.density_cutoff, dist_cutoff=config.dist_cutoff,
+                                    btol=config.btol, fuse_compatible=config.fuse_compatible)
+        self.unique = UniquenessIndex(config.energy_tolerance)
+        self.on_record = on_record
+        self.records: list[StepRecord] = []
+        self.tally = {"candidates": 0, "passed": 0}
+
+    # -- building candidates -------------------------------------------------------------------------
+
+    def _check(self, genome: Genome, max_atoms: int) -> Atoms | None:
+        atoms = assemble(genome, fuse_compatible=self.config.fuse_compatible)
+        self.tally["candidates"] += 1
+        if check_structure(atoms, self.composition, max_atoms, self.checks) is not None:
+            return None
+        self.tally["passed"] += 1
+        return atoms
+
+    def random_structure(self) -> tuple[Genome, Atoms, int]:
+        """A random genome that passes the checks, with the number of candidates it took."""
+        cfg = self.config
+        for attempt in range(1, cfg.max_build_attempts + 1):
+            genome = random_genome(self.composition, cfg.imax_atoms, self.rng, vac_ratio=cfg.vac_ratio,
+                                   fuse_compatible=cfg.fuse_compatible)
+            atoms = self._check(genome, cfg.imax_atoms)
+            if atoms is not None:
+                return genome, atoms, attempt
+        raise SearchError(f"no random {self.composition.label} structure passed the checks in "
+                          f"{cfg.max_build_attempts} attempts; check max_atoms and the composition")
+
+    def _rattle(self, atoms: Atoms) -> Atoms:
+        atoms = atoms.copy()
+        if self.config.rattle > 0:
+            atoms.positions += self.rng.normal(scale=self.config.rattle, size=atoms.positions.shape)
+        return atoms
+
+    def allowed_moves(self, genome: Genome) -> list[int]:
+        allowed = list(ACTIONS)
+        if genome.instructions.nc <= 2:
+            allowed.remove(4)
+        if 2 * genome.n_atoms > self.config.max_atoms:
+            allowed.remove(5)
+        return allowed
+
+    def build(self, walker: Walker, state: State) -> tuple[int, Genome, Atoms, int, float]:
+        """Choose a move and apply it until a candidate passes the checks (fuse.md 4.5)."""
+        cfg = self.config
+        allowed = self.allowed_moves(walker.genome)
+        excluded: set[int] = set()
+        total = 0
+        policy_s = 0.0
+        while True:
+            choices = [a for a in allowed if a not in excluded]
+            if not choices:
+                excluded.clear()
+                choices = allowed
+            t0 = time.perf_counter()
+            action = self.policy.select(state, choices, self.rng)
+            policy_s += time.perf_counter() - t0
+            move = MOVES[action]
+            for attempt in range(1, cfg.max_failed_attempts + 1):
+                total += 1
+                if total > cfg.max_build_attempts:
+                    raise SearchError(f"no valid candidate after {total} attempts from the current structure")
+                try:
+                    genome = move.apply(walker.genome, self.ctx, self.rng)
+                except NotApplicable:
+                    break
+                except InvalidMove:
+                    continue
+                atoms = self._check(genome, cfg.max_atoms)
+                if atoms is not None:
+                    return action, genome, atoms, total, policy_s
+            excluded.add(action)
+
+    # -- the loop ------------------------------------------------------------------------------------
+
+    def _relax(self, atoms: Atoms) -> RelaxResult:
+        return self.relaxer.relax([self._rattle(atoms)])[0]
+
+    def _record(self, record: StepRecord, walker: Walker) -> None:
+        self.records.append(record)
+        if self.on_record is not None:
+            self.on_record(record, walker)
+
+    def _target_reached(self, energy: float) -> bool:
+        target = self.config.target_energy
+        return target is not None and energy <= target + self.config.target_tolerance
+
+    def initial_population(self, stop: Callable[[], str | None]) -> Walker | None:
+        best: tuple[float, Genome, Atoms] | None = None
+        count = 0
+        for count in range(1, self.config.initial_population + 1):
+            t0 = time.perf_counter()
+            genome, atoms, attempts = self.random_structure()
+            t1 = time.perf_counter()
+            result = self._relax(atoms)
+            t2 = time.perf_counter()
+            unique = result.ok and self.unique.add(result.atoms, result.energy_per_atom)
+            if result.ok and (best is None or result.energy_per_atom < best[0]):
+                best = (result.energy_per_atom, genome, result.atoms)
+            e_best = best[0] if best else math.nan
+            self._record(StepRecord(count, "I", None, attempts, "accepted" if result.ok else "failed",
+                                    result.energy_per_atom, e_best, e_best, self.config.temperature, unique,
+                                    len(atoms), t1 - t0, t2 - t1, 0.0,
+                                    result.failure.value if result.failure else ""), None)
+            if stop() or (best and self._target_reached(best[0])):
+                break
+        if best is None:
+            raise SearchError(f"all {count} initial structures failed to relax; check the calculator")
+        energy, genome, atoms = best
+        walker = Walker(genome, atoms, energy, genome, atoms, energy, self.config.temperature, relaxations=count)
+        if self._target_reached(energy):
+            walker.gm_relaxation = next(r.relaxation for r in self.records if r.e_new == energy)
+        return walker
+
+    def step(self, walker: Walker) -> StepRecord:
+        cfg = self.config
+        state = self.state(walker)
+        t0 = time.perf_counter()
+        action, genome, atoms, attempts, policy_s = self.build(walker, state)
+        t1 = time.perf_counter()
+        result = self._relax(atoms)
+        t2 = time.perf_counter()
+        walker.relaxations += 1
+        walker.last_move = action
+        e_old = walker.energy
+        if not result.ok:
+            outcome, unique, e_new = "failed", False, None
+        else:
+            e_new = result.energy_per_atom
+            unique = self.unique.add(result.atoms, e_new)
+            reference = walker.energy if cfg.metropolis == "current" else walker.best_energy
+            if e_new < walker.energy:
+                outcome = "accepted"
+            elif self.rng.random() <= math.exp(-(e_new - reference) / walker.temperature):
+                outcome = "metropolis"
+            else:
+                outcome = "rejected"
+        if outcome == "accepted":
+            walker.temperature = cfg.temperature
+            walker.steps_since_downhill = 0
+        else:
+            walker.steps_since_downhill += 1
+        if outcome in ("accepted", "metropolis"):
+            walker.genome, walker.atoms, walker.energy = genome, result.atoms, e_new
+        if e_new is not None and e_new < walker.best_energy:
+            walker.best_genome, walker.best_atoms, walker.best_energy = genome, result.atoms, e_new
+            walker.steps_since_best = 0
+            if walker.gm_relaxation is None and self._target_reached(e_new):
+                walker.gm_relaxation = walker.relaxations
+        else:
+            walker.steps_since_best += 1
+        if walker.steps_since_downhill >= cfg.melt_threshold:
+            walker.temperature = round(walker.temperature + self.rng.uniform(0, cfg.melt_step), 6)
+        t3 = time.perf_counter()
+        self.policy.observe(Transition(state, action, self.state(walker), e_new, outcome, unique, attempts,
+                                       {"e_old": e_old, "failure": result.failure.value if result.failure else ""}))
+        if walker.relaxations % self.policy.episode_length == 0:
+            self.policy.update()
+        policy_s += time.perf_counter() - t3
+        record = StepRecord(walker.relaxations, "S", action, attempts, outcome, e_new, walker.energy,
+                            walker.best_energy, walker.temperature, unique, len(atoms), t1 - t0 - policy_s,
+                            t2 - t1, policy_s, result.failure.value if result.failure else "")
+        self._record(record, walker)
+        return record
+
+    def state(self, walker: Walker) -> State:
+        return State(walker.energy, len(walker.atoms), self.config.max_atoms, walker.steps_since_downhill,
+                     walker.temperature, walker.last_move)
+
+    def run(self, stop_file: Path | None = None) -> SearchResult:
+        started = time.perf_counter()
+        cfg = self.config
+        with StopRequest(stop_file) as stop:
+            walker = self.initial_population(stop)
+            reason = stop()
+            while reason is None:
+                if self._target_reached(walker.best_energy):
+                    reason = "target energy reached"
+                elif walker.relaxations >= cfg.budget:
+                    reason = "budget exhausted"
+                elif cfg.rmax is not None and walker.steps_since_best >= cfg.rmax:
+                    reason = f"rmax: {cfg.rmax} steps without a new best"
+                else:
+                    self.step(walker)
+                    reason = stop()
+        if self._owns_relaxer:
+            self.relaxer.close()
+        outcomes = {o: sum(r.outcome == o for r in self.records if r.kind == "S") for o in OUTCOMES}
+        return SearchResult(walker, self.records, reason, time.perf_counter() - started, outcomes)

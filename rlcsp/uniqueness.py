@@ -1,0 +1,47 @@
+"""Is a relaxed structure new? An energy window plus a structural comparison.
+
+FUSE compared rounded energies for exact equality, so two different structures with equal energies counted as
+one, and one structure relaxed to energies 1e-6 apart counted as two. Here structures whose energies lie within
+``energy_tolerance`` are compared with pymatgen's StructureMatcher (with supercells allowed, since the genome
+can describe one crystal in cells of different sizes); only matches are duplicates.
+"""
+from __future__ import annotations
+
+import bisect
+
+from ase import Atoms
+
+
+class UniquenessIndex:
+    """Relaxed structures seen so far, sorted by energy per atom."""
+
+    def __init__(self, energy_tolerance: float = 1e-4):
+        self.energy_tolerance = energy_tolerance
+        self._energies: list[float] = []
+        self._structures: list = []
+        self._matcher = None
+
+    def __len__(self) -> int:
+        return len(self._energies)
+
+    def _match(self, a, b) -> bool:
+        if self._matcher is None:
+            from pymatgen.analysis.structure_matcher import StructureMatcher
+
+            self._matcher = StructureMatcher(ltol=0.2, stol=0.3, angle_tol=5, primitive_cell=True,
+                                             attempt_supercell=True, scale=True)
+        return bool(self._matcher.fit(a, b))
+
+    def add(self, atoms: Atoms, energy: float) -> bool:
+        """Record a structure; True if no structure within the energy window matches it."""
+        from pymatgen.io.ase import AseAtomsAdaptor
+
+        structure = AseAtomsAdaptor.get_structure(atoms)
+        lo = bisect.bisect_left(self._energies, energy - self.energy_tolerance)
+        hi = bisect.bisect_right(self._energies, energy + self.energy_tolerance)
+        unique = not any(self._match(structure, self._structures[k]) for k in range(lo, hi))
+        if unique:
+            at = bisect.bisect_left(self._energies, energy)
+            self._energies.insert(at, energy)
+            self._structures.insert(at, structure)
+        return unique
