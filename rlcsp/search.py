@@ -140,16 +140,17 @@ class Search:
         self.unique = UniquenessIndex(config.energy_tolerance)
         self.on_record = on_record
         self.records: list[StepRecord] = []
-        self.tally = {"candidates": 0, "passed": 0}
+        # Candidates built and those passing the checks, for random structures and for moves separately.
+        self.tally = {"random": {"candidates": 0, "passed": 0}, "moves": {"candidates": 0, "passed": 0}}
 
     # -- building candidates -------------------------------------------------------------------------
 
-    def _check(self, genome: Genome, max_atoms: int) -> Atoms | None:
+    def _check(self, genome: Genome, max_atoms: int, kind: str) -> Atoms | None:
         atoms = assemble(genome, fuse_compatible=self.config.fuse_compatible)
-        self.tally["candidates"] += 1
+        self.tally[kind]["candidates"] += 1
         if check_structure(atoms, self.composition, max_atoms, self.checks) is not None:
             return None
-        self.tally["passed"] += 1
+        self.tally[kind]["passed"] += 1
         return atoms
 
     def random_structure(self) -> tuple[Genome, Atoms, int]:
@@ -158,7 +159,7 @@ class Search:
         for attempt in range(1, cfg.max_build_attempts + 1):
             genome = random_genome(self.composition, cfg.imax_atoms, self.rng, vac_ratio=cfg.vac_ratio,
                                    fuse_compatible=cfg.fuse_compatible)
-            atoms = self._check(genome, cfg.imax_atoms)
+            atoms = self._check(genome, cfg.imax_atoms, "random")
             if atoms is not None:
                 return genome, atoms, attempt
         raise SearchError(f"no random {self.composition.label} structure passed the checks in "
@@ -204,7 +205,7 @@ class Search:
                     break
                 except InvalidMove:
                     continue
-                atoms = self._check(genome, cfg.max_atoms)
+                atoms = self._check(genome, cfg.max_atoms, "moves")
                 if atoms is not None:
                     return action, genome, atoms, total, policy_s
             excluded.add(action)

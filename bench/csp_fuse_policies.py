@@ -1,0 +1,108 @@
+"""FUSE's fixed policies on the paper compositions: success rate and relaxations-to-GM per policy.
+
+Every (composition, policy, seed) walker is an independent `rlcsp` search in its own process; runs stop at the
+target (GM) energy, so relaxations-to-GM is the relaxation at which the GM was first reached, censored at the
+budget for runs that never reach it. The reference column is FUSE's published success count out of 40 runs.
+
+    python bench/csp_fuse_policies.py --compositions y2ti2o7 sry2o4 --policies original uniform --seeds 4
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+REFERENCE = {  # runs of 40 that reached the GM: Original / Uniform / RLCSP (shared/data/README.md)
+    "Y2O3": {"original": 14, "uniform": 9, "reinforce-rlcsp": 12},
+    "Y2Ti2O7": {"original": 40, "uniform": 40, "reinforce-rlcsp": 40},
+    "Y2TiO5": {"original": 40, "uniform": 40, "reinforce-rlcsp": 40},
+    "SrY2O4": {"original": 14, "uniform": 40, "reinforce-rlcsp": 40},
+    "Sr4Ti3O10": {"original": 39, "uniform": 40, "reinforce-rlcsp": 39},
+}
+
+
+def walker(script: str, policy: str, seed: int, budget: int, out: str) -> dict:
+    """One search in a worker process (one thread: the pool provides the parallelism)."""
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    from rlcsp.config import load_script, make_config
+    from rlcsp.run import execute
+
+    config = make_config(load_script(script), policy=policy, seed=seed, budget=budget)
+    summary = execute(config, out, progress=False)
+    summary["wall_per_relaxation_s"] = summary["wall_s"] / max(summary["relaxations"], 1)
+    return summary
+
+
+def main() -> None:
+    from rlcsp.stats import km_median
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--compositions", nargs="+", default=["y2ti2o7", "sry2o4"])
+    parser.add_argument("--policies", nargs="+", default=["original", "uniform"])
+    parser.add_argument("--seeds", type=int, default=4)
+    parser.add_argument("--budget", type=int, default=2000)
+    parser.add_argument("--workers", type=int, default=os.cpu_count())
+    parser.add_argument("--runs", default=str(ROOT / "runs" / "bench_csp"), help="folder for per-walker outputs")
+    parser.add_argument("--tag", default="csp_fuse_policies")
+    args = parser.parse_args()
+
+    jobs = [(c, p, s) for c in args.compositions for p in args.policies for s in range(1, args.seeds + 1)]
+    started = time.perf_counter()
+    summaries = []
+    with ProcessPoolExecutor(max_workers=args.workers) as pool:
+        futures = {pool.submit(walker, str(ROOT / "inputs" / f"{c}.py"), p, s, args.budget,
+                               str(Path(args.runs) / f"{c}-{p}-seed{s}")): (c, p, s) for c, p, s in jobs}
+        for i, future in enumerate(as_completed(futures), 1):
+            c, p, s = futures[future]
+            summary = future.result()
+            summaries.append(summary)
+            print(f"[{i}/{len(jobs)}] {c} {p} seed {s}: best {summary['best_energy']:.6f}, "
+                  f"GM at {summary['gm_relaxation']}, {summary['wall_s']:.0f} s", flush=True)
+
+    rows = []
+    for comp in sorted({s["composition"] for s in summaries}):
+        for policy in args.policies:
+            runs = [s for s in summaries if s["composition"] == comp and s["policy"] == policy]
+            if not runs:
+                continue
+            times = [s["gm_relaxation"] or args.budget for s in runs]
+            reached = [s["gm_reached"] for s in runs]
+            tally = [s["candidate_acceptance"]["random"] for s in runs]
+            rows.append({
+                "composition": comp, "policy": policy, "runs": len(runs), "gm_reached": sum(reached),
+                "success_rate": sum(reached) / len(runs),
+                "km_median_relaxations_to_gm": km_median(times, reached),
+                "relaxations_to_gm": sorted(t for t, r in zip(times, reached) if r),
+                "wall_per_relaxation_s": sum(s["wall_s"] for s in runs) / sum(s["relaxations"] for s in runs),
+                "random_candidate_acceptance": sum(t["passed"] for t in tally) / max(sum(t["candidates"] for t in tally), 1),
+                "reference_success_of_40": REFERENCE.get(comp, {}).get(policy),
+                "best_energies": [s["best_energy"] for s in runs],
+            })
+
+    lines = [f"budget {args.budget} relaxations (incl. 100 initial), {args.seeds} seeds, "
+             f"{args.workers} worker processes, total wall {time.perf_counter() - started:.0f} s", "",
+             "| composition | policy | GM reached | FUSE (of 40) | KM median relax. to GM | relax. to GM (reached) "
+             "| s / relaxation | random candidates passing checks |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        ref = r["reference_success_of_40"]
+        median = r["km_median_relaxations_to_gm"]
+        lines.append(f"| {r['composition']} | {r['policy']} | {r['gm_reached']}/{r['runs']} | "
+                     f"{'-' if ref is None else f'{ref}/40'} | {'censored' if median is None else int(median)} | "
+                     f"{r['relaxations_to_gm']} | {r['wall_per_relaxation_s']:.2f} | "
+                     f"1 in {1 / max(r['random_candidate_acceptance'], 1e-9):.0f} |")
+    table = "\n".join(lines)
+    print(table)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{args.tag}.md").write_text(table + "\n")
+    (RESULTS / f"{args.tag}.json").write_text(json.dumps({"args": vars(args), "rows": rows, "runs": summaries},
+                                                         indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
