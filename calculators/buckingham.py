@@ -74,5 +74,11 @@ class BuckinghamCalculator(Calculator):
             raise CalculatorFailed("LAMMPS returned a non-finite energy, force or stress")
         self.results = {"energy": energy, "free_energy": energy, "forces": forces, "stress": stress}
 
+    def reset(self) -> None:
+        super().reset()
+        session = getattr(self, "session", None)  # ASE's __init__ resets before the session exists
+        if session is not None:
+            session.reset()
+
     def close(self) -> None:
         self.session.close()

@@ -97,6 +97,7 @@ class LammpsRelaxer(Relaxer):
         started = time.perf_counter()
         work = atoms.copy()
         calc = self.calculator
+        self.session.reset()  # identical results whatever was relaxed before (exact resume)
         try:
             if len(work) and min_distance(work) < self.min_distance:
                 return failed(work, FailureReason.TOO_CLOSE,

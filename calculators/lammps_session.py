@@ -137,6 +137,10 @@ class LammpsBuckingham:
             self._lmp.close()
             self._lmp = None
 
+    def reset(self) -> None:
+        """Rebuild the LAMMPS system on the next load, so results never depend on earlier structures."""
+        self._key = None
+
     def command(self, cmd: str) -> None:
         try:
             self._lmp.commands_string(cmd)

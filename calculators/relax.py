@@ -142,6 +142,7 @@ class AseRelaxer(Relaxer):
             if len(work) and min_distance(work) < self.min_distance:
                 return failed(work, FailureReason.TOO_CLOSE,
                               f"atoms closer than {self.min_distance} A; refusing to relax", started)
+            self.calculator.reset()  # no state carried over from earlier structures
             work.calc = self.calculator
             e0 = work.get_potential_energy() / len(work)
         except (InvalidStructure, LibraryError) as err:

@@ -51,6 +51,9 @@ class Policy(ABC):
     def probabilities(self, state: State, allowed: list[int]) -> dict[int, float]:
         """Probability of each allowed move in this state (sums to 1 over ``allowed``)."""
 
+    def begin(self, initial_energies: list[float]) -> None:
+        """Called once after the initial population with its converged energies (feature/reward scaling)."""
+
     def select(self, state: State, allowed: list[int], rng: np.random.Generator) -> int:
         if not allowed:
             raise ValueError("no move is allowed")

@@ -72,7 +72,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                          fuse_compatible=True if args.fuse_compatible else None)
     out = args.out or str(Path("runs") / f"{config.name}-{config.policy}-seed{config.seed}")
     command = " ".join(["rlcsp", "run", *sys.argv[2:]]) if sys.argv[1:2] == ["run"] else None
-    summary = execute(config, out, progress=not args.quiet, command=command)
+    summary = execute(config, out, progress=not args.quiet, command=command, db_url=args.db, resume=args.resume)
     return 0 if summary["relaxations"] > 0 else 1
 
 
@@ -106,6 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fuse-compatible", action="store_true", help="reproduce FUSE's documented quirks")
     p.add_argument("--out", help="output folder (default runs/<name>-<policy>-seed<seed>)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--db", help="database URL (default: RLCSP_DB_URL, else sqlite in the output folder)")
+    p.add_argument("--resume", type=int, metavar="RUN_ID", help="continue a stored run from its last step")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("demo", help="the main job on the embedded defaults: a short Y2O3 search")

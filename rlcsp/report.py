@@ -17,7 +17,8 @@ CSV_COLUMNS = [f.name for f in fields(StepRecord)]
 class RunOutput:
     """Writes as the run goes, so an interrupted run still leaves consistent files."""
 
-    def __init__(self, out: str | Path):
+    def __init__(self, out: str | Path, records: list[StepRecord] = ()):
+        """Start the CSV afresh; a resumed run passes its stored records, which are written first."""
         self.out = Path(out)
         self.out.mkdir(parents=True, exist_ok=True)
         self.csv_path = self.out / "steps.csv"
@@ -26,13 +27,19 @@ class RunOutput:
         self._writer.writeheader()
         self._best = None
         self._current = None
+        for record in records:
+            self._row(record)
+        self._csv.flush()
 
-    def record(self, record: StepRecord, walker: Walker | None) -> None:
+    def _row(self, record: StepRecord) -> None:
         row = asdict(record)
         for key in ("e_new", "e_current", "e_global"):
             if row[key] is not None:
                 row[key] = f"{row[key]:.6f}"
         self._writer.writerow(row)
+
+    def record(self, record: StepRecord, walker: Walker | None) -> None:
+        self._row(record)
         self._csv.flush()
         if walker is not None:
             self.structures(walker)

@@ -1,18 +1,20 @@
-"""Run one search from a config: progress bar, output files, summary; the entry point of ``rlcsp run``."""
+"""Run one search from a config: the store, progress bar, output files and summary (``rlcsp run``)."""
 from __future__ import annotations
 
 import sys
 import time
 from pathlib import Path
 
-from rlcsp.config import SearchConfig
+from rlcsp import __version__
+from rlcsp.config import SearchConfig, make_config
 from rlcsp.report import RunOutput
-from rlcsp.search import Search, SearchResult
+from rlcsp.search import Search, SearchResult, StepRecord
 
 
-def summarise(config: SearchConfig, result: SearchResult) -> dict:
+def summarise(config: SearchConfig, result: SearchResult, run_id: int | None = None) -> dict:
     walker = result.walker
     return {
+        "run_id": run_id,
         "name": config.name,
         "composition": config.comp.label,
         "best_energy": round(walker.best_energy, 6),
@@ -30,36 +32,86 @@ def summarise(config: SearchConfig, result: SearchResult) -> dict:
     }
 
 
-def execute(config: SearchConfig, out: str | Path, progress: bool = True, command: str | None = None) -> dict:
-    """Run the search, writing everything into ``out``; returns the summary dict also saved as summary.json."""
+def _records(rows: list[dict]) -> list[StepRecord]:
+    out = []
+    for row in rows:
+        row = dict(row)
+        row["unique"] = bool(row.pop("is_unique"))
+        row.pop("reward")
+        row["failure"] = row["failure"] or ""
+        out.append(StepRecord(**row))
+    return out
+
+
+def execute(config: SearchConfig, out: str | Path, progress: bool = True, command: str | None = None,
+            db_url: str | None = None, resume: int | None = None) -> dict:
+    """Run (or continue) a search, recording every step in the store and writing outputs into ``out``.
+
+    Without ``resume``, an unfinished run with the identical configuration in the same store is continued, so
+    rerunning the same command after a crash picks up from the last committed step.
+    """
     from tqdm import tqdm
 
-    output = RunOutput(out)
-    bar = tqdm(total=config.budget, unit="relax", disable=not progress, dynamic_ncols=True,
-               desc=f"{config.name} {config.policy} seed {config.seed}")
+    from db import Store, default_url
 
-    def on_record(record, walker) -> None:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    store = Store(db_url or default_url(out))
+    if resume is not None:
+        info = store.run_info(resume)
+        config = make_config(info["config"], budget=max(config.budget, info["config"]["budget"]))
+        run_id = resume
+    else:
+        run_id = store.find_run(config.to_dict())
+        info = store.run_info(run_id) if run_id is not None else None
+    search = Search(config)
+    if info is not None and info["state"] is not None:
+        records = _records(store.steps(run_id))
+        search.restore(info["state"], records, [(s["energy"], s["atoms"]) for s in store.structures(run_id)])
+        print(f"resuming run {run_id} ({config.name}, {config.policy}, seed {config.seed}) after relaxation "
+              f"{info['relaxations']} from {store.url}", file=sys.stderr)
+    elif run_id is None:
+        run_id = store.create_run(config.to_dict(), config.name, config.comp.label, config.policy, config.seed,
+                                  config.calculator, __version__)
+    store.set_status(run_id, "running")
+    output = RunOutput(out, search.records)
+    bar = tqdm(total=config.budget, initial=len(search.records), unit="relax", disable=not progress,
+               dynamic_ncols=True, desc=f"{config.name} {config.policy} seed {config.seed}")
+
+    def on_record(record: StepRecord, walker, new) -> None:
+        best = walker.best_energy if walker is not None else (search.init_best[0] if search.init_best else None)
+        gm = walker.gm_relaxation if walker is not None else None
+        store.record_step(run_id, record, search.checkpoint(), new, best_energy=best, gm_relaxation=gm)
         output.record(record, walker)
         bar.update(1)
-        if record.e_global == record.e_global:  # not NaN
-            bar.set_postfix(best=f"{record.e_global:.6f}")
+        if best is not None:
+            bar.set_postfix(best=f"{best:.6f}")
 
+    search.on_record = on_record
     started = time.perf_counter()
-    search = Search(config, on_record=on_record)
-    result = search.run(stop_file=Path(out) / "stop")
-    bar.close()
-    summary = summarise(config, result)
-    summary["candidate_acceptance"] = dict(search.tally)
+    try:
+        result = search.run(stop_file=out / "stop")
+    except BaseException:
+        store.set_status(run_id, "interrupted")
+        raise
+    finally:
+        bar.close()
+    interrupted = result.stop_reason.startswith(("signal", "stop file"))
+    store.set_status(run_id, "interrupted" if interrupted else "finished")
+    summary = summarise(config, result, run_id)
+    summary["candidate_acceptance"] = search.tally
+    summary["db"] = store.url
     output.finish(result, summary)
+    store.close()
     gm = (f"GM reached at relaxation {summary['gm_relaxation']}" if summary["gm_reached"]
           else "GM not reached" if config.target_energy is not None else "no target energy")
     print(f"{config.name} [{config.policy}, seed {config.seed}]: best {summary['best_energy']:.6f} eV/atom, "
           f"{gm}, {summary['relaxations']} relaxations in {time.perf_counter() - started:.1f} s "
           f"({result.stop_reason}); outputs in {out}")
-    if result.stop_reason.startswith(("signal", "stop file")):
-        print(f"Stopped cleanly after relaxation {summary['relaxations']}; the outputs in {out} are consistent. "
-              f"To continue, rerun {command or 'the same command'} (resuming from the stored state comes with "
-              "the database store).", file=sys.stderr)
+    if interrupted:
+        print(f"Stopped cleanly after relaxation {summary['relaxations']}; every step is stored in {store.url} "
+              f"(run {run_id}). To continue, rerun {command or 'the same command'} or add --resume {run_id}.",
+              file=sys.stderr)
     return summary
 
 

@@ -119,7 +119,7 @@ class Search:
     """One basin-hopping walker over a composition, with a relaxer and a move policy."""
 
     def __init__(self, config: SearchConfig, relaxer: Relaxer | None = None, policy: Policy | None = None,
-                 on_record: Callable[[StepRecord, Walker], None] | None = None):
+                 on_record: Callable[[StepRecord, Walker | None, dict | None], None] | None = None):
         self.config = config
         self.composition = config.comp
         options = dict(config.calculator_options)
@@ -140,6 +140,11 @@ class Search:
         self.unique = UniquenessIndex(config.energy_tolerance)
         self.on_record = on_record
         self.records: list[StepRecord] = []
+        # Initial-population progress, kept on the object so an interrupted population resumes mid-way.
+        self.init_count = 0
+        self.init_best: tuple[float, Genome, Atoms] | None = None
+        self.init_energies: list[float] = []
+        self.walker: Walker | None = None
         # Candidates built and those passing the checks, for random structures and for moves separately.
         self.tally = {"random": {"candidates": 0, "passed": 0}, "moves": {"candidates": 0, "passed": 0}}
 
@@ -215,40 +220,45 @@ class Search:
     def _relax(self, atoms: Atoms) -> RelaxResult:
         return self.relaxer.relax([self._rattle(atoms)])[0]
 
-    def _record(self, record: StepRecord, walker: Walker) -> None:
+    def _record(self, record: StepRecord, walker: Walker | None, new: dict | None) -> None:
         self.records.append(record)
         if self.on_record is not None:
-            self.on_record(record, walker)
+            self.on_record(record, walker, new)
 
     def _target_reached(self, energy: float) -> bool:
         target = self.config.target_energy
         return target is not None and energy <= target + self.config.target_tolerance
 
-    def initial_population(self, stop: Callable[[], str | None]) -> Walker | None:
-        best: tuple[float, Genome, Atoms] | None = None
-        count = 0
-        for count in range(1, self.config.initial_population + 1):
+    def initial_population(self, stop: Callable[[], str | None]) -> Walker:
+        cfg = self.config
+        while self.init_count < cfg.initial_population:
+            if stop() or (self.init_best and self._target_reached(self.init_best[0])):
+                break
             t0 = time.perf_counter()
             genome, atoms, attempts = self.random_structure()
             t1 = time.perf_counter()
             result = self._relax(atoms)
             t2 = time.perf_counter()
-            unique = result.ok and self.unique.add(result.atoms, result.energy_per_atom)
-            if result.ok and (best is None or result.energy_per_atom < best[0]):
-                best = (result.energy_per_atom, genome, result.atoms)
-            e_best = best[0] if best else math.nan
-            self._record(StepRecord(count, "I", None, attempts, "accepted" if result.ok else "failed",
-                                    result.energy_per_atom, e_best, e_best, self.config.temperature, unique,
+            self.init_count += 1
+            new = None
+            if result.ok:
+                self.init_energies.append(result.energy_per_atom)
+                if self.unique.add(result.atoms, result.energy_per_atom):
+                    new = {"atoms": result.atoms, "energy": result.energy_per_atom, "genome": genome.to_dict()}
+                if self.init_best is None or result.energy_per_atom < self.init_best[0]:
+                    self.init_best = (result.energy_per_atom, genome, result.atoms)
+            e_best = self.init_best[0] if self.init_best else math.nan
+            self._record(StepRecord(self.init_count, "I", None, attempts, "accepted" if result.ok else "failed",
+                                    result.energy_per_atom, e_best, e_best, cfg.temperature, new is not None,
                                     len(atoms), t1 - t0, t2 - t1, 0.0,
-                                    result.failure.value if result.failure else ""), None)
-            if stop() or (best and self._target_reached(best[0])):
-                break
-        if best is None:
-            raise SearchError(f"all {count} initial structures failed to relax; check the calculator")
-        energy, genome, atoms = best
-        walker = Walker(genome, atoms, energy, genome, atoms, energy, self.config.temperature, relaxations=count)
+                                    result.failure.value if result.failure else ""), None, new)
+        if self.init_best is None:
+            raise SearchError(f"all {self.init_count} initial structures failed to relax; check the calculator")
+        energy, genome, atoms = self.init_best
+        walker = Walker(genome, atoms, energy, genome, atoms, energy, cfg.temperature, relaxations=self.init_count)
         if self._target_reached(energy):
             walker.gm_relaxation = next(r.relaxation for r in self.records if r.e_new == energy)
+        self.policy.begin(self.init_energies)
         return walker
 
     def step(self, walker: Walker) -> StepRecord:
@@ -262,11 +272,14 @@ class Search:
         walker.relaxations += 1
         walker.last_move = action
         e_old = walker.energy
+        new = None
         if not result.ok:
             outcome, unique, e_new = "failed", False, None
         else:
             e_new = result.energy_per_atom
             unique = self.unique.add(result.atoms, e_new)
+            if unique:
+                new = {"atoms": result.atoms, "energy": e_new, "genome": genome.to_dict()}
             reference = walker.energy if cfg.metropolis == "current" else walker.best_energy
             if e_new < walker.energy:
                 outcome = "accepted"
@@ -299,7 +312,7 @@ class Search:
         record = StepRecord(walker.relaxations, "S", action, attempts, outcome, e_new, walker.energy,
                             walker.best_energy, walker.temperature, unique, len(atoms), t1 - t0 - policy_s,
                             t2 - t1, policy_s, result.failure.value if result.failure else "")
-        self._record(record, walker)
+        self._record(record, walker, new)
         return record
 
     def state(self, walker: Walker) -> State:
@@ -309,20 +322,74 @@ class Search:
     def run(self, stop_file: Path | None = None) -> SearchResult:
         started = time.perf_counter()
         cfg = self.config
-        with StopRequest(stop_file) as stop:
-            walker = self.initial_population(stop)
-            reason = stop()
-            while reason is None:
-                if self._target_reached(walker.best_energy):
-                    reason = "target energy reached"
-                elif walker.relaxations >= cfg.budget:
-                    reason = "budget exhausted"
-                elif cfg.rmax is not None and walker.steps_since_best >= cfg.rmax:
-                    reason = f"rmax: {cfg.rmax} steps without a new best"
-                else:
-                    self.step(walker)
-                    reason = stop()
-        if self._owns_relaxer:
-            self.relaxer.close()
+        try:
+            with StopRequest(stop_file) as stop:
+                if self.walker is None:
+                    self.walker = self.initial_population(stop)
+                walker = self.walker
+                reason = stop()
+                while reason is None:
+                    if self._target_reached(walker.best_energy):
+                        reason = "target energy reached"
+                    elif walker.relaxations >= cfg.budget:
+                        reason = "budget exhausted"
+                    elif cfg.rmax is not None and walker.steps_since_best >= cfg.rmax:
+                        reason = f"rmax: {cfg.rmax} steps without a new best"
+                    else:
+                        self.step(walker)
+                        reason = stop()
+        finally:
+            if self._owns_relaxer:
+                self.relaxer.close()
         outcomes = {o: sum(r.outcome == o for r in self.records if r.kind == "S") for o in OUTCOMES}
         return SearchResult(walker, self.records, reason, time.perf_counter() - started, outcomes)
+
+    # -- checkpoints ----------------------------------------------------------------------------------
+
+    def checkpoint(self) -> dict:
+        """Everything needed to continue exactly from here (JSON-serialisable)."""
+        from db.store import atoms_to_json
+
+        def structure(genome: Genome, atoms: Atoms) -> dict:
+            return {"genome": genome.to_dict(), "atoms": atoms_to_json(atoms)}
+
+        state = {"rng": self.rng.bit_generator.state, "policy": self.policy.state_dict(), "tally": self.tally,
+                 "init_count": self.init_count, "init_energies": self.init_energies, "init_best": None,
+                 "walker": None}
+        if self.init_best is not None:
+            state["init_best"] = {"energy": self.init_best[0], **structure(*self.init_best[1:])}
+        w = self.walker
+        if w is not None:
+            state["walker"] = {
+                "current": structure(w.genome, w.atoms), "energy": w.energy,
+                "best": structure(w.best_genome, w.best_atoms), "best_energy": w.best_energy,
+                "temperature": w.temperature, "relaxations": w.relaxations,
+                "steps_since_downhill": w.steps_since_downhill, "steps_since_best": w.steps_since_best,
+                "gm_relaxation": w.gm_relaxation, "last_move": w.last_move,
+            }
+        return state
+
+    def restore(self, state: dict, records: list[StepRecord], unique: list[tuple[float, Atoms]]) -> None:
+        """Continue from a checkpoint: the same RNG stream, policy, counters and uniqueness memory."""
+        from db.store import atoms_from_json
+
+        def structure(data: dict) -> tuple[Genome, Atoms]:
+            return Genome.from_dict(data["genome"]), atoms_from_json(data["atoms"])
+
+        self.rng.bit_generator.state = state["rng"]
+        self.policy.load_state_dict(state["policy"])
+        self.tally = state["tally"]
+        self.init_count = state["init_count"]
+        self.init_energies = list(state["init_energies"])
+        if state["init_best"] is not None:
+            self.init_best = (state["init_best"]["energy"], *structure(state["init_best"]))
+        for energy, atoms in unique:
+            self.unique.insert(atoms, energy)
+        self.records = list(records)
+        w = state["walker"]
+        if w is not None:
+            genome, atoms = structure(w["current"])
+            best_genome, best_atoms = structure(w["best"])
+            self.walker = Walker(genome, atoms, w["energy"], best_genome, best_atoms, w["best_energy"],
+                                 w["temperature"], w["relaxations"], w["steps_since_downhill"],
+                                 w["steps_since_best"], w["gm_relaxation"], w["last_move"])

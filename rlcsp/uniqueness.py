@@ -41,7 +41,16 @@ class UniquenessIndex:
         hi = bisect.bisect_right(self._energies, energy + self.energy_tolerance)
         unique = not any(self._match(structure, self._structures[k]) for k in range(lo, hi))
         if unique:
-            at = bisect.bisect_left(self._energies, energy)
-            self._energies.insert(at, energy)
-            self._structures.insert(at, structure)
+            self._insert(structure, energy)
         return unique
+
+    def insert(self, atoms: Atoms, energy: float) -> None:
+        """Add a structure already known to be unique (restoring a run from its store)."""
+        from pymatgen.io.ase import AseAtomsAdaptor
+
+        self._insert(AseAtomsAdaptor.get_structure(atoms), energy)
+
+    def _insert(self, structure, energy: float) -> None:
+        at = bisect.bisect_right(self._energies, energy)
+        self._energies.insert(at, energy)
+        self._structures.insert(at, structure)

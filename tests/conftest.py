@@ -24,3 +24,33 @@ def shared_data() -> Path:
     if not SHARED.is_dir():
         pytest.fail(f"reference data not found at {SHARED}; set RLCSP_SHARED to the shared/ folder")
     return SHARED / "data"
+
+
+MYSQL_HOST = os.environ.get("RLCSP_TEST_MYSQL_HOST", "127.0.0.1")
+MYSQL_USER = os.environ.get("RLCSP_TEST_MYSQL_USER", "rlcsp_test")
+os.environ.setdefault("RLCSP_DB_PASSWORD", os.environ.get("RLCSP_TEST_MYSQL_PASSWORD", "rlcsp_test"))
+
+
+def mysql_url(name: str) -> str:
+    return f"mysql://{MYSQL_USER}@{MYSQL_HOST}:3306/{name}"
+
+
+def drop_mysql_database(name: str) -> None:
+    import mysql.connector
+
+    conn = mysql.connector.connect(user=MYSQL_USER, password=os.environ["RLCSP_DB_PASSWORD"], host=MYSQL_HOST)
+    conn.cursor().execute(f"DROP DATABASE IF EXISTS `{name}`")
+    conn.close()
+
+
+@pytest.fixture(params=["sqlite", "mysql"])
+def db_url(request, tmp_path):
+    """A fresh, empty database on each backend: an SQLite file, and a new schema on the MariaDB server."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'rlcsp.db'}"
+        return
+    import uuid
+
+    name = f"rlcsp_test_{uuid.uuid4().hex[:10]}"
+    yield mysql_url(name)
+    drop_mysql_database(name)

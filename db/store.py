@@ -1,0 +1,205 @@
+"""The run store: every run, step, new structure, policy update and DFT call, one transaction per step.
+
+A step's transaction holds its step row, the structure row when the structure is new, and the walker's full
+state (genome, energies, counters, RNG and policy state), so a killed run resumes from its last committed step
+and continues exactly as if it had never stopped.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict
+from typing import Any, Callable
+
+from ase import Atoms
+
+from db.connection import Database, StoreError
+from db.schema import create_schema
+
+STEP_COLUMNS = ("relaxation", "kind", "move", "attempts", "outcome", "e_new", "e_current", "e_global",
+                "temperature", "is_unique", "n_atoms", "build_s", "relax_s", "policy_s", "failure", "reward")
+
+
+def atoms_to_json(atoms: Atoms) -> str:
+    """Exact (repr-precision) JSON of a periodic structure, for bit-identical restores."""
+    return json.dumps({"numbers": atoms.numbers.tolist(), "cell": atoms.cell.array.tolist(),
+                       "positions": atoms.positions.tolist(), "pbc": atoms.pbc.tolist()})
+
+
+def atoms_from_json(text: str) -> Atoms:
+    data = json.loads(text)
+    return Atoms(numbers=data["numbers"], cell=data["cell"], positions=data["positions"], pbc=data["pbc"])
+
+
+def _cif(atoms: Atoms) -> str:
+    from io import BytesIO
+
+    from ase.io import write
+
+    buffer = BytesIO()
+    write(buffer, atoms, format="cif")
+    return buffer.getvalue().decode()
+
+
+class Store:
+    """High-level access to the rlcsp schema; ``url`` is ``sqlite:///path`` or ``mysql://user@host/db``."""
+
+    def __init__(self, url: str, outage_s: float = 120.0):
+        self.db = Database(url, outage_s=outage_s)
+        create_schema(self.db)
+
+    @property
+    def url(self) -> str:
+        return self.db.url.redacted()
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- runs -----------------------------------------------------------------------------------------
+
+    def create_run(self, config: dict[str, Any], name: str, composition: str, policy: str, seed: int,
+                   calculator: str, code_version: str, policy_id: str | None = None) -> int:
+        now = time.time()
+        return self.db.run(lambda tx: tx.insert(
+            "INSERT INTO runs (name, composition, policy, policy_id, seed, calculator, config, code_version, "
+            "status, relaxations, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'running', 0, ?, ?)",
+            (name, composition, policy, policy_id, seed, calculator, json.dumps(config, sort_keys=True),
+             code_version, now, now)), what="create run")
+
+    def find_run(self, config: dict[str, Any]) -> int | None:
+        """The latest unfinished run with exactly this configuration (for rerunning into the same store)."""
+        row = self.db.query("SELECT id FROM runs WHERE config = ? AND status <> 'finished' ORDER BY id DESC",
+                            (json.dumps(config, sort_keys=True),))
+        return row[0][0] if row else None
+
+    def run_info(self, run_id: int) -> dict[str, Any]:
+        rows = self.db.query("SELECT id, name, composition, policy, policy_id, seed, calculator, config, status, "
+                             "best_energy, gm_relaxation, relaxations, state, created_at, updated_at "
+                             "FROM runs WHERE id = ?", (run_id,))
+        if not rows:
+            known = [r[0] for r in self.db.query("SELECT id FROM runs ORDER BY id DESC LIMIT 10")]
+            raise StoreError(f"no run {run_id} in {self.url}; recent run ids: {known or 'none'} "
+                             "(list them with `rlcsp runs`)")
+        keys = ("id", "name", "composition", "policy", "policy_id", "seed", "calculator", "config", "status",
+                "best_energy", "gm_relaxation", "relaxations", "state", "created_at", "updated_at")
+        info = dict(zip(keys, rows[0]))
+        info["config"] = json.loads(info["config"])
+        info["state"] = json.loads(info["state"]) if info["state"] else None
+        return info
+
+    def list_runs(self) -> list[dict[str, Any]]:
+        keys = ("id", "name", "composition", "policy", "seed", "status", "best_energy", "gm_relaxation",
+                "relaxations")
+        rows = self.db.query("SELECT id, name, composition, policy, seed, status, best_energy, gm_relaxation, "
+                             "relaxations FROM runs ORDER BY id")
+        return [dict(zip(keys, row)) for row in rows]
+
+    def set_status(self, run_id: int, status: str) -> None:
+        self.db.run(lambda tx: tx.execute("UPDATE runs SET status = ?, updated_at = ? WHERE id = ?",
+                                          (status, time.time(), run_id)), what="update run status")
+
+    # -- steps ----------------------------------------------------------------------------------------
+
+    def record_step(self, run_id: int, record, state: dict[str, Any], structure: dict[str, Any] | None = None,
+                    reward: float | None = None, best_energy: float | None = None,
+                    gm_relaxation: int | None = None) -> None:
+        """One step, its new structure and the walker state, atomically; safe to retry after a lost commit."""
+        row = asdict(record)
+        row["is_unique"] = int(row.pop("unique"))
+        row["reward"] = reward
+        values = tuple(row[c] for c in STEP_COLUMNS)
+        state_json = json.dumps(state)
+
+        def work(tx) -> None:
+            if tx.one("SELECT 1 FROM steps WHERE run_id = ? AND relaxation = ?", (run_id, record.relaxation)):
+                return  # committed before the connection dropped
+            structure_id = None
+            if structure is not None:
+                structure_id = tx.insert(
+                    "INSERT INTO structures (run_id, relaxation, formula, n_atoms, energy, fingerprint, atoms, "
+                    "cif, genome) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (run_id, record.relaxation, structure["atoms"].get_chemical_formula(),
+                     len(structure["atoms"]), structure["energy"], structure.get("fingerprint"),
+                     atoms_to_json(structure["atoms"]), _cif(structure["atoms"]), json.dumps(structure["genome"])))
+            tx.execute(f"INSERT INTO steps (run_id, {', '.join(STEP_COLUMNS)}, structure_id) "
+                       f"VALUES (?, {', '.join('?' * len(STEP_COLUMNS))}, ?)", (run_id, *values, structure_id))
+            tx.execute("UPDATE runs SET relaxations = ?, state = ?, best_energy = ?, gm_relaxation = ?, "
+                       "updated_at = ? WHERE id = ?",
+                       (record.relaxation, state_json, best_energy, gm_relaxation, time.time(), run_id))
+
+        self.db.run(work, what=f"record step {record.relaxation}")
+
+    def steps(self, run_id: int) -> list[dict[str, Any]]:
+        rows = self.db.query(f"SELECT {', '.join(STEP_COLUMNS)} FROM steps WHERE run_id = ? ORDER BY relaxation",
+                             (run_id,))
+        return [dict(zip(STEP_COLUMNS, row)) for row in rows]
+
+    def structures(self, run_id: int) -> list[dict[str, Any]]:
+        rows = self.db.query("SELECT relaxation, energy, atoms, cif, genome FROM structures WHERE run_id = ? "
+                             "ORDER BY relaxation", (run_id,))
+        return [{"relaxation": r[0], "energy": r[1], "atoms": atoms_from_json(r[2]), "cif": r[3],
+                 "genome": json.loads(r[4])} for r in rows]
+
+    def count(self, table: str, run_id: int) -> int:
+        if table not in ("steps", "structures"):
+            raise ValueError(f"not a per-run table: {table!r}")
+        return self.db.query(f"SELECT COUNT(*) FROM {table} WHERE run_id = ?", (run_id,))[0][0]
+
+    # -- shared policies ------------------------------------------------------------------------------
+
+    def latest_params(self, policy_id: str) -> tuple[int, dict[str, Any]] | None:
+        rows = self.db.query("SELECT update_no, params FROM policy_params WHERE policy_id = ? "
+                             "ORDER BY update_no DESC LIMIT 1", (policy_id,))
+        return (rows[0][0], json.loads(rows[0][1])) if rows else None
+
+    def update_params(self, policy_id: str, update: Callable[[dict[str, Any] | None], dict[str, Any]],
+                      run_id: int | None = None) -> int:
+        """Read the newest parameters, apply ``update`` and write the result as the next version, atomically.
+
+        Concurrent writers serialise on the newest row (FOR UPDATE in MySQL, the write lock in SQLite), and the
+        UNIQUE (policy_id, update_no) key turns any remaining race into a retry, so no update is lost.
+        """
+        lock = " FOR UPDATE" if self.db.dialect == "mysql" else ""
+
+        def work(tx) -> int:
+            row = tx.one(f"SELECT update_no, params FROM policy_params WHERE policy_id = ? "
+                         f"ORDER BY update_no DESC LIMIT 1{lock}", (policy_id,))
+            number, params = (row[0], json.loads(row[1])) if row else (0, None)
+            tx.execute("INSERT INTO policy_params (policy_id, update_no, run_id, params, created_at) "
+                       "VALUES (?, ?, ?, ?, ?)", (policy_id, number + 1, run_id, json.dumps(update(params)),
+                                                  time.time()))
+            return number + 1
+
+        for _ in range(100):
+            try:
+                return self.db.run(work, lock=True, what="policy update")
+            except Exception as err:  # a duplicate update_no from a concurrent writer: read again
+                if "UNIQUE" not in str(err) and "Duplicate" not in str(err) and "Deadlock" not in str(err):
+                    raise
+        raise StoreError(f"policy {policy_id!r}: could not apply an update after 100 conflicting attempts")
+
+    def param_history(self, policy_id: str) -> list[tuple[int, dict[str, Any]]]:
+        rows = self.db.query("SELECT update_no, params FROM policy_params WHERE policy_id = ? ORDER BY update_no",
+                             (policy_id,))
+        return [(r[0], json.loads(r[1])) for r in rows]
+
+    # -- DFT cache ------------------------------------------------------------------------------------
+
+    def dft_get(self, key: str) -> dict[str, Any] | None:
+        rows = self.db.query("SELECT record FROM dft_calls WHERE cache_key = ?", (key,))
+        return json.loads(rows[0][0]) if rows else None
+
+    def dft_put(self, key: str, record: dict[str, Any]) -> None:
+        def work(tx) -> None:
+            if tx.one("SELECT 1 FROM dft_calls WHERE cache_key = ?", (key,)):
+                return
+            tx.execute("INSERT INTO dft_calls (cache_key, outcome, energy, band_gap, wall_s, record, created_at) "
+                       "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                       (key, str(record.get("outcome", "")), record.get("energy"), record.get("band_gap"),
+                        record.get("wall_s"), json.dumps(record), time.time()))
+
+        self.db.run(work, what="record DFT call")
+
+    # Protocol of calculators.espresso's cache
+    get = dft_get
+    put = dft_put
