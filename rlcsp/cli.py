@@ -82,6 +82,76 @@ def cmd_demo(args: argparse.Namespace) -> int:
                  str(args.initial_population), "--seed", str(args.seed), "--out", args.out])
 
 
+def _store(args: argparse.Namespace):
+    from db import Store, default_url
+
+    return Store(args.db or default_url())
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    store = _store(args)
+    runs = store.list_runs()
+    print(f"{'id':>4} {'composition':12} {'policy':16} {'seed':>5} {'status':11} {'best (eV/atom)':>15} "
+          f"{'GM at':>6} {'relax.':>6}")
+    for r in runs:
+        best = "" if r["best_energy"] is None else f"{r['best_energy']:.6f}"
+        gm = "" if r["gm_relaxation"] is None else str(r["gm_relaxation"])
+        print(f"{r['id']:>4} {r['composition']:12} {r['policy']:16} {r['seed']:>5} {r['status']:11} {best:>15} "
+              f"{gm:>6} {r['relaxations']:>6}")
+    if not runs:
+        print(f"no runs in {store.url}")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from rlcsp.report import plot_energy
+    from rlcsp.run import records_from_rows
+
+    store = _store(args)
+    info = store.run_info(args.run)
+    records = records_from_rows(store.steps(args.run))
+    for key in ("id", "name", "composition", "policy", "seed", "calculator", "status", "best_energy",
+                "gm_relaxation", "relaxations"):
+        print(f"{key:14s} {info[key]}")
+    print(f"{'target':14s} {info['config'].get('target_energy')}")
+    out = Path(args.out or ".")
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"run{args.run}_energy.png"
+    plot_energy(records, path, info["config"].get("target_energy"))
+    print(f"{'plot':14s} {path}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    import csv
+
+    from ase.io import write
+
+    store = _store(args)
+    store.run_info(args.run)
+    out = Path(args.out or f"run{args.run}")
+    out.mkdir(parents=True, exist_ok=True)
+    if args.format == "csv":
+        rows = store.steps(args.run)
+        with (out / "steps.csv").open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["relaxation"])
+            writer.writeheader()
+            writer.writerows(rows)
+        print(f"{len(rows)} steps -> {out / 'steps.csv'}")
+        return 0
+    structures = store.structures(args.run)
+    if args.format == "extxyz":
+        for s in structures:
+            s["atoms"].info.update(energy_per_atom=s["energy"], relaxation=s["relaxation"])
+        write(out / "structures.extxyz", [s["atoms"] for s in structures], format="extxyz")
+        print(f"{len(structures)} structures -> {out / 'structures.extxyz'}")
+    else:
+        for s in structures:
+            (out / f"relaxation{s['relaxation']:05d}.cif").write_text(s["cif"])
+        print(f"{len(structures)} structures -> {out}/relaxation*.cif")
+    return 0
+
+
 def cmd_calculators(args: argparse.Namespace) -> int:
     from calculators import available_calculators, get_engine
 
@@ -127,6 +197,23 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "relax":
             p.add_argument("--out", help="folder for relaxed CIFs")
         p.set_defaults(func=func)
+
+    p = sub.add_parser("runs", help="list the runs in a store")
+    p.add_argument("--db", help="database URL (default: RLCSP_DB_URL, else ./rlcsp.db)")
+    p.set_defaults(func=cmd_runs)
+
+    p = sub.add_parser("show", help="summary and energy plot of one stored run")
+    p.add_argument("run", type=int)
+    p.add_argument("--db")
+    p.add_argument("--out", help="folder for the plots (default: current folder)")
+    p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser("export", help="export a stored run's structures or steps")
+    p.add_argument("run", type=int)
+    p.add_argument("--format", choices=["cif", "extxyz", "csv"], default="cif")
+    p.add_argument("--db")
+    p.add_argument("--out", help="output folder (default: run<ID>)")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("calculators", help="list the registered energy engines")
     p.set_defaults(func=cmd_calculators)

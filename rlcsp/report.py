@@ -77,9 +77,10 @@ def plot_energy(records: list[StepRecord], path: Path, target: float | None = No
     ax.scatter([r.relaxation for r in init], [r.e_new for r in init], s=8, c="0.6", label="initial population")
     ax.scatter([r.relaxation for r in ok], [r.e_new for r in ok], s=8, c="tab:blue", label="candidates")
     if steps:
-        ax.plot([r.relaxation for r in steps], [r.e_current for r in steps], c="tab:orange", lw=1.2,
-                label="current")
-        ax.plot([r.relaxation for r in steps], [r.e_global for r in steps], c="tab:green", lw=1.2, label="best")
+        ax.plot([r.relaxation for r in steps], [r.e_global for r in steps], c="tab:green", lw=2.0, label="best",
+                drawstyle="steps-post")
+        ax.plot([r.relaxation for r in steps], [r.e_current for r in steps], c="tab:orange", lw=1.0,
+                label="current", drawstyle="steps-post")
     if target is not None:
         ax.axhline(target, c="k", ls="--", lw=0.8, label="target (GM)")
     energies = [r.e_new for r in init + ok]
@@ -92,7 +93,7 @@ def plot_energy(records: list[StepRecord], path: Path, target: float | None = No
     if steps:
         twin.plot([r.relaxation for r in steps], [r.temperature for r in steps], c="tab:red", lw=0.8, alpha=0.6)
     twin.set_ylabel("T (eV/atom)", color="tab:red")
-    ax.legend(loc="upper right", fontsize=8)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=5, fontsize=8, frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -32,7 +32,7 @@ def summarise(config: SearchConfig, result: SearchResult, run_id: int | None = N
     }
 
 
-def _records(rows: list[dict]) -> list[StepRecord]:
+def records_from_rows(rows: list[dict]) -> list[StepRecord]:
     out = []
     for row in rows:
         row = dict(row)
@@ -66,7 +66,7 @@ def execute(config: SearchConfig, out: str | Path, progress: bool = True, comman
         info = store.run_info(run_id) if run_id is not None else None
     search = Search(config)
     if info is not None and info["state"] is not None:
-        records = _records(store.steps(run_id))
+        records = records_from_rows(store.steps(run_id))
         search.restore(info["state"], records, [(s["energy"], s["atoms"]) for s in store.structures(run_id)])
         print(f"resuming run {run_id} ({config.name}, {config.policy}, seed {config.seed}) after relaxation "
               f"{info['relaxations']} from {store.url}", file=sys.stderr)
