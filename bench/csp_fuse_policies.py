@@ -28,7 +28,6 @@ REFERENCE = {  # runs of 40 that reached the GM: Original / Uniform / RLCSP (sha
 
 def walker(script: str, policy: str, seed: int, budget: int, out: str) -> dict:
     """One search in a worker process (one thread: the pool provides the parallelism)."""
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
     from rlcsp.config import load_script, make_config
     from rlcsp.run import execute
 

@@ -35,6 +35,8 @@ def short_range_exclusion(atoms: Atoms, library: Library) -> tuple[float, np.nda
         if not mask.any():
             continue
         r, vec = d[mask], D[mask]
+        if np.any(r < 1e-8):
+            raise CalculatorFailed("two atoms collapsed onto the same position")
         e = term.A * np.exp(-r / term.rho)
         energy -= 0.5 * e.sum()  # each pair appears twice in the list
         # The removed term has dE/dr = +A/rho exp(-r/rho); D points from i to j, so F_i = +dE/dr * D/r.

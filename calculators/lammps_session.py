@@ -137,6 +137,14 @@ class LammpsBuckingham:
             self._lmp.close()
             self._lmp = None
 
+    def use(self, cutoff: float, accuracy: float) -> None:
+        """Switch the real-space cutoff and Ewald accuracy, e.g. a cheaper model while minimising."""
+        if (cutoff, accuracy) == (self.cutoff, self.accuracy):
+            return
+        self.cutoff, self.accuracy = cutoff, accuracy
+        if self._key is not None:
+            self.command("\n".join(self._pair_commands(self.elements)))
+
     def reset(self) -> None:
         """Rebuild the LAMMPS system on the next load, so results never depend on earlier structures."""
         self._key = None

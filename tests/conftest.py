@@ -4,6 +4,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import rlcsp  # noqa: F401  (sets single-threaded BLAS before numpy loads; see rlcsp/__init__.py)
+
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
