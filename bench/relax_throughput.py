@@ -7,6 +7,10 @@ wall time (engine set-up, e.g. loading CHGNet, is reported apart). LammpsRelaxer
 engine's throughput is divided by LAMMPS' on the same structures. The two Buckingham engines minimise the
 same energy, so their final energies are also compared.
 
+OpenBLAS is capped at one thread in the engine processes (--blas-threads): once a LAMMPS instance exists,
+multi-threaded OpenBLAS runs the tiny matrix functions of ASE's FrechetCellFilter ~800x slower (scipy
+lu_solve on 9x9: 0.01 ms -> 8 ms), which made AseRelaxer on Buckingham ~20x slower on a 2-core machine.
+
     python bench/relax_throughput.py                      # 50 structures; CHGNet on the first 10
     python bench/relax_throughput.py --chgnet-n 50        # CHGNet on all 50 (~10 min more)
 """
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 from collections import Counter
@@ -41,6 +46,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--chgnet-n", type=int, default=10,
                         help="CHGNet relaxes only the first N structures (~10 s each on one CPU core)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads for CHGNet")
+    parser.add_argument("--blas-threads", type=int, default=1,
+                        help="OPENBLAS_NUM_THREADS for the engine processes; 0 leaves OpenBLAS' default")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--rattle", type=float, default=0.2, help="Gaussian rattle, standard deviation in A")
     parser.add_argument("--strain", type=float, default=0.05, help="largest symmetric strain component")
@@ -124,8 +131,11 @@ def main() -> None:
     structures, sources = build_structures(args.data, args.n, args.seed, args.rattle, args.strain)
     sizes = Counter(len(a) for a in structures)
     print(f"{len(structures)} Y2O3 structures (atoms: count {dict(sorted(sizes.items()))}), "
-          f"strain <= {args.strain:g}, rattle stdev {args.rattle:g} A, seed {args.seed}")
+          f"strain <= {args.strain:g}, rattle stdev {args.rattle:g} A, seed {args.seed}; "
+          f"OpenBLAS threads {args.blas_threads or 'default'}, CHGNet torch threads {args.threads}")
 
+    if args.blas_threads:
+        os.environ["OPENBLAS_NUM_THREADS"] = str(args.blas_threads)  # read when a spawned child imports numpy
     counts = {e: min(args.chgnet_n, args.n) if e == "chgnet" else args.n for e in args.engines}
     runs = {}
     for engine in args.engines:  # one engine at a time, each in a fresh process
@@ -165,7 +175,8 @@ def main() -> None:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps({
         "config": {"n": args.n, "engine_structures": counts, "seed": args.seed, "rattle_stdev_A": args.rattle,
-                   "max_strain": args.strain, "chgnet_threads": args.threads, "wall_s": wall_s},
+                   "max_strain": args.strain, "chgnet_threads": args.threads, "blas_threads": args.blas_threads or None,
+                   "wall_s": wall_s},
         "structures": [{"source": src, "n_atoms": len(a)} for src, a in zip(sources, structures)],
         "summary": summary, "buckingham_agreement": agreement,
         "records": {e: run["records"] for e, run in runs.items()},

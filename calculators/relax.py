@@ -165,11 +165,13 @@ class AseRelaxer(Relaxer):
             for stage in self.stages:
                 opt = _optimizer_class(stage.optimizer)(target, logfile=None)
                 opt.attach(guard, interval=10)
-                with warnings.catch_warnings():
-                    # FrechetCellFilter's matrix logarithm warns about ~1e-13 inaccuracies on many steps.
-                    warnings.filterwarnings("ignore", message="logm result may be inaccurate")
-                    converged = bool(opt.run(fmax=stage.fmax, steps=stage.steps))
-                steps += opt.nsteps
+                try:
+                    with warnings.catch_warnings():
+                        # FrechetCellFilter's matrix logarithm warns about ~1e-13 inaccuracies on many steps.
+                        warnings.filterwarnings("ignore", message="logm result may be inaccurate")
+                        converged = bool(opt.run(fmax=stage.fmax, steps=stage.steps))
+                finally:
+                    steps += opt.nsteps  # also for a stage cut short by the guard
             energy = work.get_potential_energy() / len(work)
             fmax = float(np.abs(work.get_forces()).max()) if len(work) else 0.0
             stress = float(np.abs(work.get_stress()).max()) if self.relax_cell else None

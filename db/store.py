@@ -102,8 +102,11 @@ class Store:
 
     def record_step(self, run_id: int, record, state: dict[str, Any], structure: dict[str, Any] | None = None,
                     reward: float | None = None, best_energy: float | None = None,
-                    gm_relaxation: int | None = None) -> None:
-        """One step, its new structure and the walker state, atomically; safe to retry after a lost commit."""
+                    gm_relaxation: int | None = None, policy_params: dict[str, Any] | None = None) -> None:
+        """One step, its new structure, changed policy parameters and the walker state, atomically.
+
+        Safe to retry after a lost commit: a step already stored is left alone.
+        """
         row = asdict(record)
         row["is_unique"] = int(row.pop("unique"))
         row["reward"] = reward
@@ -123,6 +126,12 @@ class Store:
                      atoms_to_json(structure["atoms"]), _cif(structure["atoms"]), json.dumps(structure["genome"])))
             tx.execute(f"INSERT INTO steps (run_id, {', '.join(STEP_COLUMNS)}, structure_id) "
                        f"VALUES (?, {', '.join('?' * len(STEP_COLUMNS))}, ?)", (run_id, *values, structure_id))
+            if policy_params is not None:
+                policy_id = f"run{run_id}"
+                row = tx.one("SELECT MAX(update_no) FROM policy_params WHERE policy_id = ?", (policy_id,))
+                tx.execute("INSERT INTO policy_params (policy_id, update_no, run_id, params, created_at) "
+                           "VALUES (?, ?, ?, ?, ?)", (policy_id, (row[0] or 0) + 1, run_id,
+                                                      json.dumps(policy_params), time.time()))
             tx.execute("UPDATE runs SET relaxations = ?, state = ?, best_energy = ?, gm_relaxation = ?, "
                        "updated_at = ? WHERE id = ?",
                        (record.relaxation, state_json, best_energy, gm_relaxation, time.time(), run_id))

@@ -72,7 +72,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                          fuse_compatible=True if args.fuse_compatible else None)
     out = args.out or str(Path("runs") / f"{config.name}-{config.policy}-seed{config.seed}")
     command = " ".join(["rlcsp", "run", *sys.argv[2:]]) if sys.argv[1:2] == ["run"] else None
-    summary = execute(config, out, progress=not args.quiet, command=command, db_url=args.db, resume=args.resume)
+    summary = execute(config, out, progress=not args.quiet, command=command, db_url=args.db, resume=args.resume,
+                      max_outage_s=args.max_outage)
     return 0 if summary["relaxations"] > 0 else 1
 
 
@@ -178,6 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--db", help="database URL (default: RLCSP_DB_URL, else sqlite in the output folder)")
     p.add_argument("--resume", type=int, metavar="RUN_ID", help="continue a stored run from its last step")
+    p.add_argument("--max-outage", type=float, default=600.0, metavar="SECONDS",
+                   help="stop cleanly (steps kept locally) if the database stays unreachable this long")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("demo", help="the main job on the embedded defaults: a short Y2O3 search")

@@ -49,6 +49,7 @@ class SearchConfig:
     btol: float = 0.25
     vac_ratio: float = 4
     fuse_compatible: bool = False
+    db: str | None = None  # database URL; the password comes from RLCSP_DB_PASSWORD or ~/.my.cnf, never from here
 
     def __post_init__(self) -> None:
         self.imax_atoms = self.imax_atoms or self.max_atoms
@@ -70,6 +71,12 @@ class SearchConfig:
             raise ConfigError(f"metropolis must be 'current' or 'global', got {self.metropolis!r}")
         if self.temperature <= 0:
             raise ConfigError("temperature must be positive")
+        if self.db is not None:
+            from urllib.parse import urlparse
+
+            if urlparse(self.db).password:
+                raise ConfigError("a database password must not be written in an input script; set "
+                                  "RLCSP_DB_PASSWORD or put it in ~/.my.cnf")
 
     @property
     def library_path(self) -> str | None:

@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 from rlcsp import __version__
+from db.buffer import StepBuffer
 from rlcsp.config import SearchConfig, make_config
 from rlcsp.report import RunOutput
 from rlcsp.search import Search, SearchResult, StepRecord
@@ -44,7 +45,8 @@ def records_from_rows(rows: list[dict]) -> list[StepRecord]:
 
 
 def execute(config: SearchConfig, out: str | Path, progress: bool = True, command: str | None = None,
-            db_url: str | None = None, resume: int | None = None) -> dict:
+            db_url: str | None = None, resume: int | None = None, outage_s: float = 5.0,
+            max_outage_s: float = 600.0) -> dict:
     """Run (or continue) a search, recording every step in the store and writing outputs into ``out``.
 
     Without ``resume``, an unfinished run with the identical configuration in the same store is continued, so
@@ -56,7 +58,8 @@ def execute(config: SearchConfig, out: str | Path, progress: bool = True, comman
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    store = Store(db_url or default_url(out))
+    # Each write gives up quickly when the server is away; StepBuffer then queues steps until it is back.
+    store = Store(db_url or config.db or default_url(out), outage_s=outage_s)
     if resume is not None:
         info = store.run_info(resume)
         config = make_config(info["config"], budget=max(config.budget, info["config"]["budget"]))
@@ -65,6 +68,9 @@ def execute(config: SearchConfig, out: str | Path, progress: bool = True, comman
         run_id = store.find_run(config.to_dict())
         info = store.run_info(run_id) if run_id is not None else None
     search = Search(config)
+    buffer = StepBuffer(store, run_id, out / "pending_steps.jsonl", max_outage_s) if run_id is not None else None
+    if buffer is not None:
+        info = store.run_info(run_id)  # after flushing steps buffered during an earlier outage
     if info is not None and info["state"] is not None:
         records = records_from_rows(store.steps(run_id))
         search.restore(info["state"], records, [(s["energy"], s["atoms"]) for s in store.structures(run_id)])
@@ -73,31 +79,41 @@ def execute(config: SearchConfig, out: str | Path, progress: bool = True, comman
     elif run_id is None:
         run_id = store.create_run(config.to_dict(), config.name, config.comp.label, config.policy, config.seed,
                                   config.calculator, __version__)
+        buffer = StepBuffer(store, run_id, out / "pending_steps.jsonl", max_outage_s)
     store.set_status(run_id, "running")
     output = RunOutput(out, search.records)
     bar = tqdm(total=config.budget, initial=len(search.records), unit="relax", disable=not progress,
                dynamic_ncols=True, desc=f"{config.name} {config.policy} seed {config.seed}")
 
+    last_params: list = [None]
+
     def on_record(record: StepRecord, walker, new) -> None:
         best = walker.best_energy if walker is not None else (search.init_best[0] if search.init_best else None)
         gm = walker.gm_relaxation if walker is not None else None
-        store.record_step(run_id, record, search.checkpoint(), new, best_energy=best, gm_relaxation=gm)
+        state = search.checkpoint()
+        params = state["policy"] if state["policy"] != last_params[0] else None  # only when they changed
+        last_params[0] = state["policy"]
+        buffer.record(record, state, new, best_energy=best, gm_relaxation=gm, policy_params=params)
         output.record(record, walker)
+        if buffer.expired:
+            stop_now.append(f"database unreachable for over {max_outage_s:.0f} s")
         bar.update(1)
         if best is not None:
             bar.set_postfix(best=f"{best:.6f}")
 
+    stop_now: list[str] = []
     search.on_record = on_record
     started = time.perf_counter()
     try:
-        result = search.run(stop_file=out / "stop")
+        result = search.run(stop_file=out / "stop", extra_stop=lambda: stop_now[0] if stop_now else None)
     except BaseException:
         store.set_status(run_id, "interrupted")
         raise
     finally:
         bar.close()
-    interrupted = result.stop_reason.startswith(("signal", "stop file"))
-    store.set_status(run_id, "interrupted" if interrupted else "finished")
+    interrupted = result.stop_reason.startswith(("signal", "stop file", "database"))
+    if buffer.flush():
+        store.set_status(run_id, "interrupted" if interrupted else "finished")
     summary = summarise(config, result, run_id)
     summary["candidate_acceptance"] = search.tally
     summary["db"] = store.url
@@ -109,9 +125,10 @@ def execute(config: SearchConfig, out: str | Path, progress: bool = True, comman
           f"{gm}, {summary['relaxations']} relaxations in {time.perf_counter() - started:.1f} s "
           f"({result.stop_reason}); outputs in {out}")
     if interrupted:
-        print(f"Stopped cleanly after relaxation {summary['relaxations']}; every step is stored in {store.url} "
-              f"(run {run_id}). To continue, rerun {command or 'the same command'} or add --resume {run_id}.",
-              file=sys.stderr)
+        kept = (f"every step is stored in {store.url} (run {run_id})" if not buffer.pending else
+                f"{len(buffer.pending)} steps wait in {buffer.path} for {store.url} (run {run_id})")
+        print(f"Stopped cleanly after relaxation {summary['relaxations']}: {result.stop_reason}; {kept}. "
+              f"To continue, rerun {command or 'the same command'} or add --resume {run_id}.", file=sys.stderr)
     return summary
 
 

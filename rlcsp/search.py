@@ -85,8 +85,9 @@ class SearchResult:
 class StopRequest:
     """SIGINT/SIGTERM or a stop file ask the loop to finish the current step and exit cleanly."""
 
-    def __init__(self, stop_file: Path | None = None):
+    def __init__(self, stop_file: Path | None = None, extra: Callable[[], str | None] | None = None):
         self.stop_file = stop_file
+        self.extra = extra
         self.signal: str | None = None
         self._previous: dict[int, object] = {}
 
@@ -112,7 +113,7 @@ class StopRequest:
             return f"signal {self.signal}"
         if self.stop_file is not None and self.stop_file.exists():
             return f"stop file {self.stop_file}"
-        return None
+        return self.extra() if self.extra is not None else None
 
 
 class Search:
@@ -319,11 +320,11 @@ class Search:
         return State(walker.energy, len(walker.atoms), self.config.max_atoms, walker.steps_since_downhill,
                      walker.temperature, walker.last_move)
 
-    def run(self, stop_file: Path | None = None) -> SearchResult:
+    def run(self, stop_file: Path | None = None, extra_stop: Callable[[], str | None] | None = None) -> SearchResult:
         started = time.perf_counter()
         cfg = self.config
         try:
-            with StopRequest(stop_file) as stop:
+            with StopRequest(stop_file, extra_stop) as stop:
                 if self.walker is None:
                     self.walker = self.initial_population(stop)
                 walker = self.walker

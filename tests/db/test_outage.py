@@ -68,8 +68,7 @@ def server(tmp_path):
         srv.stop()
 
 
-def test_server_outage_mid_run_loses_and_duplicates_nothing(server, tmp_path):
-    budget = 40
+def start_run(tmp_path: Path, budget: int, *extra: str) -> tuple[subprocess.Popen, Path, str]:
     script = tmp_path / "small.py"
     script.write_text("CONFIG = " + json.dumps({
         "composition": {"Y": [2, 3], "O": [3, -2]}, "library": "lib2.lib", "max_atoms": 20, "budget": budget,
@@ -77,18 +76,31 @@ def test_server_outage_mid_run_loses_and_duplicates_nothing(server, tmp_path):
     url = f"mysql://root@127.0.0.1:{PORT}/rlcsp_outage"
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, "-m", "rlcsp.cli", "run", str(script), "--seed", "2", "--out", str(out),
-                             "--db", url, "--quiet"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-    steps = out / "steps.csv"
+                             "--db", url, "--quiet", *extra], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    return proc, out, url
+
+
+def wait_rows(path: Path, rows: int) -> None:
     deadline = time.time() + 300
-    while time.time() < deadline and (not steps.exists() or len(steps.read_text().splitlines()) < 10):
+    while time.time() < deadline and (not path.exists() or len(path.read_text().splitlines()) < rows):
         time.sleep(0.1)
+
+
+def test_server_outage_mid_run_loses_and_duplicates_nothing(server, tmp_path):
+    budget = 40
+    proc, out, url = start_run(tmp_path, budget)
+    steps = out / "steps.csv"
+    wait_rows(steps, 10)
     server.stop()
     time.sleep(10)
     rows_during_outage = len(steps.read_text().splitlines())
     server.start()
-    assert proc.wait(timeout=600) == 0, proc.stderr.read()
-    assert rows_during_outage < budget + 1  # the run really waited for the server
+    assert proc.wait(timeout=600) == 0
+    stderr = proc.stderr.read()
+    assert "buffering steps locally" in stderr and "database back" in stderr, stderr  # kept going, then flushed
+    assert rows_during_outage > 10  # steps went on while the server was down
+    assert not (out / "pending_steps.jsonl").exists()
 
     store = Store(url)
     info = store.list_runs()[0]
@@ -97,3 +109,23 @@ def test_server_outage_mid_run_loses_and_duplicates_nothing(server, tmp_path):
     with steps.open() as handle:
         assert [int(r["relaxation"]) for r in csv.DictReader(handle)] == relaxations
     assert info["status"] == "finished"
+
+
+def test_a_long_outage_stops_cleanly_and_a_rerun_flushes_the_saved_steps(server, tmp_path):
+    budget = 40
+    proc, out, url = start_run(tmp_path, budget, "--max-outage", "3")
+    wait_rows(out / "steps.csv", 10)
+    server.stop()
+    assert proc.wait(timeout=300) == 0
+    stderr = proc.stderr.read()
+    assert "database unreachable for over 3 s" in stderr and "steps wait in" in stderr, stderr
+    pending = out / "pending_steps.jsonl"
+    waiting = len(pending.read_text().splitlines())
+    assert waiting >= 1
+    server.start()
+    rerun, _, _ = start_run(tmp_path, budget, "--max-outage", "3")
+    assert rerun.wait(timeout=600) == 0, rerun.stderr.read()
+    store = Store(url)
+    run = store.list_runs()[0]
+    assert [s["relaxation"] for s in store.steps(run["id"])] == list(range(1, budget + 1))
+    assert run["status"] == "finished" and not pending.exists()
