@@ -27,14 +27,90 @@ REFERENCE = {  # runs of 40 that reached the GM: Original / Uniform / RLCSP (sha
 
 
 def walker(script: str, policy: str, seed: int, budget: int, out: str) -> dict:
-    """One search in a worker process (one thread: the pool provides the parallelism)."""
+    """One search in a worker process, in a fresh output folder (never resuming an older bench run)."""
+    import shutil
+
     from rlcsp.config import load_script, make_config
     from rlcsp.run import execute
 
+    shutil.rmtree(out, ignore_errors=True)
     config = make_config(load_script(script), policy=policy, seed=seed, budget=budget)
     summary = execute(config, out, progress=False)
     summary["wall_per_relaxation_s"] = summary["wall_s"] / max(summary["relaxations"], 1)
     return summary
+
+
+def in_progress(args, jobs, summaries) -> list[dict]:
+    """Walkers still running when the report is written: censored at their current relaxation count."""
+    import csv
+
+    done = {(s["composition"].lower(), s["policy"], s["seed"]) for s in summaries}
+    partial = []
+    for c, p, s in jobs:
+        path = Path(args.runs) / f"{c}-{p}-seed{s}" / "steps.csv"
+        if (c, p, s) in done or not path.exists():
+            continue
+        rows = list(csv.DictReader(path.open()))
+        if rows:
+            energies = [float(r["e_new"]) for r in rows if r["e_new"]]
+            partial.append({"composition": {x.lower(): x for x in REFERENCE}[c], "policy": p, "seed": s,
+                            "gm_reached": False, "gm_relaxation": None, "relaxations": len(rows),
+                            "best_energy": min(energies) if energies else None, "wall_s": None,
+                            "candidate_acceptance": None, "running": True})
+    return partial
+
+
+def write_report(args, summaries: list[dict], jobs: list, started: float) -> None:
+    from rlcsp.stats import km_median
+
+    runs_all = summaries + in_progress(args, jobs, summaries)
+    rows = []
+    for comp in sorted({s["composition"] for s in runs_all}):
+        for policy in args.policies:
+            runs = [s for s in runs_all if s["composition"] == comp and s["policy"] == policy]
+            if not runs:
+                continue
+            times = [s["gm_relaxation"] or (args.budget if not s.get("running") else s["relaxations"])
+                     for s in runs]
+            finished = [s for s in runs if not s.get("running")]
+            reached = [s["gm_reached"] for s in runs]
+            tally = [s["candidate_acceptance"]["random"] for s in finished]
+            rows.append({
+                "composition": comp, "policy": policy, "runs": len(runs), "running": len(runs) - len(finished),
+                "gm_reached": sum(reached),
+                "success_rate": sum(reached) / len(runs),
+                "km_median_relaxations_to_gm": km_median(times, reached),
+                "relaxations_to_gm": sorted(t for t, r in zip(times, reached) if r),
+                "wall_per_relaxation_s": (sum(s["wall_s"] for s in finished) / sum(s["relaxations"] for s in finished)
+                                          if finished else None),
+                "random_candidate_acceptance": (sum(t["passed"] for t in tally) / sum(t["candidates"] for t in tally)
+                                                if tally else None),
+                "reference_success_of_40": REFERENCE.get(comp, {}).get(policy),
+                "best_energies": [s["best_energy"] for s in runs],
+            })
+
+    lines = [f"budget {args.budget} relaxations (incl. 100 initial), {args.seeds} seeds, "
+             f"{args.workers} worker processes, wall so far {time.perf_counter() - started:.0f} s; "
+             f"{len(summaries)} of {len(jobs)} walkers finished, runs still going are censored at their "
+             "current relaxation count", "",
+             "| composition | policy | GM reached | FUSE (of 40) | KM median relax. to GM | relax. to GM (reached) "
+             "| s / relaxation | random candidates passing checks |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        ref = r["reference_success_of_40"]
+        median = r["km_median_relaxations_to_gm"]
+        running = f" ({r['running']} running)" if r["running"] else ""
+        lines.append(f"| {r['composition']} | {r['policy']} | {r['gm_reached']}/{r['runs']}{running} | "
+                     f"{'-' if ref is None else f'{ref}/40'} | {'censored' if median is None else int(median)} | "
+                     f"{r['relaxations_to_gm']} | "
+                     f"{'-' if r['wall_per_relaxation_s'] is None else format(r['wall_per_relaxation_s'], '.2f')} | "
+                     f"{'-' if not r['random_candidate_acceptance'] else f'1 in {1 / r["random_candidate_acceptance"]:.0f}'} |")
+    table = "\n".join(lines)
+    print(table)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{args.tag}.md").write_text(table + "\n")
+    (RESULTS / f"{args.tag}.json").write_text(json.dumps({"args": vars(args), "rows": rows, "runs": runs_all},
+                                                         indent=2) + "\n")
 
 
 def main() -> None:
@@ -48,10 +124,17 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count())
     parser.add_argument("--runs", default=str(ROOT / "runs" / "bench_csp"), help="folder for per-walker outputs")
     parser.add_argument("--tag", default="csp_fuse_policies")
+    parser.add_argument("--report-only", action="store_true",
+                        help="write the table from the walkers' folders (finished and still running) and exit")
     args = parser.parse_args()
 
-    jobs = [(c, p, s) for c in args.compositions for p in args.policies for s in range(1, args.seeds + 1)]
+    # Seed-major order, so that a bench cut short still covers every (composition, policy) cell.
+    jobs = [(c, p, s) for s in range(1, args.seeds + 1) for c in args.compositions for p in args.policies]
     started = time.perf_counter()
+    if args.report_only:
+        folders = [Path(args.runs) / f"{c}-{p}-seed{s}" / "summary.json" for c, p, s in jobs]
+        write_report(args, [json.loads(f.read_text()) for f in folders if f.exists()], jobs, started)
+        return
     summaries = []
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
         futures = {pool.submit(walker, str(ROOT / "inputs" / f"{c}.py"), p, s, args.budget,
@@ -62,45 +145,9 @@ def main() -> None:
             summaries.append(summary)
             print(f"[{i}/{len(jobs)}] {c} {p} seed {s}: best {summary['best_energy']:.6f}, "
                   f"GM at {summary['gm_relaxation']}, {summary['wall_s']:.0f} s", flush=True)
+            write_report(args, summaries, jobs, started)
 
-    rows = []
-    for comp in sorted({s["composition"] for s in summaries}):
-        for policy in args.policies:
-            runs = [s for s in summaries if s["composition"] == comp and s["policy"] == policy]
-            if not runs:
-                continue
-            times = [s["gm_relaxation"] or args.budget for s in runs]
-            reached = [s["gm_reached"] for s in runs]
-            tally = [s["candidate_acceptance"]["random"] for s in runs]
-            rows.append({
-                "composition": comp, "policy": policy, "runs": len(runs), "gm_reached": sum(reached),
-                "success_rate": sum(reached) / len(runs),
-                "km_median_relaxations_to_gm": km_median(times, reached),
-                "relaxations_to_gm": sorted(t for t, r in zip(times, reached) if r),
-                "wall_per_relaxation_s": sum(s["wall_s"] for s in runs) / sum(s["relaxations"] for s in runs),
-                "random_candidate_acceptance": sum(t["passed"] for t in tally) / max(sum(t["candidates"] for t in tally), 1),
-                "reference_success_of_40": REFERENCE.get(comp, {}).get(policy),
-                "best_energies": [s["best_energy"] for s in runs],
-            })
-
-    lines = [f"budget {args.budget} relaxations (incl. 100 initial), {args.seeds} seeds, "
-             f"{args.workers} worker processes, total wall {time.perf_counter() - started:.0f} s", "",
-             "| composition | policy | GM reached | FUSE (of 40) | KM median relax. to GM | relax. to GM (reached) "
-             "| s / relaxation | random candidates passing checks |",
-             "|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        ref = r["reference_success_of_40"]
-        median = r["km_median_relaxations_to_gm"]
-        lines.append(f"| {r['composition']} | {r['policy']} | {r['gm_reached']}/{r['runs']} | "
-                     f"{'-' if ref is None else f'{ref}/40'} | {'censored' if median is None else int(median)} | "
-                     f"{r['relaxations_to_gm']} | {r['wall_per_relaxation_s']:.2f} | "
-                     f"1 in {1 / max(r['random_candidate_acceptance'], 1e-9):.0f} |")
-    table = "\n".join(lines)
-    print(table)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{args.tag}.md").write_text(table + "\n")
-    (RESULTS / f"{args.tag}.json").write_text(json.dumps({"args": vars(args), "rows": rows, "runs": summaries},
-                                                         indent=2) + "\n")
+    write_report(args, summaries, jobs, started)
 
 
 if __name__ == "__main__":
