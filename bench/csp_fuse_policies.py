@@ -100,11 +100,13 @@ def write_report(args, summaries: list[dict], jobs: list, started: float) -> Non
         ref = r["reference_success_of_40"]
         median = r["km_median_relaxations_to_gm"]
         running = f" ({r['running']} running)" if r["running"] else ""
+        rate = r["random_candidate_acceptance"]
+        acceptance = f"1 in {1 / rate:.0f}" if rate else "-"
         lines.append(f"| {r['composition']} | {r['policy']} | {r['gm_reached']}/{r['runs']}{running} | "
                      f"{'-' if ref is None else f'{ref}/40'} | {'censored' if median is None else int(median)} | "
                      f"{r['relaxations_to_gm']} | "
                      f"{'-' if r['wall_per_relaxation_s'] is None else format(r['wall_per_relaxation_s'], '.2f')} | "
-                     f"{'-' if not r['random_candidate_acceptance'] else f'1 in {1 / r["random_candidate_acceptance"]:.0f}'} |")
+                     f"{acceptance} |")
     table = "\n".join(lines)
     print(table)
     RESULTS.mkdir(parents=True, exist_ok=True)
