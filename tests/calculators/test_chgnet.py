@@ -14,7 +14,7 @@ def test_chgnet_relaxes_a_20_atom_y2o3_cell_and_loads_the_model_once():
     atoms = read(FUSE_REFERENCE / "Y2O3" / "RLCSP" / "lowest_energy_structure_1.cif")
     assert len(atoms) == 20
     atoms.rattle(0.05, rng=np.random.default_rng(0))
-    relaxer = get_relaxer("chgnet", threads=2)
+    relaxer = get_relaxer("chgnet", threads=1)
     loads = model_loads()
     [result] = relaxer.relax([atoms])
     assert result.ok, result.message
