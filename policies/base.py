@@ -13,6 +13,21 @@ from typing import Any
 import numpy as np
 
 ACTIONS: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 7, 9, 10)
+ACTION_INDEX: dict[int, int] = {a: i for i, a in enumerate(ACTIONS)}
+
+
+def softmax(h: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """Softmax with max-subtraction (no overflow); entries where ``mask`` is False get probability 0."""
+    h = np.asarray(h, dtype=float)
+    mask = np.ones(h.shape, dtype=bool) if mask is None else mask
+    e = np.where(mask, np.exp(h - h[mask].max()), 0.0)
+    return e / e.sum()
+
+
+def entropy(p: np.ndarray) -> float:
+    """Shannon entropy in nats (0 log 0 = 0), as ``scipy.stats.entropy``."""
+    p = p[p > 0]
+    return float(-(p * np.log(p)).sum())
 
 
 @dataclass(frozen=True)
@@ -52,7 +67,9 @@ class Policy(ABC):
         """Probability of each allowed move in this state (sums to 1 over ``allowed``)."""
 
     def begin(self, initial_energies: list[float]) -> None:
-        """Called once after the initial population with its converged energies (feature/reward scaling)."""
+        """Called once after the initial population with the energies per atom of its converged structures, in
+        relaxation order. Learning policies fit z(E)'s mu0, sd0 and the smart penalty's E_high on them; a resumed
+        run does not call it again, because ``state_dict`` carries the fit."""
 
     def select(self, state: State, allowed: list[int], rng: np.random.Generator) -> int:
         if not allowed:

@@ -73,7 +73,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     out = args.out or str(Path("runs") / f"{config.name}-{config.policy}-seed{config.seed}")
     command = " ".join(["rlcsp", "run", *sys.argv[2:]]) if sys.argv[1:2] == ["run"] else None
     summary = execute(config, out, progress=not args.quiet, command=command, db_url=args.db, resume=args.resume,
-                      max_outage_s=args.max_outage)
+                      max_outage_s=args.max_outage, shared_policy=args.shared_policy)
     return 0 if summary["relaxations"] > 0 else 1
 
 
@@ -179,6 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--db", help="database URL (default: RLCSP_DB_URL, else sqlite in the output folder)")
     p.add_argument("--resume", type=int, metavar="RUN_ID", help="continue a stored run from its last step")
+    p.add_argument("--shared-policy", metavar="ID",
+                   help="share the learning policy with every walker naming this id in the same database")
     p.add_argument("--max-outage", type=float, default=600.0, metavar="SECONDS",
                    help="stop cleanly (steps kept locally) if the database stays unreachable this long")
     p.set_defaults(func=cmd_run)

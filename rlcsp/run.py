@@ -46,7 +46,7 @@ def records_from_rows(rows: list[dict]) -> list[StepRecord]:
 
 def execute(config: SearchConfig, out: str | Path, progress: bool = True, command: str | None = None,
             db_url: str | None = None, resume: int | None = None, outage_s: float = 5.0,
-            max_outage_s: float = 600.0) -> dict:
+            max_outage_s: float = 600.0, shared_policy: str | None = None) -> dict:
     """Run (or continue) a search, recording every step in the store and writing outputs into ``out``.
 
     Without ``resume``, an unfinished run with the identical configuration in the same store is continued, so
@@ -67,7 +67,13 @@ def execute(config: SearchConfig, out: str | Path, progress: bool = True, comman
     else:
         run_id = store.find_run(config.to_dict())
         info = store.run_info(run_id) if run_id is not None else None
-    search = Search(config)
+    policy = None
+    if shared_policy:
+        from policies import get_policy
+        from policies.shared import SharedPolicy
+
+        policy = SharedPolicy(get_policy(config.policy, **config.policy_options), store, shared_policy, run_id)
+    search = Search(config, policy=policy)
     buffer = StepBuffer(store, run_id, out / "pending_steps.jsonl", max_outage_s) if run_id is not None else None
     if buffer is not None:
         info = store.run_info(run_id)  # after flushing steps buffered during an earlier outage
@@ -78,7 +84,9 @@ def execute(config: SearchConfig, out: str | Path, progress: bool = True, comman
               f"{info['relaxations']} from {store.url}", file=sys.stderr)
     elif run_id is None:
         run_id = store.create_run(config.to_dict(), config.name, config.comp.label, config.policy, config.seed,
-                                  config.calculator, __version__)
+                                  config.calculator, __version__, policy_id=shared_policy)
+        if policy is not None:
+            policy.run_id = run_id
         buffer = StepBuffer(store, run_id, out / "pending_steps.jsonl", max_outage_s)
     store.set_status(run_id, "running")
     output = RunOutput(out, search.records)

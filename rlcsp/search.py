@@ -307,7 +307,7 @@ class Search:
         t3 = time.perf_counter()
         self.policy.observe(Transition(state, action, self.state(walker), e_new, outcome, unique, attempts,
                                        {"e_old": e_old, "failure": result.failure.value if result.failure else ""}))
-        if walker.relaxations % self.policy.episode_length == 0:
+        if (walker.relaxations - self.init_count) % self.policy.episode_length == 0:  # search steps only
             self.policy.update()
         policy_s += time.perf_counter() - t3
         record = StepRecord(walker.relaxations, "S", action, attempts, outcome, e_new, walker.energy,
