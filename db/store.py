@@ -136,7 +136,9 @@ class Store:
                        "updated_at = ? WHERE id = ?",
                        (record.relaxation, state_json, best_energy, gm_relaxation, time.time(), run_id))
 
-        self.db.run(work, what=f"record step {record.relaxation}")
+        # Take SQLite's write lock up front: a read-then-write transaction in WAL mode fails at once, busy
+        # timeout or not, when another walker commits in between.
+        self.db.run(work, lock=True, what=f"record step {record.relaxation}")
 
     def steps(self, run_id: int) -> list[dict[str, Any]]:
         rows = self.db.query(f"SELECT {', '.join(STEP_COLUMNS)} FROM steps WHERE run_id = ? ORDER BY relaxation",
@@ -207,7 +209,7 @@ class Store:
                        (key, str(record.get("outcome", "")), record.get("energy"), record.get("band_gap"),
                         record.get("wall_s"), json.dumps(record), time.time()))
 
-        self.db.run(work, what="record DFT call")
+        self.db.run(work, lock=True, what="record DFT call")
 
     # Protocol of calculators.espresso's cache
     get = dft_get

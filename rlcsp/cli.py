@@ -105,6 +105,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    from rlcsp.compare import plot_action_probabilities
     from rlcsp.report import plot_energy
     from rlcsp.run import records_from_rows
 
@@ -120,7 +121,18 @@ def cmd_show(args: argparse.Namespace) -> int:
     path = out / f"run{args.run}_energy.png"
     plot_energy(records, path, info["config"].get("target_energy"))
     print(f"{'plot':14s} {path}")
+    path = out / f"run{args.run}_probabilities.png"
+    if plot_action_probabilities(store, args.run, path, args.points):
+        print(f"{'probabilities':14s} {path}")
     return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from rlcsp.compare import compare
+
+    report = compare(args.script, args.policies, args.seeds, args.budget, out=args.out, db_url=args.db,
+                     scheduler=args.scheduler, workers=args.workers)
+    return 1 if report["missing"] else 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -187,8 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="the main job on the embedded defaults: a short Y2O3 search")
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--budget", type=int, default=200)
-    p.add_argument("--initial-population", type=int, default=40)
+    p.add_argument("--budget", type=int, default=80)
+    p.add_argument("--initial-population", type=int, default=30)
     p.add_argument("--out", default="runs/demo")
     p.set_defaults(func=cmd_demo)
 
@@ -211,7 +223,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", type=int)
     p.add_argument("--db")
     p.add_argument("--out", help="folder for the plots (default: current folder)")
+    p.add_argument("--points", type=int, default=3,
+                   help="policy versions, spread over the run, at which a learning policy's move probabilities "
+                        "are drawn against energy (default 3: first, middle, last)")
     p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser("compare", help="run many seeds of several policies on Dask and compare time-to-GM")
+    p.add_argument("script")
+    p.add_argument("--policies", nargs="+", required=True, metavar="POLICY",
+                   help="policy names, a learning one optionally with ':baseline' (e.g. original ppo:value)")
+    p.add_argument("--seeds", type=int, default=20, help="seeds 0..N-1 per policy (default 20)")
+    p.add_argument("--budget", type=int, default=2000, help="relaxations per walker, initial population included")
+    p.add_argument("--db", help="database URL shared by all walkers (default: RLCSP_DB_URL, else sqlite in --out)")
+    p.add_argument("--out", help="output folder (default runs/compare-<name>)")
+    p.add_argument("--scheduler", metavar="ADDRESS", help="existing Dask scheduler, e.g. tcp://host:8786 "
+                                                         "(default: a local cluster)")
+    p.add_argument("--workers", type=int, help="local worker processes (default: one per core)")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("export", help="export a stored run's structures or steps")
     p.add_argument("run", type=int)

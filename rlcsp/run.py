@@ -99,8 +99,11 @@ def execute(config: SearchConfig, out: str | Path, progress: bool = True, comman
         best = walker.best_energy if walker is not None else (search.init_best[0] if search.init_best else None)
         gm = walker.gm_relaxation if walker is not None else None
         state = search.checkpoint()
-        params = state["policy"] if state["policy"] != last_params[0] else None  # only when they changed
-        last_params[0] = state["policy"]
+        # Parameters only when they changed, without the per-walker episode and the reward history (those live
+        # in the checkpoint); a 2000-step run would otherwise store the 5000-reward history 2000 times.
+        policy = {k: v for k, v in state["policy"].items() if k not in ("buffer", "rewards")}
+        params = policy if policy != last_params[0] else None
+        last_params[0] = policy
         buffer.record(record, state, new, best_energy=best, gm_relaxation=gm, policy_params=params)
         output.record(record, walker)
         if buffer.expired:
