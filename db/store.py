@@ -201,16 +201,19 @@ class Store:
         return json.loads(rows[0][0]) if rows else None
 
     def dft_put(self, key: str, record: dict[str, Any]) -> None:
+        values = (str(record.get("outcome", "")), record.get("energy"), record.get("band_gap"), record.get("wall_s"),
+                  json.dumps(record), time.time())
+
         def work(tx) -> None:
-            if tx.one("SELECT 1 FROM dft_calls WHERE cache_key = ?", (key,)):
+            if tx.one("SELECT 1 FROM dft_calls WHERE cache_key = ?", (key,)):  # the newest record wins
+                tx.execute("UPDATE dft_calls SET outcome = ?, energy = ?, band_gap = ?, wall_s = ?, record = ?, "
+                           "created_at = ? WHERE cache_key = ?", (*values, key))
                 return
             tx.execute("INSERT INTO dft_calls (cache_key, outcome, energy, band_gap, wall_s, record, created_at) "
-                       "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                       (key, str(record.get("outcome", "")), record.get("energy"), record.get("band_gap"),
-                        record.get("wall_s"), json.dumps(record), time.time()))
+                       "VALUES (?, ?, ?, ?, ?, ?, ?)", (key, *values))
 
         self.db.run(work, lock=True, what="record DFT call")
 
-    # Protocol of calculators.espresso's cache
+    # calculators.espresso's DftCache protocol: a Store is a cache shared by every process using the database.
     get = dft_get
     put = dft_put

@@ -165,6 +165,25 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dft(args: argparse.Namespace) -> int:
+    """DFT-validate a run's lowest-energy structures; results are cached in the run's database."""
+    from calculators.espresso import DftSettings, PwRunner, run_dft
+
+    store = _store(args)
+    store.run_info(args.run)
+    best = sorted(store.structures(args.run), key=lambda s: s["energy"])[:args.top]
+    runner = PwRunner(nprocs=args.nprocs, timeout_s=args.timeout)
+    settings = DftSettings(kppa=args.kppa)
+    print(f"{'relaxation':>10} {'formula':12} {'E model':>12} {'E DFT (eV/atom)':>16} {'gap (eV)':>9}  outcome")
+    for s in best:
+        result = run_dft(s["atoms"], settings, runner=runner, cache=store)
+        e = "" if result.energy is None else f"{result.energy / len(s['atoms']):.4f}"
+        gap = "" if result.band_gap is None else f"{result.band_gap:.3f}"
+        print(f"{s['relaxation']:>10} {s['atoms'].get_chemical_formula():12} {s['energy']:>12.6f} {e:>16} "
+              f"{gap:>9}  {result.outcome.value}{' (cached)' if result.from_cache else ''} {result.message}")
+    return 0
+
+
 def cmd_calculators(args: argparse.Namespace) -> int:
     from calculators import available_calculators, get_engine
 
@@ -247,6 +266,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--db")
     p.add_argument("--out", help="output folder (default: run<ID>)")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("dft", help="Quantum ESPRESSO energies and band gaps of a run's best structures")
+    p.add_argument("run", type=int)
+    p.add_argument("--top", type=int, default=3)
+    p.add_argument("--db")
+    p.add_argument("--kppa", type=float, default=1000.0, help="k-points per reciprocal atom")
+    p.add_argument("--nprocs", type=int, default=1, help="MPI ranks for pw.x")
+    p.add_argument("--timeout", type=float, default=3600.0, help="seconds per structure")
+    p.set_defaults(func=cmd_dft)
 
     p = sub.add_parser("calculators", help="list the registered energy engines")
     p.set_defaults(func=cmd_calculators)

@@ -23,7 +23,7 @@ def test_default_engine_and_library_option(tmp_path):
 
 
 def test_unknown_names_list_the_valid_ones():
-    with pytest.raises(UnknownName, match="valid names: chgnet, gulp, lammps-buckingham"):
+    with pytest.raises(UnknownName, match="valid names: chgnet, espresso, gulp, lammps-buckingham"):
         get_calculator("vasp")
     with pytest.raises(UnknownName, match="valid names: ase, lammps"):
         get_relaxer("lammps-buckingham", relaxer="gulp")
