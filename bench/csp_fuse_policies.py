@@ -44,7 +44,7 @@ def in_progress(args, jobs, summaries) -> list[dict]:
     """Walkers still running when the report is written: censored at their current relaxation count."""
     import csv
 
-    done = {(s["composition"].lower(), s["policy"], s["seed"]) for s in summaries}
+    done = {(s["composition"].lower(), s["policy"], s["seed"]) for s in summaries}  # incl. stopped ones
     partial = []
     for c, p, s in jobs:
         path = Path(args.runs) / f"{c}-{p}-seed{s}" / "steps.csv"
@@ -135,7 +135,10 @@ def main() -> None:
     started = time.perf_counter()
     if args.report_only:
         folders = [Path(args.runs) / f"{c}-{p}-seed{s}" / "summary.json" for c, p, s in jobs]
-        write_report(args, [json.loads(f.read_text()) for f in folders if f.exists()], jobs, started)
+        summaries = [json.loads(f.read_text()) for f in folders if f.exists()]
+        for summary in summaries:  # a walker stopped by a signal is censored where it stopped, not at the budget
+            summary["running"] = summary["stop_reason"].startswith("signal")
+        write_report(args, summaries, jobs, started)
         return
     summaries = []
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
