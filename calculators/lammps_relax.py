@@ -89,7 +89,8 @@ class LammpsRelaxer(Relaxer):
 
         atoms = atoms.copy()
         atoms.calc = self.calculator
-        # Cell forces in the filter are stress * volume / N atoms; aim at the stress threshold in those units.
+        # Cell forces in the filter are stress * volume / N atoms; aim at the stress threshold in those units,
+        # with a factor 2 to spare because the exact model's forces differ slightly from the cheap one's.
         cell_fmax = self.smax * atoms.get_volume() / len(atoms)
         opt = BFGS(FrechetCellFilter(atoms), logfile=None)
         steps = 0
@@ -98,7 +99,7 @@ class LammpsRelaxer(Relaxer):
         try:
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message="logm result may be inaccurate")
-                for steps, _ in enumerate(opt.irun(fmax=min(self.fmax, cell_fmax), steps=self.steps_per_cycle),
+                for steps, _ in enumerate(opt.irun(fmax=0.5 * min(self.fmax, cell_fmax), steps=self.steps_per_cycle),
                                           start=1):
                     if time.perf_counter() - started > self.timeout_s:
                         break

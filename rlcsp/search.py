@@ -233,8 +233,8 @@ class Search:
     def initial_population(self, stop: Callable[[], str | None]) -> Walker:
         cfg = self.config
         while self.init_count < cfg.initial_population:
-            if stop() or (self.init_best and self._target_reached(self.init_best[0])):
-                break
+            if self.init_best and (stop() or self._target_reached(self.init_best[0])):
+                break  # a stop before any usable structure exists would leave nothing to continue from
             t0 = time.perf_counter()
             genome, atoms, attempts = self.random_structure()
             t1 = time.perf_counter()
