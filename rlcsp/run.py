@@ -33,6 +33,13 @@ def summarise(config: SearchConfig, result: SearchResult, run_id: int | None = N
     }
 
 
+def _lean_params(state: dict) -> dict:
+    """Policy parameters without the per-walker episode and the reward history, which live in the checkpoint;
+    a 2000-step run would otherwise store the 5000-reward history 2000 times (also inside a shared policy)."""
+    return {k: _lean_params(v) if isinstance(v, dict) else v for k, v in state.items()
+            if k not in ("buffer", "rewards", "new_rewards")}
+
+
 def records_from_rows(rows: list[dict]) -> list[StepRecord]:
     out = []
     for row in rows:
@@ -99,11 +106,9 @@ def execute(config: SearchConfig, out: str | Path, progress: bool = True, comman
         best = walker.best_energy if walker is not None else (search.init_best[0] if search.init_best else None)
         gm = walker.gm_relaxation if walker is not None else None
         state = search.checkpoint()
-        # Parameters only when they changed, without the per-walker episode and the reward history (those live
-        # in the checkpoint); a 2000-step run would otherwise store the 5000-reward history 2000 times.
-        policy = {k: v for k, v in state["policy"].items() if k not in ("buffer", "rewards")}
-        params = policy if policy != last_params[0] else None
-        last_params[0] = policy
+        lean = _lean_params(state["policy"])
+        params = lean if lean != last_params[0] else None  # only when they changed
+        last_params[0] = lean
         buffer.record(record, state, new, best_energy=best, gm_relaxation=gm, policy_params=params)
         output.record(record, walker)
         if buffer.expired:
