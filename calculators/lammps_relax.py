@@ -25,7 +25,8 @@ class LammpsRelaxer(Relaxer):
 
     Minimisation runs on a cheaper copy of the model (``min_cutoff`` real-space cutoff, ``min_accuracy`` Ewald
     accuracy; about 4x faster): beyond 8 A the exponential term changes forces by < 1e-4 eV/A, far below the
-    thresholds. Convergence is then checked, and the energy reported, with the exact model.
+    thresholds. Convergence is then checked, and the energy reported, with the exact model. ``vmax`` (the largest
+    volume change per box/relax iteration) of 0.02 halves the time of 0.002 on random 11-44 atom cells.
     """
 
     name = "lammps"
@@ -33,7 +34,7 @@ class LammpsRelaxer(Relaxer):
     def __init__(self, library: str | Path | Library | None = None, c6: str = "ewald", accuracy: float = 1e-10,
                  fmax: float = 5e-3, smax_gpa: float = 0.05, max_cycles: int = 12, steps_per_cycle: int = 2000,
                  timeout_s: float = 300.0, min_distance: float = 0.5, max_energy_drop: float = 50.0,
-                 min_cutoff: float = 8.0, min_accuracy: float = 1e-6):
+                 min_cutoff: float = 8.0, min_accuracy: float = 1e-6, vmax: float = 0.02):
         self.calculator = BuckinghamCalculator(library, c6=c6, accuracy=accuracy)
         self.session = self.calculator.session
         self.exact = (self.session.cutoff, self.session.accuracy)
@@ -45,6 +46,7 @@ class LammpsRelaxer(Relaxer):
         self.timeout_s = timeout_s
         self.min_distance = min_distance
         self.max_energy_drop = max_energy_drop
+        self.vmax = vmax
 
     def close(self) -> None:
         self.calculator.close()
@@ -69,8 +71,9 @@ class LammpsRelaxer(Relaxer):
         self.session.load(atoms)
         cmds = [f"timer timeout {max(remaining, 1.0):.3f} every 10", "min_style cg", "min_modify line quadratic"]
         if box:
-            cmds.insert(0, "fix relax all box/relax tri 0.0 vmax 0.002 nreset 50")
-        cmds.append(f"minimize 0.0 {self.fmax / 10:.3g} {self.steps_per_cycle} {self.steps_per_cycle * 10}")
+            cmds.insert(0, f"fix relax all box/relax tri 0.0 vmax {self.vmax:g} nreset 50")
+        # LAMMPS' ftol bounds the 2-norm of all forces; a third of fmax leaves room for the exact model's check.
+        cmds.append(f"minimize 0.0 {self.fmax / 3:.3g} {self.steps_per_cycle} {self.steps_per_cycle * 10}")
         try:
             self.session.command("\n".join(cmds))
             steps = int(self.session._lmp.get_thermo("step"))

@@ -38,12 +38,13 @@ def test_time_to_gm_counts_relaxations_and_step_time_or_censors_at_the_end():
 def test_policy_summary_counts_successes_within_the_budget():
     walker = {"moves_sequence": [1], "generation_sequence": [2], "energy_sequence": [],
               "action_histogram": action_histogram(STEPS), "wall_s_to_gm": 10.0}
-    ws = [{**walker, "gm_reached": True, "relaxations_to_gm": 10}, {**walker, "gm_reached": True,
-                                                                      "relaxations_to_gm": 30},
-          {**walker, "gm_reached": False, "relaxations_to_gm": 40}]
+    ws = [{**walker, "gm_reached": True, "relaxations_to_gm": 10, "best_energy": -2.0},
+          {**walker, "gm_reached": True, "relaxations_to_gm": 30, "best_energy": -2.0},
+          {**walker, "gm_reached": False, "relaxations_to_gm": 40, "best_energy": -1.5}]
     summary = policy_summary(ws, budget=40)
     assert (summary["successes"], summary["success_rate"]) == (2, pytest.approx(2 / 3))
     assert summary["relaxations_to_gm"]["km_median"] == 30
+    assert summary["best_energy"] == {"median": -2.0, "min": -2.0}
     assert summary["action_histogram"]["1"] == {"count": 9, "fraction": 9 / 21}
     assert summary["energy_sequence"] == {"per_run": 0.0, "mean": None, "median": None}
 
