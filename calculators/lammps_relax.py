@@ -66,10 +66,17 @@ class LammpsRelaxer(Relaxer):
         out.wrap()
         return out
 
-    def _minimize(self, atoms: Atoms, box: bool, remaining: float) -> tuple[Atoms, int]:
+    def _minimize(self, atoms: Atoms, box: bool, remaining: float, floor: float) -> tuple[Atoms, int]:
+        """One LAMMPS CG run; ``floor`` (eV/atom) halts a Buckingham collapse before its energies overflow.
+
+        A collapsing cell drives the energy to -1e60 and beyond within tens of steps, after which each force call
+        takes minutes and LAMMPS' timer never gets to check the timeout; ``fix halt`` stops it at once.
+        """
         self.session.use(*self.fast)
         self.session.load(atoms)
-        cmds = [f"timer timeout {max(remaining, 1.0):.3f} every 10", "min_style cg", "min_modify line quadratic"]
+        cmds = [f"timer timeout {max(remaining, 1.0):.3f} every 10", "min_style cg", "min_modify line quadratic",
+                "variable rlcsp_epa equal pe/atoms",
+                f"fix rlcsp_guard all halt 1 v_rlcsp_epa < {floor:.6f} error soft message no"]
         if box:
             cmds.insert(0, f"fix relax all box/relax tri 0.0 vmax {self.vmax:g} nreset 50")
         # LAMMPS' ftol bounds the 2-norm of all forces; a third of fmax leaves room for the exact model's check.
@@ -79,6 +86,7 @@ class LammpsRelaxer(Relaxer):
             steps = int(self.session._lmp.get_thermo("step"))
             return self._read_back(atoms), steps
         finally:
+            self.session._lmp.command("unfix rlcsp_guard")
             if box:
                 self.session._lmp.command("unfix relax")
             self.session._lmp.command("reset_timestep 0")
@@ -140,7 +148,7 @@ class LammpsRelaxer(Relaxer):
                     if remaining <= 0:
                         return failed(work, FailureReason.TIMEOUT, f"relaxation exceeded {self.timeout_s} s",
                                       started, steps)
-                    work, n = self._minimize(work, box, remaining)
+                    work, n = self._minimize(work, box, remaining, e0 - self.max_energy_drop)
                     cycle_steps += n
                 work.calc = calc
                 energy = work.get_potential_energy() / len(work)

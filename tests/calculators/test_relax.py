@@ -67,6 +67,28 @@ def test_timeout_is_reported():
     assert result.failure is FailureReason.TIMEOUT and result.energy_per_atom is None
 
 
+# A rattled SrY2O4 candidate from a search (policy original, seed 0) whose cell collapses under box/relax: the
+# Buckingham energy ran to -1e60 eV and each LAMMPS force call then took minutes, past every timeout.
+COLLAPSING = Atoms(
+    "YSrO2YO2",
+    cell=[[4.9442, 0.0, 0.0], [-7.416299999999998, 12.845408404173066, 0.0],
+          [-2.140901400695511, 0.1912176004636746, 1.2211696981881404]],
+    positions=[[-1.1483781359121166, 0.061400540121658194, 0.6300892551102496],
+               [-3.543413013123321, 4.387673872936578, 0.6175589884845485],
+               [-2.405230272867963, 6.534041688287577, 0.635144084901546],
+               [-4.8448243124875825, 6.522479161678381, 0.6255295362445494],
+               [-5.998724215234872, 8.658100919937974, 0.6773141951826479],
+               [-4.821403216070228, 10.874919908465303, 0.6142336717096547],
+               [-7.297859292367867, 10.80409026452977, 0.6552732243957136]],
+    pbc=True)
+
+
+def test_collapsing_cell_fails_fast_as_exploded(lammps_relaxer):
+    [result] = lammps_relaxer.relax([COLLAPSING])
+    assert result.failure is FailureReason.EXPLODED and result.energy_per_atom is None
+    assert result.wall_s < 10.0
+
+
 def test_unknown_element_is_an_invalid_structure(lammps_relaxer):
     atoms = Atoms("ZrO2", scaled_positions=[[0, 0, 0], [0.25, 0.25, 0.25], [0.75, 0.75, 0.75]],
                   cell=[5, 5, 5], pbc=True)
