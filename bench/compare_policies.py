@@ -22,12 +22,31 @@ RESULTS = ROOT / "bench" / "results"
 POLICIES = ["original", "uniform", "reinforce-rlcsp", "npg", "ppo:value"]
 
 
+def stored_report(script: Path, args, out: Path) -> dict:
+    """The report over the walkers already finished in ``out``'s store (the others are listed as missing)."""
+    from db import Store, default_url
+    from rlcsp.compare import build_report, write_report
+    from rlcsp.config import load_script, make_config
+
+    base = load_script(script)
+    configs = {(p, s): make_config(base, policy=p, seed=s, budget=args.budget)
+               for p in args.policies for s in range(args.seeds)}
+    store = Store(default_url(out))
+    report = build_report(store, configs, args.policies, args.seeds, args.budget, out, str(script))
+    store.close()
+    write_report(report, out)
+    return report
+
+
 def run_composition(name: str, args) -> dict:
     from rlcsp.compare import compare
 
+    script = ROOT / "inputs" / f"{name}.py"
     out = Path(args.runs) / f"compare-{name}-b{args.budget}"
-    report = compare(ROOT / "inputs" / f"{name}.py", args.policies, args.seeds, args.budget, out=out,
-                     workers=args.workers)
+    if args.report_only:
+        report = stored_report(script, args, out)
+    else:
+        report = compare(script, args.policies, args.seeds, args.budget, out=out, workers=args.workers)
     dest = RESULTS / "compare_policies" / name
     dest.mkdir(parents=True, exist_ok=True)
     for path in [out / "report.md", out / "report.json", *out.glob("*.png")]:
@@ -67,8 +86,9 @@ def write(rows: list[dict], args, wall_s: float) -> None:
     (RESULTS / "compare_policies.json").write_text(json.dumps({**meta, "rows": rows}, indent=1) + "\n")
     head = ("| composition | policy | GM reached | FUSE (of 40, budget 2000) | KM median relax. to GM | "
             "best E median (min) | E_target | s / relaxation | log-rank p vs original | vs uniform |")
+    run = "report of the walkers finished so far" if args.report_only else f"wall {wall_s:.0f} s"
     lines = [f"budget {args.budget} relaxations (initial population included), seeds 0-{args.seeds - 1}, "
-             f"{args.workers} worker processes, wall {wall_s:.0f} s", "", head, "|" + "---|" * 10]
+             f"{args.workers} worker processes, {run}", "", head, "|" + "---|" * 10]
     for r in rows:
         lines.append(f"| {r['composition']} | {r['policy']} | {r['gm_reached']}/{r['runs']} | "
                      f"{fmt(r['fuse_of_40'])} | {fmt(r['km_median_relaxations'])} | "
@@ -88,6 +108,8 @@ def main() -> None:
     parser.add_argument("--budget", type=int, default=2000)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--runs", default=str(ROOT / "runs"))
+    parser.add_argument("--report-only", action="store_true",
+                        help="report the walkers already finished (e.g. after stopping a bench cut short by time)")
     args = parser.parse_args()
     started = time.perf_counter()
     reports = {name: run_composition(name, args) for name in args.compositions}

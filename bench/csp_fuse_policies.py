@@ -116,8 +116,6 @@ def write_report(args, summaries: list[dict], jobs: list, started: float) -> Non
 
 
 def main() -> None:
-    from rlcsp.stats import km_median
-
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--compositions", nargs="+", default=["y2ti2o7", "sry2o4"])
     parser.add_argument("--policies", nargs="+", default=["original", "uniform"])

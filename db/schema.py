@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from db.connection import Database, StoreError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Types per dialect: an identifier column, long text, short indexed text, and a float.
 _TYPES = {
@@ -44,14 +44,45 @@ TABLES = {
         wall_s {float}, record {text} NOT NULL, created_at {ts} NOT NULL, UNIQUE (cache_key)""",
 }
 
+# Composition filling (version 2): every DFT request of a fill run (dft_calls above is the cache, one row per
+# input), each version of a band-gap model, each fine-tuning step, and the agent's training metrics.
+FILL_TABLES = {
+    "fill_dft_calls": """
+        id {id}, run_id BIGINT, episode INTEGER NOT NULL, cache_key {key}, outcome {key} NOT NULL,
+        formula {key} NOT NULL, band_gap {float}, model_gap {float}, wall_s {float}, from_cache INTEGER NOT NULL,
+        created_at {ts} NOT NULL""",
+    "gap_models": """
+        id {id}, model_id {key} NOT NULL, version INTEGER NOT NULL, run_id BIGINT, episode INTEGER,
+        reason {key} NOT NULL, n_samples INTEGER NOT NULL, state {text} NOT NULL, created_at {ts} NOT NULL,
+        UNIQUE (model_id, version)""",
+    "finetune_steps": """
+        id {id}, model_id {key} NOT NULL, version INTEGER NOT NULL, run_id BIGINT, episode INTEGER,
+        step INTEGER NOT NULL, loss {float} NOT NULL, prediction {float}, label {float} NOT NULL,
+        created_at {ts} NOT NULL""",
+    "metrics": """
+        id {id}, run_id BIGINT NOT NULL, step INTEGER NOT NULL, name {key} NOT NULL, value {float},
+        created_at {ts} NOT NULL""",
+}
+TABLES.update(FILL_TABLES)
+
 INDEXES = {
     "runs_lookup": ("runs", "composition, policy, seed"),
     "steps_run": ("steps", "run_id, kind"),
     "structures_energy": ("structures", "run_id, energy"),
     "episodes_run": ("episodes", "run_id, episode"),
 }
+FILL_INDEXES = {
+    "fill_dft_run": ("fill_dft_calls", "run_id, episode"),
+    "finetune_model": ("finetune_steps", "model_id, version"),
+    "metrics_run": ("metrics", "run_id, name, step"),
+}
+INDEXES.update(FILL_INDEXES)
 
-MIGRATIONS: dict[int, list[str]] = {}  # version -> statements taking the schema from version-1 to version
+# version -> statements taking the schema from version-1 to version
+MIGRATIONS: dict[int, list[str]] = {
+    2: [f"CREATE TABLE IF NOT EXISTS {name} ({body})" for name, body in FILL_TABLES.items()]
+       + [f"CREATE INDEX {index} ON {table} ({columns})" for index, (table, columns) in FILL_INDEXES.items()],
+}
 
 
 def create_schema(db: Database) -> None:

@@ -217,3 +217,92 @@ class Store:
     # calculators.espresso's DftCache protocol: a Store is a cache shared by every process using the database.
     get = dft_get
     put = dft_put
+
+    # -- composition filling --------------------------------------------------------------------------
+
+    def latest_run(self, config: dict[str, Any]) -> int | None:
+        """The newest run with exactly this configuration, finished or not (a fill run asked for more episodes
+        continues it)."""
+        row = self.db.query("SELECT id FROM runs WHERE config = ? ORDER BY id DESC",
+                            (json.dumps(config, sort_keys=True),))
+        return row[0][0] if row else None
+
+    def record_episode(self, run_id: int | None, agent: str, episode: int, reward: float | None,
+                       data: dict[str, Any]) -> None:
+        self.db.run(lambda tx: tx.execute(
+            "INSERT INTO episodes (run_id, agent, episode, reward, data, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (run_id, agent, episode, reward, json.dumps(data), time.time())), what=f"record episode {episode}")
+
+    def episodes(self, run_id: int) -> list[dict[str, Any]]:
+        rows = self.db.query("SELECT agent, episode, reward, data FROM episodes WHERE run_id = ? ORDER BY id",
+                             (run_id,))
+        return [{"agent": r[0], "episode": r[1], "reward": r[2], **json.loads(r[3])} for r in rows]
+
+    def log_dft_call(self, run_id: int | None, episode: int, formula: str, result,
+                     model_gap: float | None = None) -> None:
+        """One DFT request of a fill run (``result`` a calculators.espresso.DftResult), cache hit or not."""
+        self.db.run(lambda tx: tx.execute(
+            "INSERT INTO fill_dft_calls (run_id, episode, cache_key, outcome, formula, band_gap, model_gap, wall_s, "
+            "from_cache, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (run_id, episode, result.key or None, result.outcome.value, formula, result.band_gap, model_gap,
+             result.wall_s, int(result.from_cache), time.time())), what="log DFT call")
+
+    def fill_dft_calls(self, run_id: int | None) -> list[dict[str, Any]]:
+        keys = ("episode", "cache_key", "outcome", "formula", "band_gap", "model_gap", "wall_s", "from_cache")
+        where, args = ("run_id = ?", (run_id,)) if run_id is not None else ("run_id IS NULL", ())
+        rows = self.db.query(f"SELECT {', '.join(keys)} FROM fill_dft_calls WHERE {where} ORDER BY id", args)
+        return [dict(zip(keys, r)) for r in rows]
+
+    def add_gap_model(self, model_id: str, version: int, reason: str, n_samples: int, state: str,
+                      run_id: int | None = None, episode: int | None = None) -> None:
+        self.db.run(lambda tx: tx.execute(
+            "INSERT INTO gap_models (model_id, version, run_id, episode, reason, n_samples, state, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (model_id, version, run_id, episode, reason, n_samples, state,
+                                                time.time())), what=f"record gap model {model_id} v{version}")
+
+    def gap_models(self, model_id: str) -> list[dict[str, Any]]:
+        rows = self.db.query("SELECT version, reason, n_samples, state FROM gap_models WHERE model_id = ? "
+                             "ORDER BY version", (model_id,))
+        return [{"version": r[0], "reason": r[1], "n_samples": r[2], "state": r[3]} for r in rows]
+
+    def log_finetune(self, model_id: str, version: int, run_id: int | None, episode: int | None,
+                     losses: list[float], predictions: list[float], label: float) -> None:
+        now = time.time()
+
+        def work(tx) -> None:
+            for step, (loss, prediction) in enumerate(zip(losses, predictions), start=1):
+                tx.execute("INSERT INTO finetune_steps (model_id, version, run_id, episode, step, loss, prediction, "
+                           "label, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                           (model_id, version, run_id, episode, step, loss, prediction, label, now))
+
+        self.db.run(work, what=f"log fine-tuning of {model_id} v{version}")
+
+    def finetune_steps(self, model_id: str) -> list[dict[str, Any]]:
+        keys = ("version", "episode", "step", "loss", "prediction", "label")
+        rows = self.db.query(f"SELECT {', '.join(keys)} FROM finetune_steps WHERE model_id = ? ORDER BY id",
+                             (model_id,))
+        return [dict(zip(keys, r)) for r in rows]
+
+    def drop_fill_after(self, run_id: int, episode: int, step: int) -> None:
+        """Forget a fill run's rows after ``episode`` (and agent ``step``): a resumed run replays them."""
+        def work(tx) -> None:
+            for table in ("episodes", "fill_dft_calls", "finetune_steps", "gap_models"):
+                tx.execute(f"DELETE FROM {table} WHERE run_id = ? AND episode > ?", (run_id, episode))
+            tx.execute("DELETE FROM metrics WHERE run_id = ? AND step > ?", (run_id, step))
+
+        self.db.run(work, lock=True, what=f"drop rows of run {run_id} after episode {episode}")
+
+    def log_metrics(self, run_id: int, step: int, values: dict[str, float]) -> None:
+        now = time.time()
+
+        def work(tx) -> None:
+            for name, value in values.items():
+                tx.execute("INSERT INTO metrics (run_id, step, name, value, created_at) VALUES (?, ?, ?, ?, ?)",
+                           (run_id, step, name, value, now))
+
+        self.db.run(work, what="log metrics")
+
+    def metrics(self, run_id: int, name: str) -> list[tuple[int, float]]:
+        rows = self.db.query("SELECT step, value FROM metrics WHERE run_id = ? AND name = ? ORDER BY id",
+                             (run_id, name))
+        return [(r[0], r[1]) for r in rows]

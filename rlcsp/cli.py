@@ -192,6 +192,12 @@ def cmd_calculators(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fill(args: argparse.Namespace) -> int:
+    from rlcsp.fill import run_from_args
+
+    return run_from_args(args.script, args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rlcsp", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -278,6 +284,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("calculators", help="list the registered energy engines")
     p.set_defaults(func=cmd_calculators)
+
+    from rlcsp.fill import add_arguments
+
+    p = sub.add_parser("fill", help="an agent fills a crystal skeleton towards a target band gap "
+                                    "(inputs/elpasolite.py, ...)")
+    p.add_argument("script")
+    add_arguments(p)
+    p.set_defaults(func=cmd_fill)
     return parser
 
 
