@@ -22,31 +22,13 @@ RESULTS = ROOT / "bench" / "results"
 POLICIES = ["original", "uniform", "reinforce-rlcsp", "npg", "ppo:value"]
 
 
-def stored_report(script: Path, args, out: Path) -> dict:
-    """The report over the walkers already finished in ``out``'s store (the others are listed as missing)."""
-    from db import Store, default_url
-    from rlcsp.compare import build_report, write_report
-    from rlcsp.config import load_script, make_config
-
-    base = load_script(script)
-    configs = {(p, s): make_config(base, policy=p, seed=s, budget=args.budget)
-               for p in args.policies for s in range(args.seeds)}
-    store = Store(default_url(out))
-    report = build_report(store, configs, args.policies, args.seeds, args.budget, out, str(script))
-    store.close()
-    write_report(report, out)
-    return report
-
-
 def run_composition(name: str, args) -> dict:
     from rlcsp.compare import compare
 
     script = ROOT / "inputs" / f"{name}.py"
     out = Path(args.runs) / f"compare-{name}-b{args.budget}"
-    if args.report_only:
-        report = stored_report(script, args, out)
-    else:
-        report = compare(script, args.policies, args.seeds, args.budget, out=out, workers=args.workers)
+    report = compare(script, args.policies, args.seeds, args.budget, out=out, workers=args.workers,
+                     run_missing=not args.report_only)
     dest = RESULTS / "compare_policies" / name
     dest.mkdir(parents=True, exist_ok=True)
     for path in [out / "report.md", out / "report.json", *out.glob("*.png")]:

@@ -66,9 +66,13 @@ class Store:
             (name, composition, policy, policy_id, seed, calculator, json.dumps(config, sort_keys=True),
              code_version, now, now)), what="create run")
 
-    def find_run(self, config: dict[str, Any]) -> int | None:
-        """The latest unfinished run with exactly this configuration (for rerunning into the same store)."""
-        row = self.db.query("SELECT id FROM runs WHERE config = ? AND status <> 'finished' ORDER BY id DESC",
+    def find_run(self, config: dict[str, Any], which: str = "unfinished") -> int | None:
+        """The newest run with exactly this configuration: ``which`` is 'unfinished' (to rerun into the same
+        store), 'finished' (a comparison skips it) or 'any' (a fill run asked for more episodes continues it)."""
+        status = {"unfinished": " AND status <> 'finished'", "finished": " AND status = 'finished'", "any": ""}
+        if which not in status:
+            raise ValueError(f"which must be one of {sorted(status)}, got {which!r}")
+        row = self.db.query(f"SELECT id FROM runs WHERE config = ?{status[which]} ORDER BY id DESC",
                             (json.dumps(config, sort_keys=True),))
         return row[0][0] if row else None
 
@@ -219,13 +223,6 @@ class Store:
     put = dft_put
 
     # -- composition filling --------------------------------------------------------------------------
-
-    def latest_run(self, config: dict[str, Any]) -> int | None:
-        """The newest run with exactly this configuration, finished or not (a fill run asked for more episodes
-        continues it)."""
-        row = self.db.query("SELECT id FROM runs WHERE config = ? ORDER BY id DESC",
-                            (json.dumps(config, sort_keys=True),))
-        return row[0][0] if row else None
 
     def record_episode(self, run_id: int | None, agent: str, episode: int, reward: float | None,
                        data: dict[str, Any]) -> None:

@@ -311,9 +311,7 @@ def run_walker(base: dict[str, Any], policy: str, seed: int, budget: int, folder
 
 def finished_run(store, config: SearchConfig) -> int | None:
     """The newest finished run with exactly this configuration in the store."""
-    rows = store.db.query("SELECT id FROM runs WHERE config = ? AND status = 'finished' ORDER BY id DESC",
-                          (json.dumps(config.to_dict(), sort_keys=True),))
-    return rows[0][0] if rows else None
+    return store.find_run(config.to_dict(), which="finished")
 
 
 @contextlib.contextmanager
@@ -341,10 +339,11 @@ def _cores() -> int:
 
 def compare(script: str | Path, policies: list[str], seeds: int, budget: int, out: str | Path | None = None,
             db_url: str | None = None, scheduler: str | None = None, workers: int | None = None,
-            echo: Callable[[str], None] = print) -> dict[str, Any]:
+            echo: Callable[[str], None] = print, run_missing: bool = True) -> dict[str, Any]:
     """Run every missing (policy, seed) walker, then write report.md, report.html, report.json and the plots.
 
-    Everything is validated (script, budget, policy and baseline names) before a cluster starts.
+    Everything is validated (script, budget, policy and baseline names) before a cluster starts. With
+    ``run_missing=False`` only the walkers already finished are reported (the rest are listed as missing).
     """
     from db import Store, default_url
 
@@ -364,7 +363,7 @@ def compare(script: str | Path, policies: list[str], seeds: int, budget: int, ou
     pending = [(p, s) for s in range(seeds) for p in policies if finished_run(store, configs[p, s]) is None]
     echo(f"{len(configs) - len(pending)} of {len(configs)} walkers already finished in {store.url}")
     failures: dict[str, str] = {}
-    if pending:
+    if pending and run_missing:
         n_workers = workers or min(_cores(), len(pending))
         with dask_client(scheduler, n_workers) as client:
             futures = {client.submit(run_walker, base, p, s, budget, str(walker_dir(out, p, s)), url,

@@ -89,15 +89,20 @@ class SearchConfig:
         return asdict(self)
 
 
-def load_script(path: str | Path) -> dict[str, Any]:
-    """The ``CONFIG`` dict of an input script, executed without running its ``__main__`` block."""
+def script_dict(path: str | Path, name: str = "CONFIG", example: str = "inputs/y2o3.py") -> dict[str, Any]:
+    """The dict ``name`` of an input script, executed without running its ``__main__`` block."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"input script {str(path)!r} not found")
     namespace = runpy.run_path(str(path), run_name="rlcsp_input")
-    if not isinstance(namespace.get("CONFIG"), dict):
-        raise ConfigError(f"{path} defines no CONFIG dict (see inputs/y2o3.py for the layout)")
-    return dict(namespace["CONFIG"])
+    if not isinstance(namespace.get(name), dict):
+        raise ConfigError(f"{path} defines no {name} dict (see {example} for the layout)")
+    return dict(namespace[name])
+
+
+def load_script(path: str | Path) -> dict[str, Any]:
+    """The ``CONFIG`` dict of a search input script."""
+    return script_dict(path)
 
 
 def make_config(base: dict[str, Any], **overrides: Any) -> SearchConfig:

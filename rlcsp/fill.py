@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import runpy
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from rlcsp.config import script_dict
 from rlcsp.exceptions import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,12 +30,7 @@ FILL_KEYS = {"skeleton", "target", "max_elements", "vocabulary", "dft", "root", 
 def load_fill_script(path: str | Path) -> dict[str, Any]:
     """The script's ``FILL`` dict, with a callable ``skeleton`` called (it may read shared data)."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"no input script {path}")
-    namespace = runpy.run_path(str(path), run_name="rlcsp_fill_input")
-    if not isinstance(namespace.get("FILL"), dict):
-        raise ConfigError(f"{path} defines no FILL dict (see inputs/elpasolite.py)")
-    fill = dict(namespace["FILL"])
+    fill = script_dict(path, "FILL", "inputs/elpasolite.py")
     unknown = sorted(set(fill) - FILL_KEYS)
     if unknown or "skeleton" not in fill:
         raise ConfigError(f"{path}: FILL needs 'skeleton' and takes {sorted(FILL_KEYS)}; unknown {unknown}")
@@ -129,7 +124,7 @@ def run_fill(script: str | Path, *, agent: str = "dqn", reward: str = "hybrid", 
                   "dft": fill["dft"],
                   "out": str(out.resolve())}
     resume_config = {k: v for k, v in run_config.items() if k != "episodes"}  # more episodes continue a run
-    run_id = store.latest_run(resume_config)
+    run_id = store.find_run(resume_config, which="any")
     if run_id is None:
         run_id = store.create_run(resume_config, f"fill-{fill['name']}", fill["name"], agent, seed, reward,
                                   __version__)
