@@ -26,7 +26,7 @@ REFERENCE = {  # runs of 40 that reached the GM: Original / Uniform / RLCSP (sha
 }
 
 
-def walker(script: str, policy: str, seed: int, budget: int, out: str) -> dict:
+def walker(script: str, policy: str, seed: int, budget: int, out: str, fuse_compatible: bool = False) -> dict:
     """One search in a worker process, in a fresh output folder (never resuming an older bench run)."""
     import shutil
 
@@ -34,7 +34,8 @@ def walker(script: str, policy: str, seed: int, budget: int, out: str) -> dict:
     from rlcsp.run import execute
 
     shutil.rmtree(out, ignore_errors=True)
-    config = make_config(load_script(script), policy=policy, seed=seed, budget=budget)
+    config = make_config(load_script(script), policy=policy, seed=seed, budget=budget,
+                         fuse_compatible=fuse_compatible)
     summary = execute(config, out, progress=False)
     summary["wall_per_relaxation_s"] = summary["wall_s"] / max(summary["relaxations"], 1)
     return summary
@@ -89,7 +90,8 @@ def write_report(args, summaries: list[dict], jobs: list, started: float) -> Non
                 "best_energies": [s["best_energy"] for s in runs],
             })
 
-    lines = [f"budget {args.budget} relaxations (incl. 100 initial), {args.seeds} seeds, "
+    mode = "fuse-compatible mode" if args.fuse_compatible else "default mode"
+    lines = [f"{mode}, budget {args.budget} relaxations (incl. 100 initial), {args.seeds} seeds, "
              f"{args.workers} worker processes, wall so far {time.perf_counter() - started:.0f} s; "
              f"{len(summaries)} of {len(jobs)} walkers finished, runs still going are censored at their "
              "current relaxation count", "",
@@ -124,6 +126,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count())
     parser.add_argument("--runs", default=str(ROOT / "runs" / "bench_csp"), help="folder for per-walker outputs")
     parser.add_argument("--tag", default="csp_fuse_policies")
+    parser.add_argument("--fuse-compatible", action="store_true",
+                        help="reproduce FUSE's documented quirks in generation, checks and moves (fuse.md §7)")
     parser.add_argument("--report-only", action="store_true",
                         help="write the table from the walkers' folders (finished and still running) and exit")
     args = parser.parse_args()
@@ -141,7 +145,8 @@ def main() -> None:
     summaries = []
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
         futures = {pool.submit(walker, str(ROOT / "inputs" / f"{c}.py"), p, s, args.budget,
-                               str(Path(args.runs) / f"{c}-{p}-seed{s}")): (c, p, s) for c, p, s in jobs}
+                               str(Path(args.runs) / f"{c}-{p}-seed{s}"), args.fuse_compatible): (c, p, s)
+                   for c, p, s in jobs}
         for i, future in enumerate(as_completed(futures), 1):
             c, p, s = futures[future]
             summary = future.result()

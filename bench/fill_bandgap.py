@@ -96,7 +96,7 @@ def episodes_to(rewards: np.ndarray, level: float, window: int = 100) -> int | N
 def main() -> int:
     import torch
 
-    from policies.dqn import read_metrics
+    from policies.training_log import read_metrics
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-minutes", type=float, default=20.0)

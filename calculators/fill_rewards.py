@@ -138,12 +138,15 @@ class ChgnetFormation:
     def __init__(self, device: str = "cpu"):
         self.device = device
         self._mu: dict[str, float] = {}
+        self._calculator = None
 
     def _energy(self, atoms: Atoms) -> float:
         from calculators.chgnet import chgnet_calculator
 
+        if self._calculator is None:
+            self._calculator = chgnet_calculator(self.device)
         atoms = atoms.copy()
-        atoms.calc = chgnet_calculator(self.device)
+        atoms.calc = self._calculator
         return float(atoms.get_potential_energy())
 
     @staticmethod
@@ -169,8 +172,11 @@ class ChgnetFormation:
         return self._mu[element]
 
     def __call__(self, atoms: Atoms) -> float:
-        symbols = atoms.get_chemical_symbols()
-        return (self._energy(atoms) - sum(self.reference(s) for s in symbols)) / len(symbols)
+        return self.from_energy(atoms.get_chemical_symbols(), self._energy(atoms) / len(atoms))
+
+    def from_energy(self, symbols: Sequence[str], energy_per_atom: float) -> float:
+        """The formation energy per atom of a crystal whose CHGNet energy per atom is already known."""
+        return energy_per_atom - sum(self.reference(s) for s in symbols) / len(symbols)
 
 
 class ChgnetEnergyEvaluator(Evaluator):

@@ -15,12 +15,11 @@ continues exactly as if it had not stopped. ``agent="random"`` is the random-pol
 from __future__ import annotations
 
 import copy
-import csv
 import math
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -28,7 +27,9 @@ from torch import nn
 from torch_geometric.nn import MetaLayer, Set2Set
 from torch_geometric.utils import scatter
 
+from policies.training_log import MetricsLog, load_checkpoint, save_checkpoint
 from rlcsp.exceptions import ConfigError
+from rlcsp.skeleton import Skeleton
 
 METRICS = ("episode", "global_step", "charts/episodic_return", "charts/epsilon", "charts/SPS", "losses/td_loss",
            "losses/q_values", "gap", "gap_source", "model_gap", "dft_gap", "dft_outcome", "formula")
@@ -128,33 +129,54 @@ class QNetwork(nn.Module):
 
 
 class GraphBatcher:
-    """Batches states of one skeleton: the static graph once, the node types, focus and target per state."""
+    """Batches states of one or many skeletons (one for the online env, thousands for offline data).
 
-    def __init__(self, env, gaussians: int = 16, cutoff: float = 6.0):
-        self.n, self.blank = env.skeleton.n_sites, env.blank
-        self.edge_index = torch.as_tensor(env.edge_index, dtype=torch.long)
+    Each skeleton's static graph (edges, distance features, lattice, space group) is stored once; a state is its
+    skeleton's index ``graph``, its node types padded with the blank type to a common width, its focus site (the
+    site count once filled) and its target.
+    """
+
+    def __init__(self, skeletons: Sequence[Skeleton], blank: int, gaussians: int = 16, cutoff: float = 6.0):
+        self.blank = blank
+        self.n_sites = torch.tensor([s.n_sites for s in skeletons], dtype=torch.long)
+        counts = torch.tensor([len(s.edges) for s in skeletons], dtype=torch.long)
+        self.edge_ptr = torch.cat([torch.zeros(1, dtype=torch.long), counts.cumsum(0)])
+        self.edges = torch.as_tensor(np.concatenate([s.edges[:, :2] for s in skeletons]), dtype=torch.long)
         centres = torch.linspace(0.0, cutoff, gaussians)
-        distance = torch.as_tensor(env.edge_distance, dtype=torch.float32)[:, None]
-        self.edge_features = torch.exp(-((distance - centres) ** 2) / 0.5 ** 2)
-        cellpar = torch.as_tensor(env.lattice, dtype=torch.float32) / torch.tensor([10, 10, 10, 180, 180, 180.0])
-        self.static_globals = torch.cat([cellpar, torch.tensor([env.skeleton.spacegroup / 230.0])])
-        self.global_dim = len(self.static_globals) + 2  # + target + filled fraction
+        distance = torch.as_tensor(np.concatenate([s.edge_distances() for s in skeletons]).astype(np.float32))
+        self.edge_features = torch.exp(-((distance[:, None] - centres) ** 2) / 0.5 ** 2)
+        cellpar = torch.as_tensor(np.stack([s.cellpar for s in skeletons]).astype(np.float32))
+        spacegroup = torch.tensor([[s.spacegroup / 230.0] for s in skeletons], dtype=torch.float32)
+        self.static_globals = torch.cat([cellpar / torch.tensor([10, 10, 10, 180, 180, 180.0]), spacegroup], 1)
+        self.global_dim = self.static_globals.shape[1] + 2  # + target + filled fraction
 
-    def __call__(self, node_types: np.ndarray, focus: np.ndarray, target: np.ndarray) -> dict[str, torch.Tensor]:
-        b, n = node_types.shape
-        offsets = torch.arange(b)[:, None] * n
+    @classmethod
+    def for_env(cls, env, gaussians: int = 16) -> GraphBatcher:
+        return cls([env.skeleton], env.blank, gaussians)
+
+    def __call__(self, node_types: np.ndarray, focus: np.ndarray, target: np.ndarray,
+                 graph: np.ndarray | None = None) -> dict[str, torch.Tensor]:
+        b, width = node_types.shape
+        graph_t = torch.zeros(b, dtype=torch.long) if graph is None else torch.as_tensor(graph, dtype=torch.long)
+        n = self.n_sites[graph_t]
+        node_offsets = n.cumsum(0) - n
+        padded = torch.as_tensor(node_types, dtype=torch.long)
+        real = torch.arange(width)[None, :] < n[:, None]
+        types = padded[real]
         focus_t = torch.as_tensor(focus, dtype=torch.long)
-        is_focus = torch.zeros(b, n, dtype=torch.long)
+        is_focus = torch.zeros(len(types), dtype=torch.long)
         inside = focus_t < n
-        is_focus[torch.arange(b)[inside], focus_t[inside]] = 1
-        types = torch.as_tensor(node_types, dtype=torch.long)
-        filled = (types != self.blank).float().mean(1, keepdim=True)
-        globals_ = torch.cat([self.static_globals.expand(b, -1), torch.as_tensor(target, dtype=torch.float32)[:, None],
-                              filled], dim=1)
-        return {"node_types": types.reshape(-1), "is_focus": is_focus.reshape(-1),
-                "edge_index": (self.edge_index[None] + offsets[:, :, None]).permute(1, 0, 2).reshape(2, -1),
-                "edge_features": self.edge_features.repeat(b, 1), "globals": globals_,
-                "batch": torch.arange(b).repeat_interleave(n), "focus_index": (offsets[:, 0] + focus_t)}
+        is_focus[(node_offsets + focus_t)[inside]] = 1
+        n_edges = self.edge_ptr[graph_t + 1] - self.edge_ptr[graph_t]
+        first = torch.repeat_interleave(self.edge_ptr[graph_t] - (n_edges.cumsum(0) - n_edges), n_edges)
+        rows = first + torch.arange(len(first))
+        edge_index = (self.edges[rows] + torch.repeat_interleave(node_offsets, n_edges)[:, None]).T
+        filled = ((padded != self.blank) & real).sum(1, keepdim=True) / n[:, None]
+        globals_ = torch.cat([self.static_globals[graph_t], torch.as_tensor(target, dtype=torch.float32)[:, None],
+                              filled.float()], dim=1)
+        return {"node_types": types, "is_focus": is_focus, "edge_index": edge_index,
+                "edge_features": self.edge_features[rows], "globals": globals_,
+                "batch": torch.repeat_interleave(torch.arange(b), n), "focus_index": node_offsets + focus_t}
 
 
 # -------------------------------------------------------------------------------------- replay buffer
@@ -181,6 +203,15 @@ class ReplayBuffer:
         idx = rng.integers(0, self.size, size=batch_size)
         return {key: value[idx] for key, value in self.data.items()}
 
+    @classmethod
+    def from_arrays(cls, data: dict[str, np.ndarray]) -> ReplayBuffer:
+        """A full buffer over fixed transitions (offline data), sampled like the online one."""
+        buffer = cls.__new__(cls)
+        buffer.data = data
+        buffer.capacity = buffer.size = len(data["action"])
+        buffer.pos = 0
+        return buffer
+
     def state(self) -> dict[str, Any]:
         return {"size": self.size, "pos": self.pos, "data": {k: v[:self.size].copy() for k, v in self.data.items()}}
 
@@ -194,31 +225,35 @@ def epsilon(config: DQNConfig, start: float, step: int) -> float:
     return config.end_e + (start - config.end_e) * math.exp(-config.exploration_decay * step)
 
 
-def make_q_network(env, config: DQNConfig, batcher: GraphBatcher) -> QNetwork:
-    return QNetwork(len(env.vocabulary) + 1, env.action_space.n, batcher.global_dim, config.hidden, config.blocks,
-                    config.gaussians)
+def make_q_network(n_actions: int, config, batcher: GraphBatcher) -> QNetwork:
+    """The Q-network of a vocabulary of ``n_actions`` elements (+ blank) under a config's hidden/blocks/gaussians."""
+    return QNetwork(n_actions + 1, n_actions, batcher.global_dim, config.hidden, config.blocks, config.gaussians)
+
+
+def greedy_actions(q_network: QNetwork, batcher: GraphBatcher, node_types: np.ndarray, focus: np.ndarray,
+                   target: np.ndarray, mask: np.ndarray, graph: np.ndarray | None = None) -> np.ndarray:
+    """Masked argmax of the network's outputs for a batch of states."""
+    with torch.no_grad():
+        q = q_network(batcher(node_types, focus, target, graph))
+    return torch.where(torch.as_tensor(mask), q, -torch.inf).argmax(1).numpy()
 
 
 def greedy_action(q_network: QNetwork, batcher: GraphBatcher, obs: dict[str, Any], mask: np.ndarray) -> int:
+    return int(greedy_actions(q_network, batcher, obs["node_types"][None], np.array([obs["focus"]]), obs["target"],
+                              mask[None])[0])
+
+
+def td_targets(target_network: QNetwork, batcher: GraphBatcher, data: dict[str, np.ndarray],
+               gamma: float) -> torch.Tensor:
+    """r + gamma (1 - done) max over allowed a' of Q_target(s', a'): the TD target of DQN and CQL alike."""
     with torch.no_grad():
-        q = q_network(batcher(obs["node_types"][None], np.array([obs["focus"]]), obs["target"]))[0]
-    return int(torch.where(torch.as_tensor(mask), q, -torch.inf).argmax())
+        next_q = target_network(batcher(data["next_types"], data["next_focus"], data["target"], data.get("graph")))
+        next_q = torch.where(torch.as_tensor(data["next_mask"]), next_q, -torch.inf).max(1).values
+        done = torch.as_tensor(data["done"])
+        return torch.as_tensor(data["reward"]) + gamma * torch.nan_to_num(next_q, neginf=0.0) * (1 - done)
 
 
 # ------------------------------------------------------------------------------------------ training
-
-
-def _checkpoint(path: Path, **parts) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(parts, tmp)
-    tmp.replace(path)  # a crash mid-write leaves the previous checkpoint
-
-
-def _csv_rows(path: Path, keep: int) -> None:
-    """Keep the header and the first ``keep`` rows (rows after the checkpoint are replayed on resume)."""
-    if path.exists():
-        lines = path.read_text().splitlines(keepends=True)
-        path.write_text("".join(lines[:keep + 1]))
 
 
 def train(env, config: DQNConfig, episodes: int, out: str | Path, store=None, run_id: int | None = None,
@@ -229,9 +264,9 @@ def train(env, config: DQNConfig, episodes: int, out: str | Path, store=None, ru
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
-    batcher = GraphBatcher(env, config.gaussians)
+    batcher = GraphBatcher.for_env(env, config.gaussians)
     n_actions = env.action_space.n
-    q_network = make_q_network(env, config, batcher)
+    q_network = make_q_network(n_actions, config, batcher)
     start_e = config.start_e
     if pretrained is not None:
         q_network.load_state_dict(torch.load(pretrained, weights_only=False)["q_network"])
@@ -241,11 +276,9 @@ def train(env, config: DQNConfig, episodes: int, out: str | Path, store=None, ru
     buffer = ReplayBuffer(config.buffer_size, env.skeleton.n_sites, n_actions)
     global_step, episode, td_loss, q_mean = 0, 0, float("nan"), float("nan")
 
-    checkpoint_path, csv_path = out / "checkpoint.pt", out / "metrics.csv"
-    if checkpoint_path.exists():
-        ck = torch.load(checkpoint_path, weights_only=False)
-        if ck["config"] != asdict(config):
-            raise ConfigError(f"{checkpoint_path} was written with other settings; use another --out folder")
+    checkpoint_path = out / "checkpoint.pt"
+    ck = load_checkpoint(checkpoint_path, asdict(config))
+    if ck is not None:
         q_network.load_state_dict(ck["q_network"])
         target_network.load_state_dict(ck["target_network"])
         optimizer.load_state_dict(ck["optimizer"])
@@ -256,21 +289,16 @@ def train(env, config: DQNConfig, episodes: int, out: str | Path, store=None, ru
         td_loss, q_mean = ck["td_loss"], ck["q_mean"]
         env.reset(seed=config.seed)  # creates the env's RNG, then overwritten with the saved one
         env.load_state(ck["env"])
-        _csv_rows(csv_path, episode)
         if store is not None and run_id is not None:
             store.drop_fill_after(run_id, episode, global_step)
-    new_csv = not csv_path.exists()
-    handle = csv_path.open("a", newline="")
-    writer = csv.DictWriter(handle, fieldnames=METRICS)
-    if new_csv:
-        writer.writeheader()
+    log = MetricsLog(out / "metrics.csv", METRICS, keep=episode, store=store, run_id=run_id)
 
     def save() -> None:
-        _checkpoint(checkpoint_path, config=asdict(config), q_network=q_network.state_dict(),
-                    target_network=target_network.state_dict(), optimizer=optimizer.state_dict(),
-                    buffer=buffer.state(), rng=rng.bit_generator.state, torch_rng=torch.random.get_rng_state(),
-                    global_step=global_step, episode=episode, start_e=start_e, td_loss=td_loss, q_mean=q_mean,
-                    env=env.state())
+        save_checkpoint(checkpoint_path, config=asdict(config), q_network=q_network.state_dict(),
+                        target_network=target_network.state_dict(), optimizer=optimizer.state_dict(),
+                        buffer=buffer.state(), rng=rng.bit_generator.state, torch_rng=torch.random.get_rng_state(),
+                        global_step=global_step, episode=episode, start_e=start_e, td_loss=td_loss, q_mean=q_mean,
+                        env=env.state())
 
     returns: list[float] = []
     started = time.perf_counter()
@@ -297,12 +325,7 @@ def train(env, config: DQNConfig, episodes: int, out: str | Path, store=None, ru
                 if config.agent == "dqn" and global_step > config.learning_starts \
                         and global_step % config.train_frequency == 0:
                     data = buffer.sample(rng, config.batch_size)
-                    with torch.no_grad():
-                        next_q = target_network(batcher(data["next_types"], data["next_focus"], data["target"]))
-                        next_q = torch.where(torch.as_tensor(data["next_mask"]), next_q, -torch.inf).max(1).values
-                        done_t = torch.as_tensor(data["done"])
-                        td_target = torch.as_tensor(data["reward"]) + config.gamma * torch.nan_to_num(
-                            next_q, neginf=0.0) * (1 - done_t)
+                    td_target = td_targets(target_network, batcher, data, config.gamma)
                     old_val = q_network(batcher(data["types"], data["focus"], data["target"])).gather(
                         1, torch.as_tensor(data["action"])[:, None]).squeeze(1)
                     loss = nn.functional.mse_loss(old_val, td_target)
@@ -312,9 +335,9 @@ def train(env, config: DQNConfig, episodes: int, out: str | Path, store=None, ru
                     td_loss, q_mean = float(loss.detach()), float(old_val.detach().mean())
                     if global_step % config.target_network_frequency == 0:
                         target_network.load_state_dict(q_network.state_dict())
-                    if store is not None and run_id is not None and global_step % config.log_every == 0:
-                        store.log_metrics(run_id, global_step, {"losses/td_loss": td_loss,
-                                                                "losses/q_values": q_mean, "charts/epsilon": eps})
+                    if global_step % config.log_every == 0:
+                        log.to_store(global_step, {"losses/td_loss": td_loss, "losses/q_values": q_mean,
+                                                   "charts/epsilon": eps})
 
             episode += 1
             evaluation = info["evaluation"]
@@ -324,7 +347,7 @@ def train(env, config: DQNConfig, episodes: int, out: str | Path, store=None, ru
                    "losses/q_values": q_mean, "gap": evaluation["gap"], "gap_source": evaluation["source"],
                    "model_gap": evaluation["model_gap"], "dft_gap": evaluation["dft_gap"],
                    "dft_outcome": evaluation["dft_outcome"], "formula": info["formula"]}
-            writer.writerow(row)
+            log.row(row)
             returns.append(reward)
             if store is not None and run_id is not None:
                 store.record_episode(run_id, config.agent, episode, reward,
@@ -333,10 +356,10 @@ def train(env, config: DQNConfig, episodes: int, out: str | Path, store=None, ru
             if on_episode is not None:
                 on_episode(row)
             if episode % config.checkpoint_every == 0 or episode == episodes:
-                handle.flush()
+                log.flush()
                 save()
     finally:
-        handle.close()
+        log.close()
     return {"episodes": episode, "global_step": global_step, "returns": returns,
             "counts": dict(env.evaluator.counts), "checkpoint": str(checkpoint_path)}
 
@@ -345,8 +368,8 @@ def evaluate(env, checkpoint: str | Path, episodes: int, seed: int = 0) -> list[
     """Returns of the greedy (masked argmax) policy of a checkpoint over ``episodes`` episodes."""
     ck = torch.load(checkpoint, weights_only=False)
     config = DQNConfig(**ck["config"])
-    batcher = GraphBatcher(env, config.gaussians)
-    q_network = make_q_network(env, config, batcher)
+    batcher = GraphBatcher.for_env(env, config.gaussians)
+    q_network = make_q_network(env.action_space.n, config, batcher)
     q_network.load_state_dict(ck["q_network"])
     returns = []
     for i in range(episodes):
@@ -367,17 +390,3 @@ def load_config(values: dict[str, Any]) -> DQNConfig:
     if unknown:
         raise ConfigError(f"unknown DQN settings {unknown}; known: {sorted(names)}")
     return DQNConfig(**values)
-
-
-def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    """Rows of a metrics.csv with numbers parsed (empty cells become None)."""
-    def parse(value: str):
-        if value == "":
-            return None
-        try:
-            return float(value)
-        except ValueError:
-            return value
-
-    with open(path, newline="") as handle:
-        return [{k: parse(v) for k, v in row.items()} for row in csv.DictReader(handle)]

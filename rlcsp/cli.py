@@ -198,6 +198,12 @@ def cmd_fill(args: argparse.Namespace) -> int:
     return run_from_args(args.script, args)
 
 
+def cmd_fill_eval(args: argparse.Namespace) -> int:
+    from rlcsp.fill_eval import run_from_args
+
+    return run_from_args(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rlcsp", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -292,6 +298,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("script")
     add_arguments(p)
     p.set_defaults(func=cmd_fill)
+
+    from rlcsp.fill_eval import add_arguments as add_fill_eval_arguments
+
+    p = sub.add_parser("fill-eval", help="offline agents (random, BC, CQL, c-CQL) trained on one CSV split and "
+                                         "evaluated on held-out skeletons (paper a's Table 1)")
+    add_fill_eval_arguments(p)
+    p.set_defaults(func=cmd_fill_eval)
     return parser
 
 

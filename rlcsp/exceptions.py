@@ -14,6 +14,18 @@ class CompositionError(ConfigError):
     """A composition is not charge-balanced, names an unknown ion, or cannot fit the limits."""
 
 
+class DatasetError(ConfigError):
+    """A trajectory dataset is empty, unreadable, or does not fit the skeleton, environment or policy it meets."""
+
+
+class EmptyDataset(DatasetError):
+    """Building a trajectory dataset left no episode (every row skipped, or no input)."""
+
+
+class VocabularyMismatch(DatasetError):
+    """A dataset, environment or checkpoint uses another element vocabulary (action space) than its partner."""
+
+
 class LibraryError(ConfigError):
     """A GULP potential library cannot be read, or lacks what a structure needs."""
 
@@ -47,3 +59,7 @@ class UnknownName(ConfigError, KeyError):
 
     def __str__(self) -> str:
         return self.args[0]
+
+
+class UnknownElement(CompositionError):
+    """A composition names a symbol that is not a chemical element (or one SMACT has no data for)."""

@@ -163,7 +163,7 @@ def run_fill(script: str | Path, *, agent: str = "dqn", reward: str = "hybrid", 
 
 def summarise(out: Path, target: float, run_id: int, store, counts: dict[str, int]) -> dict[str, Any]:
     """paper b's Table 2 columns and the model-only metrics, from metrics.csv and the store."""
-    from policies.dqn import read_metrics
+    from policies.training_log import read_metrics
 
     rows = read_metrics(out / "metrics.csv")
     rewards = np.array([r["charts/episodic_return"] for r in rows], dtype=float)
@@ -190,7 +190,7 @@ def plot_fill(out: Path, target: float, store, run_id: int) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from policies.dqn import read_metrics
+    from policies.training_log import read_metrics
 
     rows = read_metrics(out / "metrics.csv")
     episode = np.array([r["episode"] for r in rows], dtype=float)

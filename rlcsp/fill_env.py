@@ -25,7 +25,25 @@ from rlcsp.skeleton import Skeleton, make_skeleton
 # Paper b's 21 elements (CrystalGym's "small" vocabulary of 18 plus He, Ne, Kr).
 PAPER_B_VOCABULARY = ("Li", "Na", "K", "Rb", "Be", "Ca", "Mg", "Sr", "H", "C", "N", "O", "P", "S", "Se", "F", "Cl",
                       "Br", "He", "Ne", "Kr")
+# Paper a's 88 elements (crystal-design's ELEMENTS list), in order of atomic number.
+PAPER_A_VOCABULARY = tuple("H He Li Be B C N O F Ne Na Mg Al Si P S Cl K Ca Sc Ti V Cr Mn Fe Co Ni Cu Zn Ga Ge As Se "
+                           "Br Kr Rb Sr Y Zr Nb Mo Tc Ru Rh Pd Ag Cd In Sn Sb Te I Xe Cs Ba La Ce Pr Nd Pm Sm Eu Gd "
+                           "Tb Dy Ho Er Tm Yb Lu Hf Ta W Re Os Ir Pt Au Hg Tl Pb Bi Ac Th Pa U Np Pu".split())
 OBSERVATIONS = ("graph", "vector")
+
+
+def fill_masks(types: np.ndarray, allowed: np.ndarray, max_elements: int) -> np.ndarray:
+    """Action masks of many partly filled crystals at once: (B, n) node types (blank = ``len(allowed)``, also the
+    padding of shorter crystals) -> (B, V) allowed elements, the env's rule for every row (offline data too)."""
+    v = len(allowed)
+    used = np.zeros((len(types), v + 1), dtype=bool)
+    used[np.arange(len(types))[:, None], types] = True
+    used = used[:, :v]
+    at_limit = used.sum(1) >= max_elements
+    mask = allowed[None, :] & (~at_limit[:, None] | used)
+    empty = ~mask.any(1)  # the allowed set and the used set do not meet: any used element keeps it valid
+    mask[empty] = used[empty]
+    return mask
 
 
 class SkeletonFillEnv(gym.Env):
@@ -109,15 +127,7 @@ class SkeletonFillEnv(gym.Env):
 
     def action_masks(self) -> np.ndarray:
         """Allowed elements for the focus site: the ``allowed`` set, and only used ones once the limit is hit."""
-        mask = self.allowed.copy()
-        used = np.unique(self.types[self.types != self.blank])
-        if len(used) >= self.max_elements:
-            only_used = np.zeros_like(mask)
-            only_used[used] = True
-            mask &= only_used
-        if not mask.any():  # the allowed set and the used set do not meet: any used element keeps it valid
-            mask[used] = True
-        return mask
+        return fill_masks(self.types[None], self.allowed, self.max_elements)[0]
 
     # -- dynamics -------------------------------------------------------------------------------------
 

@@ -8,7 +8,8 @@ from ase.build import bulk
 
 from calculators.fill_rewards import AnalyticEvaluator
 from db import Store
-from policies.dqn import METRICS, DQNConfig, evaluate, read_metrics, train
+from policies.dqn import METRICS, DQNConfig, evaluate, train
+from policies.training_log import read_metrics
 from rlcsp.fill_env import SkeletonFillEnv
 
 VOCABULARY = ("Li", "Na", "F", "Cl", "O", "H")

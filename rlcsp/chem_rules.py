@@ -1,0 +1,114 @@
+"""Chemistry rules for generated compositions: SMACT charge neutrality and Pauling electronegativity.
+
+Three questions about one composition (composition.md §3, §6):
+
+- ``charge_neutral``: some assignment of SMACT oxidation states makes the formula neutral (paper d's first oracle);
+- ``electronegativity_balanced``: some *charge-neutral* assignment also puts every cation below every anion in
+  Pauling electronegativity (paper d's second oracle, which SMACT evaluates only on neutral assignments);
+- ``smact_valid``: the CDVAE-era validity recipe that papers a-c report: one element, or only metals (an alloy),
+  counts as valid; otherwise the electronegativity test above decides.
+
+All three use SMACT's original ``smact14`` oxidation-state table (the one smact 2.x called ``oxidation_states``),
+not smact 4's ICSD-24 default, so numbers compare with the CDVAE-era papers. As there, a missing Pauling
+electronegativity passes the Pauling test (old SMACT raised a TypeError that the recipe counted as a pass), and
+counts are reduced by their gcd before the neutrality check.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Mapping
+from functools import lru_cache
+
+import smact
+from pymatgen.core import Composition, Element
+from smact.screening import pauling_test
+
+from rlcsp.exceptions import CompositionError, UnknownElement
+
+CompositionLike = Composition | str | Mapping[str, float]
+
+
+def integer_counts(composition: CompositionLike) -> dict[str, int]:
+    """``{symbol: positive integer count}`` of a pymatgen Composition, a formula string or a dict.
+
+    Zero counts are dropped (a count of 0 means the element is absent); fractional, negative or unknown entries
+    raise, because SMACT's neutrality test is defined on integer formulas only.
+    """
+    if isinstance(composition, Composition):
+        amounts = composition.get_el_amt_dict()
+    elif isinstance(composition, str):
+        try:
+            amounts = Composition(composition).get_el_amt_dict()
+        except (ValueError, KeyError) as exc:
+            raise CompositionError(f"cannot read formula {composition!r}: {exc}") from exc
+    elif isinstance(composition, Mapping):
+        amounts = dict(composition)
+    else:
+        raise CompositionError(f"expected a Composition, formula string or dict, got {type(composition).__name__}")
+    counts: dict[str, int] = {}
+    for symbol, amount in amounts.items():
+        if not isinstance(symbol, str) or not Element.is_valid_symbol(symbol):
+            raise UnknownElement(f"unknown element {symbol!r} in {composition!r}")
+        if amount < 0 or abs(amount - round(amount)) > 1e-6:
+            raise CompositionError(f"{symbol}: count must be a non-negative integer, got {amount!r}")
+        if round(amount) > 0:
+            counts[symbol] = counts.get(symbol, 0) + int(round(amount))
+    if not counts:
+        raise CompositionError(f"empty composition {composition!r}")
+    return counts
+
+
+@lru_cache(maxsize=None)
+def _smact_element(symbol: str) -> smact.Element:
+    try:
+        return smact.Element(symbol)
+    except KeyError as exc:
+        raise UnknownElement(f"SMACT has no data for element {symbol!r}") from exc
+
+
+def reduced_counts(composition: CompositionLike) -> tuple[tuple[str, int], ...]:
+    """Sorted, gcd-reduced (symbol, count) pairs: one key per chemical composition, and what SMACT is given."""
+    counts = integer_counts(composition)
+    gcd = math.gcd(*counts.values())
+    return tuple(sorted((symbol, count // gcd) for symbol, count in counts.items()))
+
+
+@lru_cache(maxsize=200_000)
+def _oracles(key: tuple[tuple[str, int], ...]) -> tuple[bool, bool]:
+    """(charge neutral, electronegativity balanced) of a reduced formula, by enumerating smact14 assignments."""
+    if len(key) == 1:
+        return True, True  # an element: every atom at oxidation state 0
+    elements = [_smact_element(symbol) for symbol, _ in key]
+    states = [element.oxidation_states_smact14 for element in elements]
+    if any(not s for s in states):
+        return False, False  # a noble gas (no oxidation states) cannot be part of an ionic formula
+    stoichs = [(count,) for _, count in key]
+    threshold = max(count for _, count in key)
+    enegs = [element.pauling_eneg for element in elements]
+    missing_eneg = any(e is None for e in enegs)
+    neutral = False
+    for ox_states in itertools.product(*states):
+        if smact.neutral_ratios(ox_states, stoichs=stoichs, threshold=threshold):
+            neutral = True
+            if missing_eneg or pauling_test(ox_states, enegs):
+                return True, True
+    return neutral, False
+
+
+def charge_neutral(composition: CompositionLike) -> bool:
+    """True when some combination of smact14 oxidation states balances the formula (an element counts as neutral)."""
+    return _oracles(reduced_counts(composition))[0]
+
+
+def electronegativity_balanced(composition: CompositionLike) -> bool:
+    """True when a charge-neutral assignment exists whose cations are all less electronegative than its anions."""
+    return _oracles(reduced_counts(composition))[1]
+
+
+def smact_valid(composition: CompositionLike) -> bool:
+    """CDVAE's ``smact_validity`` (Pauling test on, alloys included) on the smact14 oxidation states."""
+    key = reduced_counts(composition)
+    if len(key) == 1 or all(symbol in smact.metals for symbol, _ in key):
+        return True
+    return _oracles(key)[1]
