@@ -52,12 +52,13 @@ class StepBuffer:
             new = item["new"]
             if new is not None:
                 new = {**new, "atoms": atoms_from_json(new["atoms"])}
+            tried_at = time.monotonic()
             try:
                 self.store.record_step(self.run_id, StepRecord(**item["record"]), item["state"], new,
                                        **item["fields"])
             except StoreUnavailable as err:
-                if self.down_since is None:
-                    self.down_since = time.monotonic()
+                if self.down_since is None:  # the store's own retries already spent part of the outage
+                    self.down_since = tried_at
                     print(f"rlcsp: warning: {err}; buffering steps locally in {self.path} until it is back",
                           file=sys.stderr)
                 return False

@@ -140,11 +140,14 @@ def execute(config: SearchConfig, out: str | Path, progress: bool = True, comman
     print(f"{config.name} [{config.policy}, seed {config.seed}]: best {summary['best_energy']:.6f} eV/atom, "
           f"{gm}, {summary['relaxations']} relaxations in {time.perf_counter() - started:.1f} s "
           f"({result.stop_reason}); outputs in {out}")
+    kept = (f"every step is stored in {store.url} (run {run_id})" if not buffer.pending else
+            f"{len(buffer.pending)} steps wait in {buffer.path} for {store.url} (run {run_id})")
     if interrupted:
-        kept = (f"every step is stored in {store.url} (run {run_id})" if not buffer.pending else
-                f"{len(buffer.pending)} steps wait in {buffer.path} for {store.url} (run {run_id})")
         print(f"Stopped cleanly after relaxation {summary['relaxations']}: {result.stop_reason}; {kept}. "
               f"To continue, rerun {command or 'the same command'} or add --resume {run_id}.", file=sys.stderr)
+    elif buffer.pending:
+        print(f"The search finished but the database is away: {kept}. Rerun {command or 'the same command'} "
+              "when it is back to store them.", file=sys.stderr)
     return summary
 
 

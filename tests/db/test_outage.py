@@ -111,6 +111,27 @@ def test_server_outage_mid_run_loses_and_duplicates_nothing(server, tmp_path):
     assert info["status"] == "finished"
 
 
+def test_a_run_that_finishes_during_an_outage_says_where_its_steps_wait(server, tmp_path):
+    budget = 40
+    proc, out, url = start_run(tmp_path, budget)
+    wait_rows(out / "steps.csv", 12)
+    proc.send_signal(signal.SIGSTOP)  # the server goes away before the run can finish, however fast it is
+    server.stop()
+    proc.send_signal(signal.SIGCONT)
+    assert proc.wait(timeout=300) == 0
+    stderr = proc.stderr.read()
+    assert "The search finished but the database is away" in stderr and "steps wait in" in stderr, stderr
+    waiting = len((out / "pending_steps.jsonl").read_text().splitlines())
+    assert waiting >= budget - 12
+    server.start()
+    rerun, _, _ = start_run(tmp_path, budget)
+    assert rerun.wait(timeout=600) == 0, rerun.stderr.read()
+    store = Store(url)
+    run = store.list_runs()[0]
+    assert [s["relaxation"] for s in store.steps(run["id"])] == list(range(1, budget + 1))
+    assert run["status"] == "finished" and not (out / "pending_steps.jsonl").exists()
+
+
 def test_a_long_outage_stops_cleanly_and_a_rerun_flushes_the_saved_steps(server, tmp_path):
     budget = 40
     proc, out, url = start_run(tmp_path, budget, "--max-outage", "3")
