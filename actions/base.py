@@ -10,21 +10,27 @@ import numpy as np
 from rlcsp.composition import Composition
 from rlcsp.exceptions import InvalidMove
 from rlcsp.genome import Genome
+from rlcsp.quirks import quirk_set
 
 
 @dataclass(frozen=True)
 class MoveContext:
     """What a move needs besides the genome.
 
-    ``fuse_compatible`` reproduces FUSE's documented move quirks (§7). ``exact_fu_count`` makes moves 6 and 7
-    draw a formula-unit count and build exactly that many, as FUSE 1.06 (the Uniform policy) does.
+    ``fuse_compatible`` reproduces FUSE's documented move quirks (§7): True for all, or a set of names from
+    rlcsp.quirks. ``exact_fu_count`` makes moves 6 and 7 draw a formula-unit count and build exactly that many, as
+    FUSE 1.06 (the Uniform policy) does.
     """
 
     composition: Composition
     max_atoms: int
-    fuse_compatible: bool = False
+    fuse_compatible: bool | frozenset[str] = False
     vac_ratio: float = 4
     exact_fu_count: bool = False
+
+    def quirk(self, name: str) -> bool:
+        """Whether FUSE's quirk ``name`` (see rlcsp.quirks) is reproduced."""
+        return name in quirk_set(self.fuse_compatible)
 
 
 class Move(ABC):
@@ -32,7 +38,7 @@ class Move(ABC):
     attempt failed (another draw may succeed).
 
     In the default mode a proposal identical to the input is an InvalidMove: FUSE would relax the same structure
-    again and penalise it as a duplicate. ``fuse_compatible`` lets such no-ops through.
+    again and penalise it as a duplicate. FUSE's ``noop_moves`` quirk lets such no-ops through.
     """
 
     name: ClassVar[str]
@@ -40,7 +46,7 @@ class Move(ABC):
 
     def apply(self, genome: Genome, ctx: MoveContext, rng: np.random.Generator) -> Genome:
         candidate = self.propose(genome, ctx, rng)
-        if not ctx.fuse_compatible and candidate == genome:
+        if not ctx.quirk("noop_moves") and candidate == genome:
             raise InvalidMove(f"{self.name}: the proposal equals the current genome")
         return candidate
 

@@ -1,7 +1,7 @@
 """Moves 2 (swap sub-modules) and 4 (swap modules, i.e. layers), fuse.md §2.2.
 
 FUSE rebuilds the string from its reversed block list after either swap, which point-reflects the sub-module
-grid while the layer offsets stay with the layer indices; ``fuse_compatible`` keeps that side effect.
+grid while the layer offsets stay with the layer indices; FUSE's ``block_reversal`` quirk keeps that side effect.
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ class SwapSubmodules(Move):
         a, b = rng.choice(len(blocks), 2, replace=False)
         blocks[[a, b]] = blocks[[b, a]]
         new = Genome(tuple(blocks.reshape(-1)), genome.instructions)
-        return _reverse_blocks(new) if ctx.fuse_compatible else new
+        return _reverse_blocks(new) if ctx.quirk("block_reversal") else new
 
 
 class SwapModules(Move):
@@ -45,4 +45,4 @@ class SwapModules(Move):
         x, y = rng.choice(len(grid), 2, replace=False)
         grid[[x, y]] = grid[[y, x]]
         new = from_block_grid(grid, genome.instructions)
-        return _reverse_blocks(new) if ctx.fuse_compatible else new
+        return _reverse_blocks(new) if ctx.quirk("block_reversal") else new

@@ -1,8 +1,8 @@
 """Move 5: double the cell along a, b or c, fuse.md §2.2.
 
 The default mode builds the genome of the exact 2x supercell of the assembled structure along the drawn axis.
-``fuse_compatible`` reproduces FUSE's string surgery, which is a supercell along c but, along a or b, repeats rows
-or single blocks in place (AABB rather than ABAB), giving a different structure.
+FUSE's ``string_double`` quirk reproduces its string surgery, which is a supercell along c but, along a or b,
+repeats rows or single blocks in place (AABB rather than ABAB), giving a different structure.
 """
 from __future__ import annotations
 
@@ -54,4 +54,4 @@ class Double(Move):
         if genome.n_atoms > ctx.max_atoms / 2:
             raise NotApplicable(f"{self.name}: {genome.n_atoms} atoms, more than max_atoms/2 = {ctx.max_atoms / 2}")
         axis = AXES[rng.integers(3)]
-        return fuse_double(genome, axis) if ctx.fuse_compatible else exact_double(genome, axis)
+        return fuse_double(genome, axis) if ctx.quirk("string_double") else exact_double(genome, axis)

@@ -35,7 +35,7 @@ class _Exchange(Move):
                 species = comp.cations if subset == 0 else comp.anions
                 values = species + [VACANCY] * len(species) if with_vacancies else species
                 positions = np.flatnonzero(np.isin(string, values))
-                if not ctx.fuse_compatible and np.unique(string[positions]).size < 2:
+                if not ctx.quirk("noop_moves") and np.unique(string[positions]).size < 2:
                     raise InvalidMove(f"{self.name}: the drawn candidates all hold the same value")
                 new = self._among(string, positions, len(values), ctx, rng)
         return Genome(tuple(new), genome.instructions)
@@ -81,7 +81,7 @@ class SwapTwo(_Exchange):
     def _among(self, string, positions, n_values, ctx, rng):
         if n_values < 2 or len(positions) < 2:
             raise InvalidMove(f"{self.name}: fewer than two values to swap under this draw")
-        if ctx.fuse_compatible:  # FUSE may pick two equal values: a no-op
+        if ctx.quirk("noop_moves"):  # FUSE may pick two equal values: a no-op
             a, b = rng.choice(positions, 2, replace=False)
         else:
             i, j = _different_pair(string[positions], rng)
@@ -111,17 +111,17 @@ class SwapSeveral(_Exchange):
         n = len(positions)
         if n < 2:
             raise InvalidMove(f"{self.name}: fewer than two candidate positions under this draw")
-        low = 1 if ctx.fuse_compatible else 2
+        low = 1 if ctx.quirk("noop_moves") else 2
         k = int(rng.integers(low, max(low, n - 1) + 1))
         chosen = rng.choice(positions, k, replace=False)
-        return _permute_subset(string, chosen, rng, avoid_identity=not ctx.fuse_compatible)
+        return _permute_subset(string, chosen, rng, avoid_identity=not ctx.quirk("noop_moves"))
 
     def _anywhere(self, string, ctx, rng, neutral):
         n = len(string)
-        low = 0 if neutral and ctx.fuse_compatible else 2
+        low = 0 if neutral and ctx.quirk("noop_moves") else 2
         k = int(rng.integers(low, n))
         chosen = rng.choice(n, k, replace=False)
-        return _permute_subset(string, chosen, rng, avoid_identity=not ctx.fuse_compatible)
+        return _permute_subset(string, chosen, rng, avoid_identity=not ctx.quirk("noop_moves"))
 
 
 class Shuffle(_Exchange):
@@ -130,7 +130,7 @@ class Shuffle(_Exchange):
     name, number = "shuffle", 10
 
     def _among(self, string, positions, n_values, ctx, rng):
-        return _permute_subset(string, positions, rng, avoid_identity=not ctx.fuse_compatible)
+        return _permute_subset(string, positions, rng, avoid_identity=not ctx.quirk("noop_moves"))
 
     def _anywhere(self, string, ctx, rng, neutral):
-        return _permute_subset(string, np.arange(len(string)), rng, avoid_identity=not ctx.fuse_compatible)
+        return _permute_subset(string, np.arange(len(string)), rng, avoid_identity=not ctx.quirk("noop_moves"))

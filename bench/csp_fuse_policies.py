@@ -26,7 +26,7 @@ REFERENCE = {  # runs of 40 that reached the GM: Original / Uniform / RLCSP (sha
 }
 
 
-def walker(script: str, policy: str, seed: int, budget: int, out: str, fuse_compatible: bool = False) -> dict:
+def walker(script: str, policy: str, seed: int, budget: int, out: str, fuse_compatible: str | None = None) -> dict:
     """One search in a worker process, in a fresh output folder (never resuming an older bench run)."""
     import shutil
 
@@ -90,7 +90,7 @@ def write_report(args, summaries: list[dict], jobs: list, started: float) -> Non
                 "best_energies": [s["best_energy"] for s in runs],
             })
 
-    mode = "fuse-compatible mode" if args.fuse_compatible else "default mode"
+    mode = f"FUSE quirks: {args.fuse_compatible}" if args.fuse_compatible else "default mode"
     lines = [f"{mode}, budget {args.budget} relaxations (incl. 100 initial), {args.seeds} seeds, "
              f"{args.workers} worker processes, wall so far {time.perf_counter() - started:.0f} s; "
              f"{len(summaries)} of {len(jobs)} walkers finished, runs still going are censored at their "
@@ -126,8 +126,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count())
     parser.add_argument("--runs", default=str(ROOT / "runs" / "bench_csp"), help="folder for per-walker outputs")
     parser.add_argument("--tag", default="csp_fuse_policies")
-    parser.add_argument("--fuse-compatible", action="store_true",
-                        help="reproduce FUSE's documented quirks in generation, checks and moves (fuse.md §7)")
+    parser.add_argument("--fuse-compatible", nargs="?", const="all", metavar="QUIRKS",
+                        help="reproduce FUSE's documented quirks (fuse.md §7): all, or a comma-separated list of "
+                             "rlcsp.quirks names")
     parser.add_argument("--report-only", action="store_true",
                         help="write the table from the walkers' folders (finished and still running) and exit")
     args = parser.parse_args()

@@ -1,7 +1,7 @@
 """Pre-relaxation sanity checks on a candidate structure (FUSE's ``error_check_structure``, fuse.md §1.7).
 
 Runs for every candidate, so it is vectorised. The default mode measures distances and coordination over the
-true periodic structure (ASE neighbour lists); ``fuse_compatible`` reproduces FUSE's shortcuts: plain distances
+true periodic structure (ASE neighbour lists); FUSE's ``plain_checks`` quirk reproduces its shortcuts: plain distances
 in a 2x2x2 supercell, and anion counts under the minimum-image convention of that supercell (which undercounts
 in cells thinner than twice the bond cutoff).
 """
@@ -17,6 +17,7 @@ from ase.neighborlist import neighbor_list
 from scipy.spatial.distance import pdist
 
 from rlcsp.composition import Composition
+from rlcsp.quirks import quirk_set
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,7 @@ class CheckSettings:
     btol: float = 0.25
     check_bonds: bool = True
     check_distances: bool = True
-    fuse_compatible: bool = False
+    fuse_compatible: bool | frozenset[str] = False  # only FUSE's 'plain_checks' quirk matters here
 
 
 def check_structure(atoms: Atoms, composition: Composition, max_atoms: int,
@@ -56,14 +57,15 @@ def check_structure(atoms: Atoms, composition: Composition, max_atoms: int,
         if shortest <= settings.dist_cutoff:
             return f"distance: {shortest:.3f} A <= {settings.dist_cutoff} A"
     if settings.check_bonds and composition.system_type == "ionic":
-        wrong = _wrong_coordination_fraction(atoms, composition, settings.fuse_compatible)
+        plain = "plain_checks" in quirk_set(settings.fuse_compatible)
+        wrong = _wrong_coordination_fraction(atoms, composition, plain)
         if wrong > settings.btol:
             return f"bonds: {wrong:.0%} of cations have a coordination outside the allowed range (btol {settings.btol})"
     return None
 
 
 def _shortest_distance(atoms: Atoms, settings: CheckSettings) -> float:
-    if settings.fuse_compatible:
+    if "plain_checks" in quirk_set(settings.fuse_compatible):
         distances = pdist(atoms.repeat(2).positions)
         distances = distances[distances > 0]
     else:

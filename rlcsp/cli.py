@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from rlcsp.exceptions import RlcspError
+from rlcsp.quirks import QUIRKS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -69,7 +70,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = make_config(base, policy=args.policy, seed=args.seed, budget=args.budget,
                          calculator=args.calculator, initial_population=args.initial_population,
                          target_energy=args.target, metropolis=args.metropolis,
-                         fuse_compatible=True if args.fuse_compatible else None)
+                         fuse_compatible=args.fuse_compatible)
     out = args.out or str(Path("runs") / f"{config.name}-{config.policy}-seed{config.seed}")
     command = " ".join(["rlcsp", "run", *sys.argv[2:]]) if sys.argv[1:2] == ["run"] else None
     summary = execute(config, out, progress=not args.quiet, command=command, db_url=args.db, resume=args.resume,
@@ -217,7 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calculator", help="energy engine (lammps-buckingham, gulp, chgnet)")
     p.add_argument("--target", type=float, help="target (GM) energy in eV/atom")
     p.add_argument("--metropolis", choices=["current", "global"])
-    p.add_argument("--fuse-compatible", action="store_true", help="reproduce FUSE's documented quirks")
+    p.add_argument("--fuse-compatible", nargs="?", const="all", metavar="QUIRKS",
+                   help="reproduce FUSE's documented quirks: all of them, or a comma-separated list of "
+                        f"{', '.join(QUIRKS)}")
     p.add_argument("--out", help="output folder (default runs/<name>-<policy>-seed<seed>)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--db", help="database URL (default: RLCSP_DB_URL, else sqlite in the output folder)")

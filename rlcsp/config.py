@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from rlcsp import quirks
 from rlcsp.composition import Composition
 from rlcsp.exceptions import CompositionError, ConfigError
 
@@ -48,11 +49,12 @@ class SearchConfig:
     dist_cutoff: float = 1.2
     btol: float = 0.25
     vac_ratio: float = 4
-    fuse_compatible: bool = False
+    fuse_compatible: bool | list[str] = False  # True: all of FUSE's quirks; or some names (rlcsp.quirks)
     db: str | None = None  # database URL; the password comes from RLCSP_DB_PASSWORD or ~/.my.cnf, never from here
 
     def __post_init__(self) -> None:
         self.imax_atoms = self.imax_atoms or self.max_atoms
+        self.fuse_compatible = quirks.setting(self.fuse_compatible)  # raises UnknownName
         self.comp = Composition(self.composition)  # raises CompositionError on non-neutral/unknown ions
         self.name = self.name or self.comp.label
         if self.max_atoms < self.comp.atoms_per_fu:

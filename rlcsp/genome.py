@@ -1,14 +1,15 @@
 """FUSE's discrete genome (string + instructions), random genomes and assembly into atoms (fuse.md §1.2-1.6).
 
-Moves act on the genome only; ``assemble`` turns it into an unrelaxed grid structure. ``fuse_compatible=True``
-reproduces FUSE's documented quirks (§7): the lattice type re-drawn after the size was drawn, no cap of the
-formula-unit count at ``max_fus``, and γ = 120 layer offsets applied as Cartesian rather than lattice vectors.
+Moves act on the genome only; ``assemble`` turns it into an unrelaxed grid structure. ``fuse_compatible`` (True,
+or names from rlcsp.quirks) reproduces FUSE's documented quirks (§7): the lattice type re-drawn after the size was
+drawn, no cap of the formula-unit count at ``max_fus``, and γ = 120 layer offsets applied as Cartesian rather than
+lattice vectors.
 """
 from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from types import MappingProxyType
@@ -19,6 +20,7 @@ from ase import Atoms
 
 from rlcsp.composition import Composition
 from rlcsp.exceptions import CompositionError, InvalidStructure
+from rlcsp.quirks import quirk_set
 
 VACANCY = 120
 LATTICE_TYPES = ("cubic", "tetragonal", "hexagonal", "orthorhombic", "monoclinic", "triclinic")
@@ -173,14 +175,15 @@ def _random_translations(nc: int, gamma: float, rng: np.random.Generator) -> tup
 
 def random_genome(composition: Composition, max_atoms: int, rng: np.random.Generator, *, max_fus: int | None = None,
                   target_fus: int | None = None, vac_ratio: float = 4, ap: float | None = None,
-                  fuse_compatible: bool = False) -> Genome:
+                  fuse_compatible: bool | Iterable[str] = False) -> Genome:
     """Random genome as ``create_random_string`` + ``create_random_instructions`` build it (fuse.md §1.6).
 
     ``max_fus`` (default: as many as fit in ``max_atoms``) sets the largest sub-module count; the default mode
-    also caps the formula-unit count at it and keeps the lattice type the size was drawn for, whereas
-    ``fuse_compatible`` leaves the count uncapped and re-draws the type. ``target_fus`` asks for exactly that many
-    formula units (FUSE 1.06). ``ap`` defaults to ``composition.ap()``.
+    also caps the formula-unit count at it and keeps the lattice type the size was drawn for, whereas FUSE's
+    quirks ``uncapped_fus`` and ``lattice_redraw`` leave the count uncapped and re-draw the type. ``target_fus``
+    asks for exactly that many formula units (FUSE 1.06). ``ap`` defaults to ``composition.ap()``.
     """
+    quirks = quirk_set(fuse_compatible)
     apf = composition.atoms_per_fu
     max_fus = composition.max_fus(max_atoms) if max_fus is None else int(max_fus)
     if max_fus < 1:
@@ -198,14 +201,14 @@ def random_genome(composition: Composition, max_atoms: int, rng: np.random.Gener
         n_sub = int(sizes[rng.integers(n_sizes)])
         if 4 * n_sub < apf:
             continue
-        top = 4 * n_sub // apf if fuse_compatible else min(4 * n_sub // apf, max_fus)
+        top = 4 * n_sub // apf if "uncapped_fus" in quirks else min(4 * n_sub // apf, max_fus)
         fus = int(rng.integers(1, top + 1))
         if target_fus is not None and fus != target_fus:
             continue
         string = _fill_string(composition, fus, n_sub, rng)
         if string is None:
             continue
-        instructions = random_instructions(n_sub, ap, rng, lattice=None if fuse_compatible else lattice)
+        instructions = random_instructions(n_sub, ap, rng, lattice=None if "lattice_redraw" in quirks else lattice)
         return Genome(string, instructions)
     raise CompositionError(
         f"no random structure of {composition.label} with max_fus={max_fus}, target_fus={target_fus} "
@@ -266,16 +269,16 @@ def submodule_cell(ap: float, angles: tuple[float, float, float]) -> np.ndarray:
     return np.array([[ap, 0.0, 0.0], [ap * cos_g, ap * sin_g, 0.0], [ap / 2 * cx, ap / 2 * cy, ap / 2 * cz]])
 
 
-def assemble(genome: Genome, fuse_compatible: bool = False) -> Atoms:
+def assemble(genome: Genome, fuse_compatible: bool | Iterable[str] = False) -> Atoms:
     """Build the unrelaxed grid structure (fuse.md §1.4); atoms come layer by layer, block by block, site by site.
 
     Layer x sits at x·a3 plus its offset; the default mode applies the offset as fractions of a1, a2, while
-    ``fuse_compatible`` applies the same numbers times ap as a Cartesian shift (differs only for γ = 120).
+    the ``cartesian_offsets`` quirk applies the same numbers times ap as a Cartesian shift (differs only for γ = 120).
     """
     ins = genome.instructions
     sub = submodule_cell(ins.ap, ins.angles)
     fractions = np.array([LAYER_OFFSETS[ins.angles[2]][t] for t in ins.translations])
-    if fuse_compatible:
+    if "cartesian_offsets" in quirk_set(fuse_compatible):
         offsets = np.column_stack([fractions * ins.ap, np.zeros(ins.nc)])
     else:
         offsets = fractions @ sub[:2]

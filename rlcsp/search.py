@@ -24,6 +24,7 @@ from policies import ACTIONS, Policy, State, Transition, get_policy
 from rlcsp.checks import CheckSettings, check_structure
 from rlcsp.config import SearchConfig
 from rlcsp.exceptions import InvalidMove, NotApplicable, RlcspError
+from rlcsp.quirks import quirk_set
 from rlcsp.genome import Genome, assemble, random_genome
 from rlcsp.uniqueness import UniquenessIndex
 
@@ -134,10 +135,11 @@ class Search:
         self.relaxer = relaxer or get_relaxer(config.calculator, **options)
         self.policy = policy or get_policy(config.policy, **config.policy_options)
         self.rng = np.random.default_rng(config.seed)
-        self.ctx = MoveContext(config.comp, config.max_atoms, fuse_compatible=config.fuse_compatible,
-                               vac_ratio=config.vac_ratio, exact_fu_count=not config.fuse_compatible)
+        quirks = quirk_set(config.fuse_compatible)
+        self.ctx = MoveContext(config.comp, config.max_atoms, fuse_compatible=quirks, vac_ratio=config.vac_ratio,
+                               exact_fu_count="uncapped_fus" not in quirks)
         self.checks = CheckSettings(density_cutoff=config.density_cutoff, dist_cutoff=config.dist_cutoff,
-                                    btol=config.btol, fuse_compatible=config.fuse_compatible)
+                                    btol=config.btol, fuse_compatible=quirks)
         self.unique = UniquenessIndex(config.energy_tolerance)
         self.on_record = on_record
         self.records: list[StepRecord] = []
