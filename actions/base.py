@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -24,13 +25,16 @@ class MoveContext:
 
     composition: Composition
     max_atoms: int
-    fuse_compatible: bool | frozenset[str] = False
+    fuse_compatible: bool | Iterable[str] = False  # held as the frozenset of quirk names
     vac_ratio: float = 4
     exact_fu_count: bool = False
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "fuse_compatible", quirk_set(self.fuse_compatible))  # once, not per move
+
     def quirk(self, name: str) -> bool:
         """Whether FUSE's quirk ``name`` (see rlcsp.quirks) is reproduced."""
-        return name in quirk_set(self.fuse_compatible)
+        return name in self.fuse_compatible
 
 
 class Move(ABC):

@@ -7,6 +7,7 @@ in cells thinner than twice the bond cutoff).
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,7 +30,10 @@ class CheckSettings:
     btol: float = 0.25
     check_bonds: bool = True
     check_distances: bool = True
-    fuse_compatible: bool | frozenset[str] = False  # only FUSE's 'plain_checks' quirk matters here
+    fuse_compatible: bool | Iterable[str] = False  # held as a frozenset of quirk names; "plain_checks" matters here
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "fuse_compatible", quirk_set(self.fuse_compatible))  # once, not per candidate
 
 
 def check_structure(atoms: Atoms, composition: Composition, max_atoms: int,
@@ -57,15 +61,14 @@ def check_structure(atoms: Atoms, composition: Composition, max_atoms: int,
         if shortest <= settings.dist_cutoff:
             return f"distance: {shortest:.3f} A <= {settings.dist_cutoff} A"
     if settings.check_bonds and composition.system_type == "ionic":
-        plain = "plain_checks" in quirk_set(settings.fuse_compatible)
-        wrong = _wrong_coordination_fraction(atoms, composition, plain)
+        wrong = _wrong_coordination_fraction(atoms, composition, "plain_checks" in settings.fuse_compatible)
         if wrong > settings.btol:
             return f"bonds: {wrong:.0%} of cations have a coordination outside the allowed range (btol {settings.btol})"
     return None
 
 
 def _shortest_distance(atoms: Atoms, settings: CheckSettings) -> float:
-    if "plain_checks" in quirk_set(settings.fuse_compatible):
+    if "plain_checks" in settings.fuse_compatible:
         distances = pdist(atoms.repeat(2).positions)
         distances = distances[distances > 0]
     else:

@@ -18,6 +18,7 @@ import numpy as np
 
 from rlcsp.chem_rules import charge_neutral, electronegativity_balanced, reduced_counts
 from rlcsp.exceptions import CompositionError
+from rlcsp.fill_metrics import in_window
 
 TABLE1_COLUMNS = ("N", "% charge neutral", "% electronegativity balanced", "% unique", "mean pairwise ElMD",
                   "gap mean (eV)", "gap std (eV)", "% within target")
@@ -84,7 +85,7 @@ def property_distribution(values: Sequence[float], target: float, window: float 
     if values.size == 0:
         raise CompositionError("no property values to score")
     return {"mean": float(values.mean()), "std": float(values.std()),
-            "percent_within": float(100.0 * np.mean(np.abs(values - target) <= window))}
+            "percent_within": float(100.0 * in_window(values, target, window).mean())}
 
 
 def composition_metrics(formulas: Sequence[Any], gaps: Sequence[float], target: float,

@@ -247,10 +247,10 @@ def run_fill_eval(train: str | Path, test: str | Path, out: str | Path, *, targe
         types = fill(policy, test_set, target)
         fillings[agent] = [test_set.symbols(g, types[g]) for g in range(test_set.n_crystals)]
         results[agent] = {"label": label, "run_id": run_id, "steps": trained.get("global_step", 0),
-                          **composition_metrics(fillings[agent], true, training)}
+                          **filling_metrics(fillings[agent], true, training)}
         _record(store, run_id, agent, test_set, fillings[agent], results[agent]["_novel"], target,
                 trained.get("global_step", 0))
-    results[REFERENCE] = {"label": f"{REFERENCE} crystals", **composition_metrics(true, true, training)}
+    results[REFERENCE] = {"label": f"{REFERENCE} crystals", **filling_metrics(true, true, training)}
     fillings[REFERENCE] = true
 
     distributions: dict[str, Properties] = {}
@@ -286,7 +286,7 @@ def run_fill_eval(train: str | Path, test: str | Path, out: str | Path, *, targe
     return report
 
 
-def composition_metrics(generated: list[list[str]], true: list[list[str]], training: set[str]) -> dict[str, Any]:
+def filling_metrics(generated: list[list[str]], true: list[list[str]], training: set[str]) -> dict[str, Any]:
     """Paper a's Table 1 columns of one agent's fillings (``_novel``: each filling's novelty, for later columns)."""
     is_novel = novel(generated, training)
     return {"accuracy": site_accuracy(generated, true), "similarity": category_similarity(generated, true),

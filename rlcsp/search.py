@@ -24,8 +24,8 @@ from policies import ACTIONS, Policy, State, Transition, get_policy
 from rlcsp.checks import CheckSettings, check_structure
 from rlcsp.config import SearchConfig
 from rlcsp.exceptions import InvalidMove, NotApplicable, RlcspError
-from rlcsp.quirks import quirk_set
 from rlcsp.genome import Genome, assemble, random_genome
+from rlcsp.quirks import quirk_set
 from rlcsp.uniqueness import UniquenessIndex
 
 OUTCOMES = ("accepted", "metropolis", "rejected", "failed")
@@ -154,7 +154,7 @@ class Search:
     # -- building candidates -------------------------------------------------------------------------
 
     def _check(self, genome: Genome, max_atoms: int, kind: str) -> Atoms | None:
-        atoms = assemble(genome, fuse_compatible=self.config.fuse_compatible)
+        atoms = assemble(genome, fuse_compatible=self.ctx.fuse_compatible)
         self.tally[kind]["candidates"] += 1
         if check_structure(atoms, self.composition, max_atoms, self.checks) is not None:
             return None
@@ -166,7 +166,7 @@ class Search:
         cfg = self.config
         for attempt in range(1, cfg.max_build_attempts + 1):
             genome = random_genome(self.composition, cfg.imax_atoms, self.rng, vac_ratio=cfg.vac_ratio,
-                                   fuse_compatible=cfg.fuse_compatible)
+                                   fuse_compatible=self.ctx.fuse_compatible)
             atoms = self._check(genome, cfg.imax_atoms, "random")
             if atoms is not None:
                 return genome, atoms, attempt
