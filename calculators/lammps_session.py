@@ -103,6 +103,17 @@ def validate_structure(atoms: Atoms) -> None:
         raise InvalidStructure(f"singular cell (volume {volume:.3g} A^3)")
 
 
+def coulomb_table_safe(cutoff: float) -> bool:
+    """Whether LAMMPS' tabulated real-space Coulomb holds right up to the cutoff.
+
+    LAMMPS indexes the table by the float32 bits of r^2. Where r^2 just inside the cutoff rounds up to a power of
+    two (rc^2 = 64, say), the index wraps to the table's start and a pair at rc - 5e-8 A drops the energy by
+    thousands of eV: a hole that minimisers find and fall into.
+    """
+    inside = np.float32(np.nextafter(cutoff * cutoff, 0.0))
+    return bool(np.frexp(inside)[0] != 0.5)
+
+
 def _geometric_factors(C: np.ndarray) -> np.ndarray:
     """B with B_i B_j = C_ij for every pair involving the type with the largest C_ii (the anion, here)."""
     anchor = int(np.argmax(np.diag(C)))
@@ -211,6 +222,7 @@ class LammpsBuckingham:
         remainder (only unlike cation pairs in practice) is a plain -C/r^6 term cut at rmax with LAMMPS'
         analytic tail. Coulomb and dispersion real-space terms use 2^16-point tables built from the exact
         erfc (dispersion uses its exact closed form, table/disp 0), because LAMMPS' default polynomial erfc is off by ~1.5e-7 relative (5e-6 eV/atom here).
+        A cutoff whose table would break at its end (``coulomb_table_safe``) takes that polynomial instead.
         """
         lib = self.library
         n = len(elements)
@@ -237,7 +249,8 @@ class LammpsBuckingham:
                 cmds.append(f"pair_coeff {i + 1} {j + 1} buck 0.0 1.0 {rest[i, j]:.17g}")
         if needs_rest:
             cmds.append("pair_modify pair buck tail yes")
-        cmds.append("pair_modify table 16 tabinner 0.5 table/disp 0")
+        cmds.append("pair_modify table 16 tabinner 0.5 table/disp 0" if coulomb_table_safe(self.cutoff)
+                    else "pair_modify table 0 table/disp 0")
         kspace = "ewald/disp" if self.c6 == "ewald" else "ewald"
         cmds.append(f"kspace_style {kspace} {self.accuracy:.17g}")
         return cmds
