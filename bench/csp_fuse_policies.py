@@ -4,19 +4,26 @@ Every (composition, policy, seed) walker is an independent `rlcsp` search in its
 target (GM) energy, so relaxations-to-GM is the relaxation at which the GM was first reached, censored at the
 budget for runs that never reach it. The reference column is FUSE's published success count out of 40 runs.
 
+A 2000-relaxation walker takes one to two core-hours, so the results accumulate: each invocation merges its
+walkers into ``bench/results/<tag>.json`` (keyed by composition, policy and seed, with the commit that ran each),
+and ``--first-seed`` lets a later invocation, or another machine, add seeds to the same table.
+
     python bench/csp_fuse_policies.py --compositions y2ti2o7 sry2o4 --policies original uniform --seeds 4
+    python bench/csp_fuse_policies.py --compositions y2ti2o7 --seeds 2 --first-seed 5   # two more seeds
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import subprocess
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
+WALKER_COMMIT = "bench_commit.txt"  # in each walker's folder: the commit that ran it
 REFERENCE = {  # runs of 40 that reached the GM: Original / Uniform / RLCSP (shared/data/README.md)
     "Y2O3": {"original": 14, "uniform": 9, "reinforce-rlcsp": 12},
     "Y2Ti2O7": {"original": 40, "uniform": 40, "reinforce-rlcsp": 40},
@@ -26,7 +33,17 @@ REFERENCE = {  # runs of 40 that reached the GM: Original / Uniform / RLCSP (sha
 }
 
 
-def walker(script: str, policy: str, seed: int, budget: int, out: str, fuse_compatible: str | None = None) -> dict:
+def current_commit() -> str:
+    """The commit the walkers run, marked dirty when the working tree differs from it."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+
+    return git("rev-parse", "--short", "HEAD") + ("-dirty" if git("status", "--porcelain", "--untracked-files=no")
+                                                  else "")
+
+
+def walker(script: str, policy: str, seed: int, budget: int, out: str, fuse_compatible: str | None,
+           commit: str) -> dict:
     """One search in a worker process, in a fresh output folder (never resuming an older bench run)."""
     import shutil
 
@@ -34,10 +51,13 @@ def walker(script: str, policy: str, seed: int, budget: int, out: str, fuse_comp
     from rlcsp.run import execute
 
     shutil.rmtree(out, ignore_errors=True)
+    Path(out).mkdir(parents=True)
+    (Path(out) / WALKER_COMMIT).write_text(commit)
     config = make_config(load_script(script), policy=policy, seed=seed, budget=budget,
                          fuse_compatible=fuse_compatible)
     summary = execute(config, out, progress=False)
     summary["wall_per_relaxation_s"] = summary["wall_s"] / max(summary["relaxations"], 1)
+    summary["commit"] = commit
     return summary
 
 
@@ -45,7 +65,7 @@ def in_progress(args, jobs, summaries) -> list[dict]:
     """Walkers still running when the report is written: censored at their current relaxation count."""
     import csv
 
-    done = {(s["composition"].lower(), s["policy"], s["seed"]) for s in summaries}  # incl. stopped ones
+    done = {key(s) for s in summaries}  # incl. stopped ones
     partial = []
     for c, p, s in jobs:
         path = Path(args.runs) / f"{c}-{p}-seed{s}" / "steps.csv"
@@ -57,17 +77,41 @@ def in_progress(args, jobs, summaries) -> list[dict]:
             partial.append({"composition": {x.lower(): x for x in REFERENCE}[c], "policy": p, "seed": s,
                             "gm_reached": False, "gm_relaxation": None, "relaxations": len(rows),
                             "best_energy": min(energies) if energies else None, "wall_s": None,
-                            "candidate_acceptance": None, "running": True})
+                            "candidate_acceptance": None, "running": True,
+                            "commit": walker_commit(path.parent)})
     return partial
+
+
+def walker_commit(folder: Path) -> str:
+    path = folder / WALKER_COMMIT
+    return path.read_text() if path.exists() else "unknown"
+
+
+def key(run: dict) -> tuple[str, str, int]:
+    return run["composition"].lower(), run["policy"], run["seed"]
+
+
+def earlier_runs(args, jobs: list) -> list[dict]:
+    """Walkers of earlier invocations with the same tag, except those this invocation runs again."""
+    path = RESULTS / f"{args.tag}.json"
+    if not path.exists():
+        return []
+    earlier = json.loads(path.read_text())
+    mode = {k: earlier["args"].get(k) for k in ("budget", "fuse_compatible")}
+    if mode != {"budget": args.budget, "fuse_compatible": args.fuse_compatible}:
+        raise SystemExit(f"{path} holds runs with {mode}; this bench runs budget {args.budget}, fuse_compatible "
+                         f"{args.fuse_compatible}: choose another --tag")
+    rerun = set(jobs)
+    return [r for r in earlier["runs"] if key(r) not in rerun]
 
 
 def write_report(args, summaries: list[dict], jobs: list, started: float) -> None:
     from rlcsp.stats import km_median
 
-    runs_all = summaries + in_progress(args, jobs, summaries)
+    runs_all = earlier_runs(args, jobs) + summaries + in_progress(args, jobs, summaries)
     rows = []
     for comp in sorted({s["composition"] for s in runs_all}):
-        for policy in args.policies:
+        for policy in sorted({s["policy"] for s in runs_all}):
             runs = [s for s in runs_all if s["composition"] == comp and s["policy"] == policy]
             if not runs:
                 continue
@@ -78,6 +122,7 @@ def write_report(args, summaries: list[dict], jobs: list, started: float) -> Non
             tally = [s["candidate_acceptance"]["random"] for s in finished]
             rows.append({
                 "composition": comp, "policy": policy, "runs": len(runs), "running": len(runs) - len(finished),
+                "seeds": sorted(s["seed"] for s in runs), "commits": sorted({s.get("commit", "unknown") for s in runs}),
                 "gm_reached": sum(reached),
                 "success_rate": sum(reached) / len(runs),
                 "km_median_relaxations_to_gm": km_median(times, reached),
@@ -91,20 +136,22 @@ def write_report(args, summaries: list[dict], jobs: list, started: float) -> Non
             })
 
     mode = f"FUSE quirks: {args.fuse_compatible}" if args.fuse_compatible else "default mode"
-    lines = [f"{mode}, budget {args.budget} relaxations (incl. 100 initial), {args.seeds} seeds, "
-             f"{args.workers} worker processes, wall so far {time.perf_counter() - started:.0f} s; "
-             f"{len(summaries)} of {len(jobs)} walkers finished, runs still going are censored at their "
-             "current relaxation count", "",
-             "| composition | policy | GM reached | FUSE (of 40) | KM median relax. to GM | relax. to GM (reached) "
-             "| s / relaxation | random candidates passing checks |",
-             "|---|---|---|---|---|---|---|---|"]
+    finished = sum(not s.get("running") for s in runs_all)
+    lines = [f"{mode}, budget {args.budget} relaxations (incl. 100 initial). {finished} walkers finished; "
+             f"{len(runs_all) - finished} still running or stopped early are censored at their current relaxation "
+             f"count. This invocation: {args.workers} worker processes, wall {time.perf_counter() - started:.0f} s; "
+             f"commits {', '.join(sorted({s.get('commit', 'unknown') for s in runs_all}))}.", "",
+             "| composition | policy | seeds | GM reached | FUSE (of 40) | KM median relax. to GM "
+             "| relax. to GM (reached) | s / relaxation | random candidates passing checks |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         ref = r["reference_success_of_40"]
         median = r["km_median_relaxations_to_gm"]
-        running = f" ({r['running']} running)" if r["running"] else ""
+        running = f" ({r['running']} cut short)" if r["running"] else ""
         rate = r["random_candidate_acceptance"]
         acceptance = f"1 in {1 / rate:.0f}" if rate else "-"
-        lines.append(f"| {r['composition']} | {r['policy']} | {r['gm_reached']}/{r['runs']}{running} | "
+        lines.append(f"| {r['composition']} | {r['policy']} | {','.join(map(str, r['seeds']))} | "
+                     f"{r['gm_reached']}/{r['runs']}{running} | "
                      f"{'-' if ref is None else f'{ref}/40'} | {'censored' if median is None else int(median)} | "
                      f"{r['relaxations_to_gm']} | "
                      f"{'-' if r['wall_per_relaxation_s'] is None else format(r['wall_per_relaxation_s'], '.2f')} | "
@@ -121,7 +168,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--compositions", nargs="+", default=["y2ti2o7", "sry2o4"])
     parser.add_argument("--policies", nargs="+", default=["original", "uniform"])
-    parser.add_argument("--seeds", type=int, default=4)
+    parser.add_argument("--seeds", type=int, default=4, help="number of seeds per (composition, policy)")
+    parser.add_argument("--first-seed", type=int, default=1,
+                        help="seeds run are first-seed .. first-seed + seeds - 1, so a later bench can add seeds")
     parser.add_argument("--budget", type=int, default=2000)
     parser.add_argument("--workers", type=int, default=os.cpu_count())
     parser.add_argument("--runs", default=str(ROOT / "runs" / "bench_csp"), help="folder for per-walker outputs")
@@ -134,19 +183,22 @@ def main() -> None:
     args = parser.parse_args()
 
     # Seed-major order, so that a bench cut short still covers every (composition, policy) cell.
-    jobs = [(c, p, s) for s in range(1, args.seeds + 1) for c in args.compositions for p in args.policies]
+    jobs = [(c, p, s) for s in range(args.first_seed, args.first_seed + args.seeds)
+            for c in args.compositions for p in args.policies]
     started = time.perf_counter()
     if args.report_only:
-        folders = [Path(args.runs) / f"{c}-{p}-seed{s}" / "summary.json" for c, p, s in jobs]
-        summaries = [json.loads(f.read_text()) for f in folders if f.exists()]
+        folders = [Path(args.runs) / f"{c}-{p}-seed{s}" for c, p, s in jobs]
+        summaries = [json.loads((f / "summary.json").read_text()) | {"commit": walker_commit(f)}
+                     for f in folders if (f / "summary.json").exists()]
         for summary in summaries:  # a walker stopped by a signal is censored where it stopped, not at the budget
             summary["running"] = summary["stop_reason"].startswith("signal")
         write_report(args, summaries, jobs, started)
         return
+    commit = current_commit()
     summaries = []
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
         futures = {pool.submit(walker, str(ROOT / "inputs" / f"{c}.py"), p, s, args.budget,
-                               str(Path(args.runs) / f"{c}-{p}-seed{s}"), args.fuse_compatible): (c, p, s)
+                               str(Path(args.runs) / f"{c}-{p}-seed{s}"), args.fuse_compatible, commit): (c, p, s)
                    for c, p, s in jobs}
         for i, future in enumerate(as_completed(futures), 1):
             c, p, s = futures[future]
