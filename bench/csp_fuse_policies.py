@@ -34,12 +34,12 @@ REFERENCE = {  # runs of 40 that reached the GM: Original / Uniform / RLCSP (sha
 
 
 def current_commit() -> str:
-    """The commit the walkers run, marked dirty when the working tree differs from it."""
+    """The commit the walkers run, marked dirty when tracked code differs from it (results written so far aside)."""
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
 
-    return git("rev-parse", "--short", "HEAD") + ("-dirty" if git("status", "--porcelain", "--untracked-files=no")
-                                                  else "")
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench/results")
+    return git("rev-parse", "--short", "HEAD") + ("-dirty" if changed else "")
 
 
 def walker(script: str, policy: str, seed: int, budget: int, out: str, fuse_compatible: str | None,
