@@ -25,8 +25,10 @@ class LammpsRelaxer(Relaxer):
 
     Minimisation runs on a cheaper copy of the model (``min_cutoff`` real-space cutoff, ``min_accuracy`` Ewald
     accuracy; about 4x faster): beyond 8 A the exponential term changes forces by < 1e-4 eV/A, far below the
-    thresholds. Convergence is then checked, and the energy reported, with the exact model. ``vmax`` (the largest
-    volume change per box/relax iteration) of 0.02 halves the time of 0.002 on random 11-44 atom cells.
+    thresholds; at 8 A LAMMPS' Coulomb table would break (``coulomb_table_safe``), so that copy uses LAMMPS'
+    polynomial erfc, no slower here. Convergence is then checked, and the energy reported, with the exact model.
+    ``vmax`` (the largest volume change per box/relax iteration) of 0.02 halves the time of 0.002 on random 11-44
+    atom cells.
     """
 
     name = "lammps"
