@@ -5,11 +5,13 @@ import re
 import numpy as np
 import pytest
 from ase import Atoms
+from ase.build import bulk
 from ase.calculators.fd import calculate_numerical_forces, calculate_numerical_stress
 from ase.io import read
 
 from calculators import get_calculator
 from calculators.buckingham import BuckinghamCalculator
+from calculators.lammps_session import LammpsBuckingham
 from calculators.library import load_library
 from calculators.reference_energy import reference_energy
 from rlcsp.exceptions import InvalidStructure, LibraryError
@@ -156,12 +158,9 @@ def test_bad_structures_get_typed_errors(atoms, error, message, calc):
 @pytest.mark.parametrize("cutoff", [8.0, 12.0])
 def test_pair_just_inside_a_power_of_two_cutoff_is_no_energy_hole(cutoff):
     """LAMMPS looks the real-space Coulomb table up by the float32 bits of r^2; at r^2 just under rc^2 = 64 the
-    rounded r^2 lands in the next binade, which the table wraps to its start, and the energy drops by eV per atom.
+    rounded r^2 lands in the next binade, which the table wraps to its start, and the energy drops by thousands of
+    eV per atom.
     A minimiser then drives a pair onto the cutoff. Rock-salt SrO with an O-O (and Sr-Sr) distance of rc - 5e-8."""
-    from ase.build import bulk
-
-    from calculators.lammps_session import LammpsBuckingham
-
     session = LammpsBuckingham(load_library(ROOT / "inputs" / "lib2.lib"), cutoff=cutoff, accuracy=1e-6)
     energies = []
     for r in (cutoff - 5e-8, cutoff - 1e-6, cutoff + 1e-6):  # (a/2) sqrt(10) is an fcc lattice-vector length
