@@ -68,7 +68,7 @@ def in_progress(args, jobs, summaries) -> list[dict]:
     done = {key(s) for s in summaries}  # incl. stopped ones
     partial = []
     for c, p, s in jobs:
-        path = Path(args.runs) / f"{c}-{p}-seed{s}" / "steps.csv"
+        path = walker_folder(args, (c, p, s)) / "steps.csv"
         if (c, p, s) in done or not path.exists():
             continue
         rows = list(csv.DictReader(path.open()))
@@ -80,6 +80,11 @@ def in_progress(args, jobs, summaries) -> list[dict]:
                             "candidate_acceptance": None, "running": True,
                             "commit": walker_commit(path.parent)})
     return partial
+
+
+def walker_folder(args, job: tuple[str, str, int]) -> Path:
+    composition, policy, seed = job
+    return Path(args.runs) / f"{composition}-{policy}-seed{seed}"
 
 
 def walker_commit(folder: Path) -> str:
@@ -187,7 +192,7 @@ def main() -> None:
             for c in args.compositions for p in args.policies]
     started = time.perf_counter()
     if args.report_only:
-        folders = [Path(args.runs) / f"{c}-{p}-seed{s}" for c, p, s in jobs]
+        folders = [walker_folder(args, job) for job in jobs]
         summaries = [json.loads((f / "summary.json").read_text()) | {"commit": walker_commit(f)}
                      for f in folders if (f / "summary.json").exists()]
         for summary in summaries:  # a walker stopped by a signal is censored where it stopped, not at the budget
@@ -198,7 +203,7 @@ def main() -> None:
     summaries = []
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
         futures = {pool.submit(walker, str(ROOT / "inputs" / f"{c}.py"), p, s, args.budget,
-                               str(Path(args.runs) / f"{c}-{p}-seed{s}"), args.fuse_compatible, commit): (c, p, s)
+                               str(walker_folder(args, (c, p, s))), args.fuse_compatible, commit): (c, p, s)
                    for c, p, s in jobs}
         for i, future in enumerate(as_completed(futures), 1):
             c, p, s = futures[future]
