@@ -5,7 +5,7 @@ import numpy as np
 
 from actions.base import Move, MoveContext
 from rlcsp.exceptions import NotApplicable
-from rlcsp.genome import Genome, possible_lattices, random_instructions
+from rlcsp.genome import Genome, offset_styles, possible_lattices, random_instructions
 
 
 class NewInstructions(Move):
@@ -16,4 +16,5 @@ class NewInstructions(Move):
     def propose(self, genome: Genome, ctx: MoveContext, rng: np.random.Generator) -> Genome:
         if not possible_lattices(genome.n_sub):
             raise NotApplicable(f"{self.name}: no cell shape has {genome.n_sub} sub-modules")
-        return Genome(genome.string, random_instructions(genome.n_sub, genome.instructions.ap, rng))
+        return Genome(genome.string, random_instructions(genome.n_sub, genome.instructions.ap, rng,
+                                                         styles=offset_styles(ctx.fuse_compatible)))

@@ -4,6 +4,12 @@ Moves act on the genome only; ``assemble`` turns it into an unrelaxed grid struc
 or names from rlcsp.quirks) reproduces FUSE's documented quirks (§7): the lattice type re-drawn after the size was
 drawn, no cap of the formula-unit count at ``max_fus``, and γ = 120 layer offsets applied as Cartesian rather than
 lattice vectors.
+
+The γ = 120 offset convention is a gene of its own (``Instructions.offsets``). Lattice fractions stack the
+triangular nets close-packed (ABC); FUSE's Cartesian multiples of ap give another stacking, and it is the one
+from which FUSE's common hexagonal and monoclinic cells relax into Y2Ti2O7's pyrochlore GM
+(bench/gm_genomes.py). Random instructions therefore draw either, and the ``cartesian_offsets`` quirk uses
+only FUSE's.
 """
 from __future__ import annotations
 
@@ -28,6 +34,8 @@ MAX_AX = 40
 TRICLINIC_ANGLES = (60.0, 75.0, 90.0, 105.0, 120.0, 150.0)
 # Layer offsets in units of the sub-module vectors a1, a2 (FUSE's ``ptrans``), keyed by γ.
 LAYER_OFFSETS = {90.0: ((0.0, 0.0), (0.5, 0.5)), 120.0: ((0.0, 0.0), (1 / 3, 2 / 3), (2 / 3, 1 / 3))}
+# How those numbers become a shift: fractions of a1, a2, or FUSE's Cartesian multiples of ap (same for γ = 90).
+OFFSET_STYLES = ("lattice", "cartesian")
 # Fractional coordinates of the four sites of a sub-module (cell ap x ap x ap/2).
 SITES = np.array([[0.0, 0.0, 0.5], [0.5, 0.0, 0.5], [0.5, 0.5, 0.5], [0.0, 0.5, 0.5]])
 _MAX_DRAWS = 20000
@@ -35,7 +43,11 @@ _MAX_DRAWS = 20000
 
 @dataclass(frozen=True)
 class Instructions:
-    """FUSE's instruction vector: sub-module edge, lattice type, cell in sub-modules, angles, layer offsets."""
+    """FUSE's instruction vector: sub-module edge, lattice type, cell in sub-modules, angles, layer offsets.
+
+    ``offsets`` is how the layer offsets apply (``OFFSET_STYLES``); for γ = 90 both styles give the same
+    structure, so it is always "lattice" there.
+    """
 
     ap: float
     lattice: int
@@ -44,6 +56,7 @@ class Instructions:
     nc: int
     angles: tuple[float, float, float]
     translations: tuple[int, ...]
+    offsets: str = "lattice"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ap", float(self.ap))
@@ -58,6 +71,10 @@ class Instructions:
         n_offsets = len(LAYER_OFFSETS[self.angles[2]])
         if len(self.translations) != self.nc or not all(0 <= t < n_offsets for t in self.translations):
             raise InvalidStructure(f"bad translations {self.translations} for nc={self.nc}, gamma={self.angles[2]}")
+        if self.offsets not in OFFSET_STYLES:
+            raise InvalidStructure(f"bad offset style {self.offsets!r}: use one of {OFFSET_STYLES}")
+        if self.angles[2] == 90.0:
+            object.__setattr__(self, "offsets", "lattice")
 
     @property
     def n_sub(self) -> int:
@@ -134,10 +151,17 @@ def possible_lattices(n_sub: int) -> list[int]:
     return [t for t in range(len(LATTICE_TYPES)) if n_sub in lattice_solutions(t)]
 
 
-def random_instructions(n_sub: int, ap: float, rng: np.random.Generator, lattice: int | None = None) -> Instructions:
+def offset_styles(fuse_compatible: bool | Iterable[str] = False) -> tuple[str, ...]:
+    """The γ = 120 offset styles random instructions draw from: FUSE's alone under ``cartesian_offsets``."""
+    return ("cartesian",) if "cartesian_offsets" in quirk_set(fuse_compatible) else OFFSET_STYLES
+
+
+def random_instructions(n_sub: int, ap: float, rng: np.random.Generator, lattice: int | None = None,
+                        styles: tuple[str, ...] = OFFSET_STYLES) -> Instructions:
     """Random cell shape, angles and layer offsets for ``n_sub`` sub-modules (``create_random_instructions``).
 
     ``lattice=None`` draws the type uniformly among those possible for ``n_sub`` (move 3, and FUSE's re-draw).
+    A γ = 120 cell draws its offset style uniformly from ``styles``.
     """
     if lattice is None:
         options = possible_lattices(n_sub)
@@ -155,7 +179,9 @@ def random_instructions(n_sub: int, ap: float, rng: np.random.Generator, lattice
     else:
         gamma = float(rng.choice([90.0, 120.0])) if nc % 2 == 0 else 120.0
         angles = (float(rng.choice(TRICLINIC_ANGLES)), float(rng.choice(TRICLINIC_ANGLES)), gamma)
-    return Instructions(ap, lattice, na, nb, nc, angles, _random_translations(nc, angles[2], rng))
+    translations = _random_translations(nc, angles[2], rng)
+    style = styles[rng.integers(len(styles))] if angles[2] == 120.0 and len(styles) > 1 else styles[0]
+    return Instructions(ap, lattice, na, nb, nc, angles, translations, style)
 
 
 def _random_translations(nc: int, gamma: float, rng: np.random.Generator) -> tuple[int, ...]:
@@ -208,7 +234,8 @@ def random_genome(composition: Composition, max_atoms: int, rng: np.random.Gener
         string = _fill_string(composition, fus, n_sub, rng)
         if string is None:
             continue
-        instructions = random_instructions(n_sub, ap, rng, lattice=None if "lattice_redraw" in quirks else lattice)
+        instructions = random_instructions(n_sub, ap, rng, lattice=None if "lattice_redraw" in quirks else lattice,
+                                           styles=offset_styles(quirks))
         return Genome(string, instructions)
     raise CompositionError(
         f"no random structure of {composition.label} with max_fus={max_fus}, target_fus={target_fus} "
@@ -272,20 +299,24 @@ def submodule_cell(ap: float, angles: tuple[float, float, float]) -> np.ndarray:
 def assemble(genome: Genome, fuse_compatible: bool | Iterable[str] = False) -> Atoms:
     """Build the unrelaxed grid structure (fuse.md §1.4); atoms come layer by layer, block by block, site by site.
 
-    Layer x sits at x·a3 plus its offset; the default mode applies the offset as fractions of a1, a2, while
-    the ``cartesian_offsets`` quirk applies the same numbers times ap as a Cartesian shift (differs only for γ = 120).
+    Layer x sits at x·a3 plus its offset: fractions of a1, a2, or (``offsets="cartesian"``, and always under the
+    ``cartesian_offsets`` quirk) the same numbers times ap as a Cartesian shift; they differ only for γ = 120.
     """
-    ins = genome.instructions
+    positions, cell = site_positions(genome.instructions, fuse_compatible)
+    grid = block_grid(genome)
+    filled = grid != VACANCY
+    return Atoms(numbers=grid[filled], positions=positions[filled], cell=cell, pbc=True)
+
+
+def site_positions(ins: Instructions, fuse_compatible: bool | Iterable[str] = False) -> tuple[np.ndarray, np.ndarray]:
+    """Cartesian position of every grid site, shaped like ``block_grid`` (nc, na, nb, 4, 3), and the cell."""
     sub = submodule_cell(ins.ap, ins.angles)
     fractions = np.array([LAYER_OFFSETS[ins.angles[2]][t] for t in ins.translations])
-    if "cartesian_offsets" in quirk_set(fuse_compatible):
+    if ins.offsets == "cartesian" or "cartesian_offsets" in quirk_set(fuse_compatible):
         offsets = np.column_stack([fractions * ins.ap, np.zeros(ins.nc)])
     else:
         offsets = fractions @ sub[:2]
     x, i, j = np.indices((ins.nc, ins.na, ins.nb))
     origins = (x[..., None] * sub[2] + offsets[x] + i[..., None] * sub[0] + j[..., None] * sub[1])
-    positions = origins[..., None, :] + SITES @ sub
-    grid = block_grid(genome)
-    filled = grid != VACANCY
     cell = np.array([ins.na * sub[0], ins.nb * sub[1], ins.nc * sub[2]])
-    return Atoms(numbers=grid[filled], positions=positions[filled], cell=cell, pbc=True)
+    return origins[..., None, :] + SITES @ sub, cell

@@ -13,7 +13,8 @@ QUIRKS: dict[str, str] = {
     "lattice_redraw": "random instructions re-draw the lattice type among all types possible for the size (§1.3)",
     "uncapped_fus": "random strings draw the formula-unit count without the max_fus cap, and moves 6 and 7 cap "
                     "sub-modules rather than formula units (§1.6, §2.3)",
-    "cartesian_offsets": "gamma = 120 layer offsets are Cartesian multiples of ap, not lattice fractions (§1.4)",
+    "cartesian_offsets": "every gamma = 120 genome takes its layer offsets as Cartesian multiples of ap; the default "
+                         "draws that style or lattice fractions per genome (§1.4)",
     "plain_checks": "distances on a plain 2x2x2 supercell, coordination by minimum image within it (§1.7)",
     "block_reversal": "moves 2 and 4 rebuild the blocks in reverse order, a point reflection (§2.2)",
     "string_double": "move 5 along a or b repeats string rows, not a supercell when na != nb (§2.2)",

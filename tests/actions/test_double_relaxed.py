@@ -42,29 +42,31 @@ def test_move_5_is_an_exact_supercell_before_and_after_relaxation(seed):
     Relaxing the unrelaxed doubled grid directly is not a test of the move: those grids sit far from any minimum
     and the minimiser's path (which depends on the cell's representation) can pick another basin.
     """
-    genome, rng = small_genome(seed)
-    ctx = MoveContext(SRY2O4, 28)
-    doubled = get_move(5).apply(genome, ctx, rng)
-    single_atoms, doubled_atoms = assemble(genome), assemble(doubled)
-    assert len(doubled_atoms) == 2 * len(single_atoms)
     calc = get_calculator("lammps-buckingham")
+    relaxer = get_relaxer("lammps-buckingham")
 
     def per_atom(atoms):
         atoms = atoms.copy()
         atoms.calc = calc
         return atoms.get_potential_energy() / len(atoms)
 
-    assert per_atom(doubled_atoms) == pytest.approx(per_atom(single_atoms), abs=1e-7)
-    displacement = rng.normal(scale=0.05, size=single_atoms.positions.shape)
-    rattled_double = doubled_atoms.copy()
-    rattled_double.positions += tiled_displacements(single_atoms, doubled_atoms, displacement)
-    rattled_single = single_atoms.copy()
-    rattled_single.positions += displacement
-    assert per_atom(rattled_double) == pytest.approx(per_atom(rattled_single), abs=1e-7)
-
-    relaxer = get_relaxer("lammps-buckingham")
-    [single] = relaxer.relax([rattled_single])
-    assert single.ok
+    for draw in range(10 * seed, 10 * seed + 10):  # random cells may collapse; take the first that relaxes
+        genome, rng = small_genome(draw)
+        doubled = get_move(5).apply(genome, MoveContext(SRY2O4, 28), rng)
+        single_atoms, doubled_atoms = assemble(genome), assemble(doubled)
+        assert len(doubled_atoms) == 2 * len(single_atoms)
+        assert per_atom(doubled_atoms) == pytest.approx(per_atom(single_atoms), abs=1e-7)
+        displacement = rng.normal(scale=0.05, size=single_atoms.positions.shape)
+        rattled_double = doubled_atoms.copy()
+        rattled_double.positions += tiled_displacements(single_atoms, doubled_atoms, displacement)
+        rattled_single = single_atoms.copy()
+        rattled_single.positions += displacement
+        assert per_atom(rattled_double) == pytest.approx(per_atom(rattled_single), abs=1e-7)
+        [single] = relaxer.relax([rattled_single])
+        if single.ok:
+            break
+    else:
+        pytest.fail("none of 10 random genomes relaxed")
     relaxed = single.atoms
     old, new = genome.instructions, doubled.instructions
     repeat = [b // a for a, b in zip((old.na, old.nb, old.nc), (new.na, new.nb, new.nc))]

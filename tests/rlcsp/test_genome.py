@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -84,6 +85,23 @@ def test_gamma_120_offsets_are_lattice_fractions_by_default():
     _, d = neighbor_list("id", default, 0.55 * AP)
     assert np.isclose(d.min(), AP / 2)
     assert not np.allclose(default.positions, compat.positions)
+
+
+def test_cartesian_offset_style_is_fuse_geometry_as_a_gene_and_gamma_90_has_one_style():
+    lattice = full_genome(2, 2, 3, angles=(90.0, 90.0, 120.0))
+    cartesian = Genome(lattice.string, replace(lattice.instructions, offsets="cartesian"))
+    assert np.allclose(assemble(cartesian).positions, assemble(lattice, ["cartesian_offsets"]).positions)
+    assert not np.allclose(assemble(cartesian).positions, assemble(lattice).positions)
+    flat = full_genome(1, 2, 4, angles=(105.0, 75.0, 90.0))
+    assert replace(flat.instructions, offsets="cartesian") == flat.instructions  # one structure, one genome
+    with pytest.raises(InvalidStructure, match="offset style"):
+        replace(lattice.instructions, offsets="polar")
+
+
+def test_genomes_stored_before_the_offset_gene_load_with_lattice_offsets():
+    stored = full_genome(2, 2, 3, angles=(90.0, 90.0, 120.0)).to_dict()
+    del stored["instructions"]["offsets"]
+    assert Genome.from_dict(stored).instructions.offsets == "lattice"
 
 
 def test_gamma_90_is_the_same_in_both_modes():

@@ -71,13 +71,25 @@ def test_cartesian_offsets_alone_change_only_gamma_120_assembly():
 
 
 def test_random_genome_quirks_match_fuse_mode_draw_for_draw():
-    both = ["lattice_redraw", "uncapped_fus"]
+    generation = ["lattice_redraw", "uncapped_fus", "cartesian_offsets"]
     for seed in range(20):
-        assert (random_genome(Y2O3, 80, np.random.default_rng(seed), fuse_compatible=both)
+        assert (random_genome(Y2O3, 80, np.random.default_rng(seed), fuse_compatible=generation)
                 == random_genome(Y2O3, 80, np.random.default_rng(seed), fuse_compatible=True))
         assert (random_genome(Y2O3, 80, np.random.default_rng(seed), fuse_compatible=others("lattice_redraw")
-                              - {"uncapped_fus"})
+                              - set(generation))
                 == random_genome(Y2O3, 80, np.random.default_rng(seed)))
+
+
+def test_cartesian_offsets_quirk_draws_only_fuse_offsets_and_the_default_draws_both():
+    quirk = [random_genome(Y2TI2O7, 50, np.random.default_rng(s), fuse_compatible=["cartesian_offsets"])
+             for s in range(60)]
+    default = [random_genome(Y2TI2O7, 50, np.random.default_rng(s)) for s in range(60)]
+    def styles(genomes, gamma):
+        return {g.instructions.offsets for g in genomes if g.instructions.angles[2] == gamma}
+
+    assert styles(quirk, 120.0) == {"cartesian"}
+    assert styles(default, 120.0) == {"lattice", "cartesian"}
+    assert styles(quirk, 90.0) == styles(default, 90.0) == {"lattice"}
 
 
 @pytest.mark.parametrize("number, name", [(2, "block_reversal"), (4, "block_reversal"), (5, "string_double"),
