@@ -16,7 +16,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 from ase import Atoms
 
-from rlcsp.genome import LAYER_OFFSETS, OFFSET_STYLES, TRICLINIC_ANGLES, VACANCY, Genome, Instructions, block_grid, site_positions
+from rlcsp.genome import (LAYER_OFFSETS, OFFSET_STYLES, TRICLINIC_ANGLES, VACANCY, Genome, Instructions, block_grid,
+                          site_positions)
 
 SHIFTS_PER_AXIS = 4  # origin shifts tried: a 4x4x4 grid of fractions of the cell
 
@@ -102,19 +103,17 @@ def candidate_instructions(atoms: Atoms, ap: float, max_sub: int, strain: float 
     lengths, angles = atoms.cell.cellpar()[:3], atoms.cell.cellpar()[3:]
     units = (ap, ap, ap / 2)
     options = [[n for n in range(1, 41) if abs(n * u / length - 1) <= strain] for length, u in zip(lengths, units)]
-    side = [[a for a in (90.0, *TRICLINIC_ANGLES) if abs(a - angle) <= angle_tol] for angle in angles[:2]]
+    side = [[a for a in TRICLINIC_ANGLES if abs(a - angle) <= angle_tol] for angle in angles[:2]]  # 90 included
     gammas = [g for g in LAYER_OFFSETS if abs(g - angles[2]) <= angle_tol]
     found = []
     for na, nb, nc in itertools.product(*options):
         if na * nb * nc > max_sub:
             continue
-        for alpha, beta, gamma in itertools.product(sorted(set(side[0])), sorted(set(side[1])), gammas):
+        for alpha, beta, gamma in itertools.product(side[0], side[1], gammas):
             if gamma == 90.0 and nc % 2 and nc > 1:
                 continue  # alternating offsets need an even number of layers
             lattice = 5 if (alpha, beta) != (90.0, 90.0) else (3 if gamma == 90.0 else 4)
-            first = next(translation_codes(nc, gamma), None)
-            if first is None:
-                continue
+            first = next(translation_codes(nc, gamma))  # fit() tries the others
             misfit = sum(abs(n * u / length - 1) for n, u, length in zip((na, nb, nc), units, lengths))
             misfit += sum(abs(g - a) / 90.0 for g, a in zip((alpha, beta, gamma), angles))
             for style in (OFFSET_STYLES if gamma == 120.0 else OFFSET_STYLES[:1]):
