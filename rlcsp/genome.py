@@ -6,10 +6,10 @@ drawn, no cap of the formula-unit count at ``max_fus``, and γ = 120 layer offse
 lattice vectors.
 
 The γ = 120 offset convention is a gene of its own (``Instructions.offsets``). Lattice fractions stack the
-triangular nets close-packed (ABC); FUSE's Cartesian multiples of ap give another stacking, and it is the one
-from which FUSE's common hexagonal and monoclinic cells relax into Y2Ti2O7's pyrochlore GM
-(bench/gm_genomes.py). Random instructions therefore draw either, and the ``cartesian_offsets`` quirk uses
-only FUSE's.
+triangular nets close-packed (ABC); FUSE's Cartesian multiples of ap give another stacking, the only one from
+which FUSE's Y2Ti2O7 GMs in hexagonal and monoclinic cells (α = β = 90) could be rebuilt as genomes that relax
+back into them (bench/gm_genomes.py). Random instructions therefore draw either, and the ``cartesian_offsets``
+quirk uses only FUSE's.
 """
 from __future__ import annotations
 
