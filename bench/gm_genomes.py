@@ -47,13 +47,12 @@ def one_cif(job: tuple[str, str, int, int, int]) -> dict | None:
     """All modes for one reference CIF, or None when that FUSE run ended above the GM (own LAMMPS instance)."""
     from calculators.lammps_relax import LammpsRelaxer
     from rlcsp.checks import CheckSettings, check_structure
-    from rlcsp.config import SearchConfig, script_dict
+    from rlcsp.config import load_script, make_config
     from rlcsp.genome import assemble
     from rlcsp.grid_map import candidate_instructions, fit
 
     path, key, max_cells, rattles, seed = job
-    config = SearchConfig(**{k: v for k, v in script_dict(ROOT / "inputs" / f"{key}.py").items()
-                             if k in SearchConfig.__dataclass_fields__})
+    config = make_config(load_script(ROOT / "inputs" / f"{key}.py"))
     comp, target = config.comp, config.target_energy
     relaxer = LammpsRelaxer(ROOT / "inputs" / "lib2.lib")
     atoms = read(path)
