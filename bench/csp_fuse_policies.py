@@ -92,6 +92,11 @@ def walker_commit(folder: Path) -> str:
     return path.read_text() if path.exists() else "unknown"
 
 
+def cut_short(run: dict) -> bool:
+    """Still running, or stopped by a signal before its budget: censored where it stopped, not at the budget."""
+    return bool(run.get("running")) or run.get("stop_reason", "").startswith("signal")
+
+
 def key(run: dict) -> tuple[str, str, int]:
     return run["composition"].lower(), run["policy"], run["seed"]
 
@@ -120,11 +125,11 @@ def write_report(args, summaries: list[dict], jobs: list, started: float) -> Non
             runs = [s for s in runs_all if s["composition"] == comp and s["policy"] == policy]
             if not runs:
                 continue
-            times = [s["gm_relaxation"] or (args.budget if not s.get("running") else s["relaxations"])
-                     for s in runs]
-            finished = [s for s in runs if not s.get("running")]
+            times = [s["gm_relaxation"] or (s["relaxations"] if cut_short(s) else args.budget) for s in runs]
+            finished = [s for s in runs if not cut_short(s)]
+            measured = [s for s in runs if s.get("wall_s")]  # every walker that wrote a summary, stopped ones too
             reached = [s["gm_reached"] for s in runs]
-            tally = [s["candidate_acceptance"]["random"] for s in finished]
+            tally = [s["candidate_acceptance"]["random"] for s in measured]
             rows.append({
                 "composition": comp, "policy": policy, "runs": len(runs), "running": len(runs) - len(finished),
                 "seeds": sorted(s["seed"] for s in runs), "commits": sorted({s.get("commit", "unknown") for s in runs}),
@@ -132,8 +137,8 @@ def write_report(args, summaries: list[dict], jobs: list, started: float) -> Non
                 "success_rate": sum(reached) / len(runs),
                 "km_median_relaxations_to_gm": km_median(times, reached),
                 "relaxations_to_gm": sorted(t for t, r in zip(times, reached) if r),
-                "wall_per_relaxation_s": (sum(s["wall_s"] for s in finished) / sum(s["relaxations"] for s in finished)
-                                          if finished else None),
+                "wall_per_relaxation_s": (sum(s["wall_s"] for s in measured) / sum(s["relaxations"] for s in measured)
+                                          if measured else None),
                 "random_candidate_acceptance": (sum(t["passed"] for t in tally) / sum(t["candidates"] for t in tally)
                                                 if tally else None),
                 "reference_success_of_40": REFERENCE.get(comp, {}).get(policy),
@@ -141,7 +146,7 @@ def write_report(args, summaries: list[dict], jobs: list, started: float) -> Non
             })
 
     mode = f"FUSE quirks: {args.fuse_compatible}" if args.fuse_compatible else "default mode"
-    finished = sum(not s.get("running") for s in runs_all)
+    finished = sum(not cut_short(s) for s in runs_all)
     lines = [f"{mode}, budget {args.budget} relaxations (incl. 100 initial). {finished} walkers finished; "
              f"{len(runs_all) - finished} still running or stopped early are censored at their current relaxation "
              f"count. This invocation: {args.workers} worker processes, wall {time.perf_counter() - started:.0f} s; "
@@ -195,8 +200,6 @@ def main() -> None:
         folders = [walker_folder(args, job) for job in jobs]
         summaries = [json.loads((f / "summary.json").read_text()) | {"commit": walker_commit(f)}
                      for f in folders if (f / "summary.json").exists()]
-        for summary in summaries:  # a walker stopped by a signal is censored where it stopped, not at the budget
-            summary["running"] = summary["stop_reason"].startswith("signal")
         write_report(args, summaries, jobs, started)
         return
     commit = current_commit()
