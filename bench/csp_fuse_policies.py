@@ -6,7 +6,9 @@ budget for runs that never reach it. The reference column is FUSE's published su
 
 A 2000-relaxation walker takes one to two core-hours, so the results accumulate: each invocation merges its
 walkers into ``bench/results/<tag>.json`` (keyed by composition, policy and seed, with the commit that ran each),
-and ``--first-seed`` lets a later invocation, or another machine, add seeds to the same table.
+and ``--first-seed`` lets a later invocation, or another machine, add seeds to the same table. SIGINT or SIGTERM, to
+the bench alone or to its whole process group, stops it cleanly: running walkers finish their step and are reported
+as cut short, and queued ones never start (their folders, and any earlier run in them, are left alone).
 
     python bench/csp_fuse_policies.py --compositions y2ti2o7 sry2o4 --policies original uniform --seeds 4
     python bench/csp_fuse_policies.py --compositions y2ti2o7 --seeds 2 --first-seed 5   # two more seeds
@@ -15,7 +17,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
+import signal
 import subprocess
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -42,20 +46,39 @@ def current_commit() -> str:
     return git("rev-parse", "--short", "HEAD") + ("-dirty" if changed else "")
 
 
+STOPPING = None  # in each worker: the bench-wide Event set once a stop is requested
+
+
+def init_worker(stopping) -> None:
+    """Workers keep Python's default signal handling; each search installs its own clean-stop handler."""
+    global STOPPING
+    STOPPING = stopping
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def walker(script: str, policy: str, seed: int, budget: int, out: str, fuse_compatible: str | None,
-           commit: str) -> dict:
-    """One search in a worker process, in a fresh output folder (never resuming an older bench run)."""
+           commit: str) -> dict | None:
+    """One search in a worker process, in a fresh output folder (never resuming an older bench run).
+
+    Once the bench is stopping, a walker that has not started yet returns None and leaves its folder alone, so an
+    earlier run kept there is not wiped by a job that would only be stopped at once.
+    """
     import shutil
 
     from rlcsp.config import load_script, make_config
     from rlcsp.run import execute
 
+    if STOPPING is not None and STOPPING.is_set():
+        return None
     shutil.rmtree(out, ignore_errors=True)
     Path(out).mkdir(parents=True)
     (Path(out) / WALKER_COMMIT).write_text(commit)
     config = make_config(load_script(script), policy=policy, seed=seed, budget=budget,
                          fuse_compatible=fuse_compatible)
     summary = execute(config, out, progress=False)
+    if summary["stop_reason"].startswith("signal") and STOPPING is not None:
+        STOPPING.set()  # the signal may have reached the workers only: their queued jobs must not start either
     summary["wall_per_relaxation_s"] = summary["wall_s"] / max(summary["relaxations"], 1)
     summary["commit"] = commit
     return summary
@@ -93,8 +116,8 @@ def walker_commit(folder: Path) -> str:
 
 
 def cut_short(run: dict) -> bool:
-    """Still running, or stopped by a signal before its budget: censored where it stopped, not at the budget."""
-    return bool(run.get("running")) or run.get("stop_reason", "").startswith("signal")
+    """Still running, or stopped by a signal or stop file before its budget: censored where it stopped."""
+    return bool(run.get("running")) or run.get("stop_reason", "").startswith(("signal", "stop file"))
 
 
 def key(run: dict) -> tuple[str, str, int]:
@@ -204,15 +227,36 @@ def main() -> None:
         return
     commit = current_commit()
     summaries = []
-    with ProcessPoolExecutor(max_workers=args.workers) as pool:
+    stopping = multiprocessing.Event()
+    since = time.time()
+    with ProcessPoolExecutor(max_workers=args.workers, initializer=init_worker, initargs=(stopping,)) as pool:
         futures = {pool.submit(walker, str(ROOT / "inputs" / f"{c}.py"), p, s, args.budget,
                                str(walker_folder(args, (c, p, s))), args.fuse_compatible, commit): (c, p, s)
                    for c, p, s in jobs}
-        for i, future in enumerate(as_completed(futures), 1):
+        asked: list[str] = []
+
+        def stop(signum, frame) -> None:
+            """First signal: running walkers finish their step and report, queued ones never start. Second: abort."""
+            if asked:
+                raise KeyboardInterrupt
+            asked.append(signal.Signals(signum).name)
+            stopping.set()  # queued walkers return at once (cancelling their futures can hang as_completed)
+            for job in futures.values():  # the walkers this invocation started, which may not have got the signal
+                folder = walker_folder(args, job)
+                marker = folder / WALKER_COMMIT
+                if marker.exists() and marker.stat().st_mtime >= since and not (folder / "summary.json").exists():
+                    (folder / "stop").touch()
+            print(f"{asked[0]}: waiting for the running walkers to finish their step (again to abort)", flush=True)
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, stop)
+        for future in as_completed(futures):
             c, p, s = futures[future]
             summary = future.result()
+            if summary is None:  # never started: the bench was stopping
+                continue
             summaries.append(summary)
-            print(f"[{i}/{len(jobs)}] {c} {p} seed {s}: best {summary['best_energy']:.6f}, "
+            print(f"[{len(summaries)}/{len(jobs)}] {c} {p} seed {s}: best {summary['best_energy']:.6f}, "
                   f"GM at {summary['gm_relaxation']}, {summary['wall_s']:.0f} s", flush=True)
             write_report(args, summaries, jobs, started)
 

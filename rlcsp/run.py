@@ -128,6 +128,7 @@ def execute(config: SearchConfig, out: str | Path, progress: bool = True, comman
     finally:
         bar.close()
     interrupted = result.stop_reason.startswith(("signal", "stop file", "database"))
+    (out / "stop").unlink(missing_ok=True)  # the run has stopped: rerunning the same command continues it
     if buffer.flush():
         store.set_status(run_id, "interrupted" if interrupted else "finished")
     summary = summarise(config, result, run_id)

@@ -69,6 +69,19 @@ def test_a_50_step_run_is_recorded_row_for_row(db_url, tmp_path):
     assert [r["id"] for r in store.list_runs()] == [run_id]
 
 
+def test_a_run_stopped_by_its_stop_file_continues_when_rerun(db_url, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "stop").touch()
+    config = SearchConfig(**SMALL, budget=20, seed=4)
+    first = execute(config, out, progress=False, db_url=db_url)
+    assert first["stop_reason"].startswith("stop file") and first["relaxations"] == 1
+    assert not (out / "stop").exists()
+    second = execute(config, out, progress=False, db_url=db_url)
+    assert second["run_id"] == first["run_id"]
+    assert second["stop_reason"] == "budget exhausted" and second["relaxations"] == 20
+
+
 def _run_cli(script: Path, out: Path, db_url: str, seed: int) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "rlcsp.cli", "run", str(script), "--seed", str(seed), "--out",
                              str(out), "--db", db_url, "--quiet"], cwd=ROOT, stdout=subprocess.PIPE,
