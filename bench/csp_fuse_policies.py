@@ -4,11 +4,12 @@ Every (composition, policy, seed) walker is an independent `rlcsp` search in its
 target (GM) energy, so relaxations-to-GM is the relaxation at which the GM was first reached, censored at the
 budget for runs that never reach it. The reference column is FUSE's published success count out of 40 runs.
 
-A 2000-relaxation walker takes one to two core-hours, so the results accumulate: each invocation merges its
-walkers into ``bench/results/<tag>.json`` (keyed by composition, policy and seed, with the commit that ran each),
-and ``--first-seed`` lets a later invocation, or another machine, add seeds to the same table. SIGINT or SIGTERM, to
-the bench alone or to its whole process group, stops it cleanly: running walkers finish their step and are reported
-as cut short, and queued ones never start (their folders, and any earlier run in them, are left alone).
+A 2000-relaxation walker takes 10 to 45 minutes of one core here (SrY2O4 to Y2Ti2O7), so the results
+accumulate: each invocation merges its walkers into ``bench/results/<tag>.json`` (keyed by composition, policy and
+seed, with the commit that ran each), and ``--first-seed`` lets a later invocation, or another machine, add seeds
+to the same table. SIGINT or SIGTERM, to the bench alone or to its whole process group, stops it cleanly: running
+walkers finish their step and are reported as cut short, and queued ones never start (their folders, and any
+earlier run in them, are left alone).
 
     python bench/csp_fuse_policies.py --compositions y2ti2o7 sry2o4 --policies original uniform --seeds 4
     python bench/csp_fuse_policies.py --compositions y2ti2o7 --seeds 2 --first-seed 5   # two more seeds
