@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -20,7 +20,9 @@ class MoveContext:
 
     ``fuse_compatible`` reproduces FUSE's documented move quirks (§7): True for all, or a set of names from
     rlcsp.quirks. ``exact_fu_count`` makes moves 6 and 7 draw a formula-unit count and build exactly that many, as
-    FUSE 1.06 (the Uniform policy) does.
+    FUSE 1.06 (the Uniform policy) does. ``passes`` is the search's pre-relaxation check: with it, those moves keep
+    their drawn count until a candidate passes (up to ``size_attempts`` builds), as 1.06's generate_random_structure
+    does, so that sizes that rarely pass are built as often as the others.
     """
 
     composition: Composition
@@ -28,6 +30,8 @@ class MoveContext:
     fuse_compatible: bool | Iterable[str] = False  # held as the frozenset of quirk names
     vac_ratio: float = 4
     exact_fu_count: bool = False
+    passes: Callable[[Genome], bool] | None = None
+    size_attempts: int = 1000
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "fuse_compatible", quirk_set(self.fuse_compatible))  # once, not per move

@@ -2,20 +2,29 @@
 
 FUSE_RL calls the random builder with the current formula-unit count as ``max_fus``, which only bounds the
 sub-module count; the default mode's builder also caps the formula units, so move 6 really is "same or smaller".
-``exact_fu_count`` (FUSE 1.06) draws the count uniformly and builds exactly that many.
+``exact_fu_count`` (FUSE 1.06) draws the count uniformly and builds exactly that many, keeping the count until a
+candidate passes the checks. Re-drawing it at every failed build instead would favour the sizes that pass most
+often: for SrY2O4, 31 % of such candidates had one formula unit, against 1.06's 20 %.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from actions.base import Move, MoveContext
+from rlcsp.exceptions import InvalidMove
 from rlcsp.genome import Genome, random_genome
 
 
 def _new_genome(genome: Genome, ctx: MoveContext, rng: np.random.Generator, max_fus: int) -> Genome:
     target = int(rng.integers(1, max_fus + 1)) if ctx.exact_fu_count else None
-    return random_genome(ctx.composition, ctx.max_atoms, rng, max_fus=max_fus, target_fus=target,
-                         vac_ratio=ctx.vac_ratio, ap=genome.instructions.ap, fuse_compatible=ctx.fuse_compatible)
+    tries = ctx.size_attempts if target is not None and ctx.passes is not None else 1
+    for _ in range(tries):
+        candidate = random_genome(ctx.composition, ctx.max_atoms, rng, max_fus=max_fus, target_fus=target,
+                                  vac_ratio=ctx.vac_ratio, ap=genome.instructions.ap,
+                                  fuse_compatible=ctx.fuse_compatible)
+        if tries == 1 or ctx.passes(candidate):
+            return candidate
+    raise InvalidMove(f"no structure of {target} formula units passed the checks in {tries} builds")
 
 
 class NewSameOrSmaller(Move):

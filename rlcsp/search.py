@@ -137,7 +137,7 @@ class Search:
         self.rng = np.random.default_rng(config.seed)
         quirks = quirk_set(config.fuse_compatible)
         self.ctx = MoveContext(config.comp, config.max_atoms, fuse_compatible=quirks, vac_ratio=config.vac_ratio,
-                               exact_fu_count="uncapped_fus" not in quirks)
+                               exact_fu_count="uncapped_fus" not in quirks, passes=self._passes)
         self.checks = CheckSettings(density_cutoff=config.density_cutoff, dist_cutoff=config.dist_cutoff,
                                     btol=config.btol, fuse_compatible=quirks)
         self.unique = UniquenessIndex(config.energy_tolerance)
@@ -160,6 +160,14 @@ class Search:
             return None
         self.tally[kind]["passed"] += 1
         return atoms
+
+    def _passes(self, genome: Genome) -> bool:
+        """The checks, for moves that build until a candidate passes; the one that passes is tallied by _check."""
+        atoms = assemble(genome, fuse_compatible=self.ctx.fuse_compatible)
+        if check_structure(atoms, self.composition, self.config.max_atoms, self.checks) is None:
+            return True
+        self.tally["moves"]["candidates"] += 1
+        return False
 
     def random_structure(self) -> tuple[Genome, Atoms, int]:
         """A random genome that passes the checks, with the number of candidates it took."""

@@ -193,6 +193,29 @@ def test_new_structure_sizes():
     assert max(sizes) > 15 and max(sizes) <= 80
 
 
+@pytest.mark.parametrize("number", [6, 7])
+def test_new_structure_keeps_its_size_until_a_candidate_passes(number):
+    """FUSE 1.06: the drawn formula-unit count holds over failed builds, so hard sizes are not under-sampled."""
+    seen: list[int] = []
+
+    def every_fifth(candidate: Genome) -> bool:
+        seen.append(candidate.n_atoms)
+        return len(seen) % 5 == 0
+
+    genome = random_genome(Y2O3, 80, np.random.default_rng(5), target_fus=6)
+    ctx = MoveContext(Y2O3, 80, exact_fu_count=True, passes=every_fifth)
+    sizes = set()
+    for seed in range(8):
+        seen.clear()
+        new = MOVES[number].apply(genome, ctx, np.random.default_rng(seed))
+        assert len(seen) == 5 and set(seen) == {new.n_atoms}
+        sizes.add(new.n_atoms)
+    assert len(sizes) > 2
+    never = MoveContext(Y2O3, 80, exact_fu_count=True, passes=lambda candidate: False, size_attempts=20)
+    with pytest.raises(InvalidMove, match="formula units passed the checks in 20 builds"):
+        MOVES[number].apply(genome, never, np.random.default_rng(0))
+
+
 def test_neutral_exchange_moves():
     comp = Composition({"Si": [1], "C": [1]})
     genome = random_genome(comp, 16, np.random.default_rng(1))
