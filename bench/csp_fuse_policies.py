@@ -59,7 +59,7 @@ def init_worker(stopping) -> None:
 
 
 def walker(script: str, policy: str, seed: int, budget: int, out: str, fuse_compatible: str | None,
-           commit: str) -> dict | None:
+           commit: str, calculator: str | None = None) -> dict | None:
     """One search in a worker process, in a fresh output folder (never resuming an older bench run).
 
     Once the bench is stopping, a walker that has not started yet returns None and leaves its folder alone, so an
@@ -76,7 +76,7 @@ def walker(script: str, policy: str, seed: int, budget: int, out: str, fuse_comp
     Path(out).mkdir(parents=True)
     (Path(out) / WALKER_COMMIT).write_text(commit)
     config = make_config(load_script(script), policy=policy, seed=seed, budget=budget,
-                         fuse_compatible=fuse_compatible)
+                         fuse_compatible=fuse_compatible, calculator=calculator)
     summary = execute(config, out, progress=False)
     if summary["stop_reason"].startswith("signal") and STOPPING is not None:
         STOPPING.set()  # the signal may have reached the workers only: their queued jobs must not start either
@@ -131,10 +131,10 @@ def earlier_runs(args, jobs: list) -> list[dict]:
     if not path.exists():
         return []
     earlier = json.loads(path.read_text())
-    mode = {k: earlier["args"].get(k) for k in ("budget", "fuse_compatible")}
-    if mode != {"budget": args.budget, "fuse_compatible": args.fuse_compatible}:
+    mode = {k: earlier["args"].get(k) for k in ("budget", "fuse_compatible", "calculator")}
+    if mode != {"budget": args.budget, "fuse_compatible": args.fuse_compatible, "calculator": args.calculator}:
         raise SystemExit(f"{path} holds runs with {mode}; this bench runs budget {args.budget}, fuse_compatible "
-                         f"{args.fuse_compatible}: choose another --tag")
+                         f"{args.fuse_compatible}, calculator {args.calculator}: choose another --tag")
     rerun = set(jobs)
     return [r for r in earlier["runs"] if key(r) not in rerun]
 
@@ -170,6 +170,7 @@ def write_report(args, summaries: list[dict], jobs: list, started: float) -> Non
             })
 
     mode = f"FUSE quirks: {args.fuse_compatible}" if args.fuse_compatible else "default mode"
+    mode += f", calculator {args.calculator}" if args.calculator else ""
     finished = sum(not cut_short(s) for s in runs_all)
     lines = [f"{mode}, budget {args.budget} relaxations (incl. 100 initial). {finished} walkers finished; "
              f"{len(runs_all) - finished} still running or stopped early are censored at their current relaxation "
@@ -212,6 +213,8 @@ def main() -> None:
     parser.add_argument("--fuse-compatible", nargs="?", const="all", metavar="QUIRKS",
                         help="reproduce FUSE's documented quirks (fuse.md §7): all, or a comma-separated list of "
                              "rlcsp.quirks names")
+    parser.add_argument("--calculator", help="relaxer for every walker (default: the scripts' own, LAMMPS "
+                        "Buckingham); e.g. gulp where a gulp binary exists, with another --tag")
     parser.add_argument("--report-only", action="store_true",
                         help="write the table from the walkers' folders (finished and still running) and exit")
     args = parser.parse_args()
@@ -232,7 +235,8 @@ def main() -> None:
     since = time.time()
     with ProcessPoolExecutor(max_workers=args.workers, initializer=init_worker, initargs=(stopping,)) as pool:
         futures = {pool.submit(walker, str(ROOT / "inputs" / f"{c}.py"), p, s, args.budget,
-                               str(walker_folder(args, (c, p, s))), args.fuse_compatible, commit): (c, p, s)
+                               str(walker_folder(args, (c, p, s))), args.fuse_compatible, commit,
+                               args.calculator): (c, p, s)
                    for c, p, s in jobs}
         asked: list[str] = []
 
