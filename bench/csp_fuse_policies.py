@@ -117,8 +117,10 @@ def walker_commit(folder: Path) -> str:
 
 
 def cut_short(run: dict) -> bool:
-    """Still running, or stopped by a signal or stop file before its budget: censored where it stopped."""
-    return bool(run.get("running")) or run.get("stop_reason", "").startswith(("signal", "stop file"))
+    """Still running, or interrupted before its budget (signal, stop file, database): censored where it stopped."""
+    from rlcsp.run import interrupted
+
+    return bool(run.get("running")) or interrupted(run.get("stop_reason", ""))
 
 
 def key(run: dict) -> tuple[str, str, int]:

@@ -12,6 +12,11 @@ from rlcsp.report import RunOutput
 from rlcsp.search import Search, SearchResult, StepRecord
 
 
+def interrupted(stop_reason: str) -> bool:
+    """Whether a run stopped before its budget or target for a reason a rerun of the same command gets past."""
+    return stop_reason.startswith(("signal", "stop file", "database"))
+
+
 def summarise(config: SearchConfig, result: SearchResult, run_id: int | None = None) -> dict:
     walker = result.walker
     return {
@@ -127,10 +132,10 @@ def execute(config: SearchConfig, out: str | Path, progress: bool = True, comman
         raise
     finally:
         bar.close()
-    interrupted = result.stop_reason.startswith(("signal", "stop file", "database"))
+    stopped_early = interrupted(result.stop_reason)
     (out / "stop").unlink(missing_ok=True)  # the run has stopped: rerunning the same command continues it
     if buffer.flush():
-        store.set_status(run_id, "interrupted" if interrupted else "finished")
+        store.set_status(run_id, "interrupted" if stopped_early else "finished")
     summary = summarise(config, result, run_id)
     summary["candidate_acceptance"] = search.tally
     summary["db"] = store.url
@@ -143,7 +148,7 @@ def execute(config: SearchConfig, out: str | Path, progress: bool = True, comman
           f"({result.stop_reason}); outputs in {out}")
     kept = (f"every step is stored in {store.url} (run {run_id})" if not buffer.pending else
             f"{len(buffer.pending)} steps wait in {buffer.path} for {store.url} (run {run_id})")
-    if interrupted:
+    if stopped_early:
         print(f"Stopped cleanly after relaxation {summary['relaxations']}: {result.stop_reason}; {kept}. "
               f"To continue, rerun {command or 'the same command'} or add --resume {run_id}.", file=sys.stderr)
     elif buffer.pending:
