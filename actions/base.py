@@ -22,7 +22,8 @@ class MoveContext:
     rlcsp.quirks. ``exact_fu_count`` makes moves 6 and 7 draw a formula-unit count and build exactly that many, as
     FUSE 1.06 (the Uniform policy) does. ``passes`` is the search's pre-relaxation check: with it, those moves keep
     their drawn count until a candidate passes (up to ``size_attempts`` builds), as 1.06's generate_random_structure
-    does, so that sizes that rarely pass are built as often as the others.
+    does, so that sizes that rarely pass are built as often as the others. ``offset_styles`` are the γ = 120
+    offset genes that new instructions draw (rlcsp.genome.offset_styles).
     """
 
     composition: Composition
@@ -32,6 +33,7 @@ class MoveContext:
     exact_fu_count: bool = False
     passes: Callable[[Genome], bool] | None = None
     size_attempts: int = 1000
+    offset_styles: tuple[str, ...] = ("cartesian",)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "fuse_compatible", quirk_set(self.fuse_compatible))  # once, not per move

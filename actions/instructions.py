@@ -17,4 +17,5 @@ class NewInstructions(Move):
         if not possible_lattices(genome.n_sub):
             raise NotApplicable(f"{self.name}: no cell shape has {genome.n_sub} sub-modules")
         return Genome(genome.string, random_instructions(genome.n_sub, genome.instructions.ap, rng,
-                                                         styles=offset_styles(ctx.fuse_compatible)))
+                                                         styles=offset_styles(ctx.fuse_compatible,
+                                                                              ctx.offset_styles)))

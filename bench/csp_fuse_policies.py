@@ -13,6 +13,11 @@ earlier run in them, are left alone).
 
     python bench/csp_fuse_policies.py --compositions y2ti2o7 sry2o4 --policies original uniform --seeds 4
     python bench/csp_fuse_policies.py --compositions y2ti2o7 --seeds 2 --first-seed 5   # two more seeds
+    python bench/csp_fuse_policies.py --fuse 1.06 --policies uniform --tag csp_fuse106   # FUSE 1.06's own loop
+
+The mode (``--fuse``, ``--quirks``, ``--without``) is checked against what every walker's summary.json says it
+ran with (``settings.mode``), and the table gives per row the share of relaxations per move, the pass rate of
+move candidates, the spread of best energies and a Fisher exact p-value against FUSE's count of 40.
 """
 from __future__ import annotations
 
@@ -58,8 +63,8 @@ def init_worker(stopping) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
-def walker(script: str, policy: str, seed: int, budget: int, out: str, fuse_compatible: str | None,
-           commit: str, calculator: str | None = None) -> dict | None:
+def walker(script: str, policy: str, seed: int, budget: int, out: str, mode: dict, commit: str,
+           calculator: str | None = None) -> dict | None:
     """One search in a worker process, in a fresh output folder (never resuming an older bench run).
 
     Once the bench is stopping, a walker that has not started yet returns None and leaves its folder alone, so an
@@ -75,8 +80,8 @@ def walker(script: str, policy: str, seed: int, budget: int, out: str, fuse_comp
     shutil.rmtree(out, ignore_errors=True)
     Path(out).mkdir(parents=True)
     (Path(out) / WALKER_COMMIT).write_text(commit)
-    config = make_config(load_script(script), policy=policy, seed=seed, budget=budget,
-                         fuse_compatible=fuse_compatible, calculator=calculator)
+    config = make_config(load_script(script), policy=policy, seed=seed, budget=budget, calculator=calculator,
+                         **mode)
     summary = execute(config, out, progress=False)
     if summary["stop_reason"].startswith("signal") and STOPPING is not None:
         STOPPING.set()  # the signal may have reached the workers only: their queued jobs must not start either
@@ -133,16 +138,40 @@ def earlier_runs(args, jobs: list) -> list[dict]:
     if not path.exists():
         return []
     earlier = json.loads(path.read_text())
-    mode = {k: earlier["args"].get(k) for k in ("budget", "fuse_compatible", "calculator")}
-    if mode != {"budget": args.budget, "fuse_compatible": args.fuse_compatible, "calculator": args.calculator}:
-        raise SystemExit(f"{path} holds runs with {mode}; this bench runs budget {args.budget}, fuse_compatible "
-                         f"{args.fuse_compatible}, calculator {args.calculator}: choose another --tag")
+    keys = ("budget", "fuse", "quirks", "without", "calculator")
+    mode, ours = {k: earlier["args"].get(k) for k in keys}, {k: getattr(args, k) for k in keys}
+    if mode != ours:
+        raise SystemExit(f"{path} holds runs with {mode}; this bench runs {ours}: choose another --tag")
     rerun = set(jobs)
     return [r for r in earlier["runs"] if key(r) not in rerun]
 
 
+def mode_label(args) -> str:
+    """The mode as SearchConfig.label writes it, which every walker's summary.json must repeat."""
+    from rlcsp.config import make_config
+
+    return make_config({"composition": {"Y": [2, 3], "O": [3, -2]}, "max_atoms": 10}, **mode_options(args)).label
+
+
+def mode_options(args) -> dict:
+    return {"fuse": args.fuse, "quirks": args.quirks, "without": args.without}
+
+
+def pooled_shares(runs: list[dict]) -> dict[str, float]:
+    counts: dict[str, int] = {}
+    for run in runs:
+        for move, n in (run.get("relaxations_per_move") or {}).items():
+            counts[move] = counts.get(move, 0) + n
+    total = sum(counts.values())
+    return {m: counts[m] / total for m in sorted(counts, key=int)} if total else {}
+
+
 def write_report(args, summaries: list[dict], jobs: list, started: float) -> None:
+    from scipy.stats import fisher_exact
+
     from rlcsp.stats import km_median
+
+    label = mode_label(args)
 
     runs_all = earlier_runs(args, jobs) + summaries + in_progress(args, jobs, summaries)
     rows = []
@@ -156,6 +185,12 @@ def write_report(args, summaries: list[dict], jobs: list, started: float) -> Non
             measured = [s for s in runs if s.get("wall_s")]  # every walker that wrote a summary, stopped ones too
             reached = [s["gm_reached"] for s in runs]
             tally = [s["candidate_acceptance"]["random"] for s in measured]
+            moves = [s["candidate_acceptance"]["moves"] for s in measured]
+            ref = REFERENCE.get(comp, {}).get(policy)
+            wrong = sorted({s["settings"]["mode"] for s in measured if s.get("settings")} - {label})
+            if wrong:
+                raise SystemExit(f"{comp} {policy}: walkers ran in mode {wrong}, not {label!r}; keep tags apart")
+            best = sorted(s["best_energy"] for s in runs if s.get("best_energy") is not None)
             rows.append({
                 "composition": comp, "policy": policy, "runs": len(runs), "running": len(runs) - len(finished),
                 "seeds": sorted(s["seed"] for s in runs), "commits": sorted({s.get("commit", "unknown") for s in runs}),
@@ -167,32 +202,44 @@ def write_report(args, summaries: list[dict], jobs: list, started: float) -> Non
                                           if measured else None),
                 "random_candidate_acceptance": (sum(t["passed"] for t in tally) / sum(t["candidates"] for t in tally)
                                                 if tally else None),
-                "reference_success_of_40": REFERENCE.get(comp, {}).get(policy),
+                "move_candidate_acceptance": (sum(t["passed"] for t in moves) / sum(t["candidates"] for t in moves)
+                                              if moves else None),
+                "relaxation_share_per_move": pooled_shares(measured),
+                "modes_reported": sorted({s["settings"]["mode"] for s in measured if s.get("settings")}),
+                "reference_success_of_40": ref,
+                "fisher_p": (None if ref is None else
+                             float(fisher_exact([[sum(reached), len(runs) - sum(reached)], [ref, 40 - ref]])[1])),
                 "best_energies": [s["best_energy"] for s in runs],
+                "best_energy_spread": [best[0], best[len(best) // 2], best[-1]] if best else None,
             })
 
-    mode = f"FUSE quirks: {args.fuse_compatible}" if args.fuse_compatible else "default mode"
+    mode = f"Mode: {label} (as every walker's summary.json reports it)"
     mode += f", calculator {args.calculator}" if args.calculator else ""
     finished = sum(not cut_short(s) for s in runs_all)
     lines = [f"{mode}, budget {args.budget} relaxations (incl. 100 initial). {finished} walkers finished; "
              f"{len(runs_all) - finished} still running or stopped early are censored at their current relaxation "
              f"count. This invocation: {args.workers} worker processes, wall {time.perf_counter() - started:.0f} s; "
              f"commits {', '.join(sorted({s.get('commit', 'unknown') for s in runs_all}))}.", "",
-             "| composition | policy | seeds | GM reached | FUSE (of 40) | KM median relax. to GM "
-             "| relax. to GM (reached) | s / relaxation | random candidates passing checks |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| composition | policy | seeds | GM reached | FUSE (of 40) | Fisher p | KM median relax. to GM "
+             "| relax. to GM (reached) | best E min / median / max | s / relaxation | random candidates passing "
+             "| move candidates passing | relaxations per move (%) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         ref = r["reference_success_of_40"]
         median = r["km_median_relaxations_to_gm"]
         running = f" ({r['running']} cut short)" if r["running"] else ""
-        rate = r["random_candidate_acceptance"]
+        rate, move_rate = r["random_candidate_acceptance"], r["move_candidate_acceptance"]
         acceptance = f"1 in {1 / rate:.0f}" if rate else "-"
+        move_acceptance = f"1 in {1 / move_rate:.1f}" if move_rate else "-"
+        spread = " / ".join(f"{e:.6f}" for e in r["best_energy_spread"]) if r["best_energy_spread"] else "-"
+        shares = " ".join(f"{m}:{100 * v:.0f}" for m, v in r["relaxation_share_per_move"].items()) or "-"
+        p = "-" if r["fisher_p"] is None else f"{r['fisher_p']:.3g}"
         lines.append(f"| {r['composition']} | {r['policy']} | {','.join(map(str, r['seeds']))} | "
                      f"{r['gm_reached']}/{r['runs']}{running} | "
-                     f"{'-' if ref is None else f'{ref}/40'} | {'censored' if median is None else int(median)} | "
-                     f"{r['relaxations_to_gm']} | "
+                     f"{'-' if ref is None else f'{ref}/40'} | {p} | "
+                     f"{'censored' if median is None else int(median)} | {r['relaxations_to_gm']} | {spread} | "
                      f"{'-' if r['wall_per_relaxation_s'] is None else format(r['wall_per_relaxation_s'], '.2f')} | "
-                     f"{acceptance} |")
+                     f"{acceptance} | {move_acceptance} | {shares} |")
     table = "\n".join(lines)
     print(table)
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -210,16 +257,17 @@ def main() -> None:
                         help="seeds run are first-seed .. first-seed + seeds - 1, so a later bench can add seeds")
     parser.add_argument("--budget", type=int, default=2000)
     parser.add_argument("--workers", type=int, default=os.cpu_count())
-    parser.add_argument("--runs", default=str(ROOT / "runs" / "bench_csp"), help="folder for per-walker outputs")
+    parser.add_argument("--runs", help="folder for per-walker outputs (default runs/<tag>)")
     parser.add_argument("--tag", default="csp_fuse_policies")
-    parser.add_argument("--fuse-compatible", nargs="?", const="all", metavar="QUIRKS",
-                        help="reproduce FUSE's documented quirks (fuse.md §7): all, or a comma-separated list of "
-                             "rlcsp.quirks names")
+    parser.add_argument("--fuse", choices=["1.04", "1.06"], help="FUSE's own loop of that version (rlcsp.quirks)")
+    parser.add_argument("--quirks", metavar="A,B", help="single FUSE behaviours switched on (rlcsp.quirks names)")
+    parser.add_argument("--without", metavar="A,B", help="quirks of the --fuse profile switched off")
     parser.add_argument("--calculator", help="relaxer for every walker (default: the scripts' own, LAMMPS "
                         "Buckingham); e.g. gulp where a gulp binary exists, with another --tag")
     parser.add_argument("--report-only", action="store_true",
                         help="write the table from the walkers' folders (finished and still running) and exit")
     args = parser.parse_args()
+    args.runs = args.runs or str(ROOT / "runs" / args.tag)
 
     # Seed-major order, so that a bench cut short still covers every (composition, policy) cell.
     jobs = [(c, p, s) for s in range(args.first_seed, args.first_seed + args.seeds)
@@ -237,7 +285,7 @@ def main() -> None:
     since = time.time()
     with ProcessPoolExecutor(max_workers=args.workers, initializer=init_worker, initargs=(stopping,)) as pool:
         futures = {pool.submit(walker, str(ROOT / "inputs" / f"{c}.py"), p, s, args.budget,
-                               str(walker_folder(args, (c, p, s))), args.fuse_compatible, commit,
+                               str(walker_folder(args, (c, p, s))), mode_options(args), commit,
                                args.calculator): (c, p, s)
                    for c, p, s in jobs}
         asked: list[str] = []

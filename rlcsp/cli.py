@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from rlcsp.exceptions import RlcspError
-from rlcsp.quirks import QUIRKS
+from rlcsp.quirks import PROFILES, QUIRKS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -69,8 +69,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     base = load_script(args.script)
     config = make_config(base, policy=args.policy, seed=args.seed, budget=args.budget,
                          calculator=args.calculator, initial_population=args.initial_population,
-                         target_energy=args.target, metropolis=args.metropolis,
-                         fuse_compatible=args.fuse_compatible)
+                         target_energy=args.target, fuse=args.fuse, quirks=args.quirks, without=args.without)
     out = args.out or str(Path("runs") / f"{config.name}-{config.policy}-seed{config.seed}")
     command = " ".join(["rlcsp", "run", *sys.argv[2:]]) if sys.argv[1:2] == ["run"] else None
     summary = execute(config, out, progress=not args.quiet, command=command, db_url=args.db, resume=args.resume,
@@ -205,6 +204,16 @@ def cmd_fill_eval(args: argparse.Namespace) -> int:
     return run_from_args(args)
 
 
+def add_mode_options(p: argparse.ArgumentParser) -> None:
+    """--fuse VERSION, --quirks and --without: FUSE's loop, whole or one behaviour at a time (rlcsp.quirks)."""
+    p.add_argument("--fuse", choices=sorted(PROFILES),
+                   help="run FUSE's own loop: 1.04 (the paper's Original runs) or 1.06 (Uniform); default: "
+                        "rlcsp's search")
+    p.add_argument("--quirks", metavar="A,B",
+                   help=f"switch on single FUSE behaviours by name: {', '.join(QUIRKS)}")
+    p.add_argument("--without", metavar="A,B", help="switch off quirks of the --fuse profile, for ablations")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rlcsp", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -217,10 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--initial-population", type=int)
     p.add_argument("--calculator", help="energy engine (lammps-buckingham, gulp, chgnet)")
     p.add_argument("--target", type=float, help="target (GM) energy in eV/atom")
-    p.add_argument("--metropolis", choices=["current", "global"])
-    p.add_argument("--fuse-compatible", nargs="?", const="all", metavar="QUIRKS",
-                   help="reproduce FUSE's documented quirks: all of them, or a comma-separated list of "
-                        f"{', '.join(QUIRKS)}")
+    add_mode_options(p)
     p.add_argument("--out", help="output folder (default runs/<name>-<policy>-seed<seed>)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--db", help="database URL (default: RLCSP_DB_URL, else sqlite in the output folder)")

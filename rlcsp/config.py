@@ -14,6 +14,7 @@ from typing import Any
 from rlcsp import quirks
 from rlcsp.composition import Composition
 from rlcsp.exceptions import CompositionError, ConfigError
+from rlcsp.genome import OFFSET_STYLES
 
 INPUTS = Path(__file__).resolve().parent.parent / "inputs"
 
@@ -39,7 +40,6 @@ class SearchConfig:
     temperature: float = 0.02  # T0, eV/atom
     melt_threshold: int = 500
     melt_step: float = 0.01
-    metropolis: str = "current"  # 'current' (standard) or 'global' (FUSE's test against the global minimum)
     rmax: int | None = None
     max_failed_attempts: int = 500
     max_build_attempts: int = 200_000
@@ -49,12 +49,21 @@ class SearchConfig:
     dist_cutoff: float = 1.2
     btol: float = 0.25
     vac_ratio: float = 4
-    fuse_compatible: bool | list[str] = False  # True: all of FUSE's quirks; or some names (rlcsp.quirks)
+    fuse: str | None = None  # FUSE version profile, "1.04" or "1.06" (rlcsp.quirks.PROFILES); None: rlcsp's own
+    quirks: list[str] = field(default_factory=list)  # FUSE behaviours switched on besides the profile's
+    without: list[str] = field(default_factory=list)  # the profile's quirks switched off, for ablations
+    offset_styles: list[str] = field(default_factory=lambda: ["cartesian"])  # gamma = 120 offset genes drawn
     db: str | None = None  # database URL; the password comes from RLCSP_DB_PASSWORD or ~/.my.cnf, never from here
 
     def __post_init__(self) -> None:
         self.imax_atoms = self.imax_atoms or self.max_atoms
-        self.fuse_compatible = quirks.setting(self.fuse_compatible)  # raises UnknownName
+        self.fuse = None if self.fuse is None else str(self.fuse)
+        self.quirks = sorted(quirks.quirk_set(self.quirks))  # raises UnknownName
+        self.without = sorted(quirks.quirk_set(self.without))
+        self.quirk_set = quirks.resolve(self.fuse, self.quirks, self.without)
+        self.offset_styles = list(self.offset_styles)
+        if not self.offset_styles or set(self.offset_styles) - set(OFFSET_STYLES):
+            raise ConfigError(f"offset_styles must be a non-empty list of {', '.join(OFFSET_STYLES)}")
         self.comp = Composition(self.composition)  # raises CompositionError on non-neutral/unknown ions
         self.name = self.name or self.comp.label
         if self.max_atoms < self.comp.atoms_per_fu:
@@ -69,8 +78,6 @@ class SearchConfig:
                 f"budget={self.budget} relaxations leaves no search steps after the initial population of "
                 f"{self.initial_population}; the budget counts the initial population (as FUSE does)"
             )
-        if self.metropolis not in ("current", "global"):
-            raise ConfigError(f"metropolis must be 'current' or 'global', got {self.metropolis!r}")
         if self.temperature <= 0:
             raise ConfigError("temperature must be positive")
         if self.db is not None:
@@ -89,6 +96,12 @@ class SearchConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @property
+    def label(self) -> str:
+        """The mode in words: rlcsp's default, or the FUSE profile and quirks changed from it."""
+        changes = [f"+{q}" for q in self.quirks] + [f"-{q}" for q in self.without]
+        return " ".join([f"FUSE {self.fuse}" if self.fuse else "default", *changes])
 
 
 def script_dict(path: str | Path, name: str = "CONFIG", example: str = "inputs/y2o3.py") -> dict[str, Any]:
@@ -119,6 +132,10 @@ def make_config(base: dict[str, Any], **overrides: Any) -> SearchConfig:
     data.update(given)
     known = {f.name for f in fields(SearchConfig)}
     unknown = sorted(set(data) - known)
+    if "fuse_compatible" in unknown or "metropolis" in unknown:
+        raise ConfigError("fuse_compatible and metropolis were retired: use fuse='1.04' or '1.06' (a FUSE version "
+                          "profile) and quirks=[...] / without=[...] with names from rlcsp.quirks, e.g. "
+                          "quirks=['metropolis_global']")
     if unknown:
         raise ConfigError(f"unknown setting(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
     return SearchConfig(**data)

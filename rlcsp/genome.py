@@ -6,10 +6,11 @@ drawn, no cap of the formula-unit count at ``max_fus``, and γ = 120 layer offse
 lattice vectors.
 
 The γ = 120 offset convention is a gene of its own (``Instructions.offsets``). Lattice fractions stack the
-triangular nets close-packed (ABC); FUSE's Cartesian multiples of ap give another stacking, the only one from
-which FUSE's Y2Ti2O7 GMs in hexagonal and monoclinic cells (α = β = 90) could be rebuilt as genomes that relax
-back into them (bench/gm_genomes.py). Random instructions therefore draw either, and the ``cartesian_offsets``
-quirk uses only FUSE's.
+triangular nets close-packed (ABC); FUSE's Cartesian multiples of ap give another stacking. Random instructions
+draw from ``styles``, FUSE's Cartesian style alone by default: with both styles, 43 % of check-passing random
+Y2Ti2O7 genomes were γ = 120 lattice-style cells that FUSE never builds, lattice-style fits of FUSE's GMs relaxed
+to the Ima2 trap (−35.071795 eV/atom) and Cartesian ones to the GM (bench/gm_genomes.py), and 5 of 9 walkers
+ended in that trap. ``styles=OFFSET_STYLES`` keeps the lattice style as an opt-in gene.
 """
 from __future__ import annotations
 
@@ -151,13 +152,15 @@ def possible_lattices(n_sub: int) -> list[int]:
     return [t for t in range(len(LATTICE_TYPES)) if n_sub in lattice_solutions(t)]
 
 
-def offset_styles(fuse_compatible: bool | Iterable[str] = False) -> tuple[str, ...]:
-    """The γ = 120 offset styles random instructions draw from: FUSE's alone under ``cartesian_offsets``."""
-    return ("cartesian",) if "cartesian_offsets" in quirk_set(fuse_compatible) else OFFSET_STYLES
+def offset_styles(fuse_compatible: bool | Iterable[str] = False,
+                  allowed: Iterable[str] = ("cartesian",)) -> tuple[str, ...]:
+    """The γ = 120 offset styles random instructions draw from: ``allowed``, or FUSE's alone under
+    ``cartesian_offsets``."""
+    return ("cartesian",) if "cartesian_offsets" in quirk_set(fuse_compatible) else tuple(allowed)
 
 
 def random_instructions(n_sub: int, ap: float, rng: np.random.Generator, lattice: int | None = None,
-                        styles: tuple[str, ...] = OFFSET_STYLES) -> Instructions:
+                        styles: tuple[str, ...] = ("cartesian",)) -> Instructions:
     """Random cell shape, angles and layer offsets for ``n_sub`` sub-modules (``create_random_instructions``).
 
     ``lattice=None`` draws the type uniformly among those possible for ``n_sub`` (move 3, and FUSE's re-draw).
@@ -201,13 +204,14 @@ def _random_translations(nc: int, gamma: float, rng: np.random.Generator) -> tup
 
 def random_genome(composition: Composition, max_atoms: int, rng: np.random.Generator, *, max_fus: int | None = None,
                   target_fus: int | None = None, vac_ratio: float = 4, ap: float | None = None,
-                  fuse_compatible: bool | Iterable[str] = False) -> Genome:
+                  fuse_compatible: bool | Iterable[str] = False, styles: Iterable[str] = ("cartesian",)) -> Genome:
     """Random genome as ``create_random_string`` + ``create_random_instructions`` build it (fuse.md §1.6).
 
     ``max_fus`` (default: as many as fit in ``max_atoms``) sets the largest sub-module count; the default mode
     also caps the formula-unit count at it and keeps the lattice type the size was drawn for, whereas FUSE's
     quirks ``uncapped_fus`` and ``lattice_redraw`` leave the count uncapped and re-draw the type. ``target_fus``
-    asks for exactly that many formula units (FUSE 1.06). ``ap`` defaults to ``composition.ap()``.
+    asks for exactly that many formula units (FUSE 1.06). ``ap`` defaults to ``composition.ap()``; ``styles`` are
+    the γ = 120 offset genes drawn (``offset_styles``).
     """
     quirks = quirk_set(fuse_compatible)
     apf = composition.atoms_per_fu
@@ -235,7 +239,7 @@ def random_genome(composition: Composition, max_atoms: int, rng: np.random.Gener
         if string is None:
             continue
         instructions = random_instructions(n_sub, ap, rng, lattice=None if "lattice_redraw" in quirks else lattice,
-                                           styles=offset_styles(quirks))
+                                           styles=offset_styles(quirks, styles))
         return Genome(string, instructions)
     raise CompositionError(
         f"no random structure of {composition.label} with max_fus={max_fus}, target_fus={target_fus} "

@@ -1,29 +1,61 @@
-"""FUSE's documented quirks (fuse.md §7), each reproducible on its own.
+"""FUSE's behaviours that rlcsp's default mode does differently (fuse.md §2-§4, §7), each reproducible on its own.
 
-rlcsp fixes all of them by default. ``fuse_compatible=True`` reproduces every one, as FUSE behaves; a list of
-names reproduces only those, so that a benchmark can tell which quirk changes a search.
+A quirk is named where it acts, so an ablation switches exactly one code path. The version profiles bundle
+the quirks of one FUSE release: ``fuse="1.04"`` is the loop behind the paper's Original policy, ``fuse="1.06"``
+the one behind Uniform (read from FUSE-stable's ``run_fuse``, ``make_basin_move`` and
+``generate_random_structure``). ``resolve`` turns a profile, extra quirks and removed ones into the set the
+search uses; ``Search.effective_settings`` reports it, with how often each loop quirk acted, in summary.json.
 """
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from rlcsp.exceptions import UnknownName
+from rlcsp.exceptions import ConfigError, UnknownName
 
 QUIRKS: dict[str, str] = {
     "lattice_redraw": "random instructions re-draw the lattice type among all types possible for the size (§1.3)",
     "uncapped_fus": "random strings draw the formula-unit count without the max_fus cap, and moves 6 and 7 cap "
                     "sub-modules rather than formula units (§1.6, §2.3)",
-    "cartesian_offsets": "every gamma = 120 genome takes its layer offsets as Cartesian multiples of ap; the default "
-                         "draws that style or lattice fractions per genome (§1.4)",
+    "cartesian_offsets": "every gamma = 120 genome takes its layer offsets as Cartesian multiples of ap, also one "
+                         "whose offset gene says lattice fractions (§1.4)",
     "plain_checks": "distances on a plain 2x2x2 supercell, coordination by minimum image within it (§1.7)",
     "block_reversal": "moves 2 and 4 rebuild the blocks in reverse order, a point reflection (§2.2)",
     "string_double": "move 5 along a or b repeats string rows, not a supercell when na != nb (§2.2)",
     "noop_moves": "exchange moves may return the genome unchanged, with FUSE's ranges for k (§2.1)",
+    "metropolis_global": "the Metropolis test compares the new energy with the global minimum, not the current "
+                         "energy (§3.2)",
+    "redraw_each_attempt": "every failed build or check draws a new move type: FUSE 1.04 checks outside the move, "
+                           "so moves are relaxed in proportion to weight x pass rate (§2.4)",
+    "redraw_after_100": "a move type is kept for 100 failed builds, then a new one is drawn (FUSE 1.06, §2.4); "
+                        "the default keeps it for max_failed_attempts (500, FUSE_RL) and then excludes it",
+    "string_sizes": "initial structures take create_random_string's sizes (for Y2Ti2O7 about half are one "
+                    "formula unit) instead of a formula-unit count drawn uniformly from 1..imax_fus (FUSE 1.04)",
+    "move6_global_cells": "move 6 draws its cell from the global sub-module limit; only its formula-unit count "
+                          "comes from the current structure (FUSE 1.06's generate_random_structure call)",
+    "rattle_seed_42": "every rattle is ASE's atoms.rattle with its fixed seed 42, so a genome always starts its "
+                      "relaxation from the same displacements (§1.8)",
+    "melt_bookkeeping": "energies compared rounded to 1e-6; a downhill step that is not a new global minimum "
+                        "leaves ca at 1, one equal to the global minimum resets neither ca nor the melt weights "
+                        "(§3.2)",
+    "gulp_inner_cut": "a relaxation fails as a collapse when its rattled start has a cation-anion pair inside "
+                      "the exponential's inner cutoff (1.2 A in lib2): GULP drops A exp(-r/rho) there, so the "
+                      "Coulomb attraction pulls the pair together (fuse.md §6.2)",
 }
+
+# What each FUSE release does; everything else is rlcsp's default.
+PROFILES: dict[str, frozenset[str]] = {
+    "1.04": frozenset({"lattice_redraw", "uncapped_fus", "cartesian_offsets", "plain_checks", "block_reversal",
+                       "string_double", "noop_moves", "metropolis_global", "redraw_each_attempt", "string_sizes",
+                       "rattle_seed_42", "melt_bookkeeping", "gulp_inner_cut"}),
+    "1.06": frozenset({"lattice_redraw", "cartesian_offsets", "plain_checks", "block_reversal", "string_double",
+                       "noop_moves", "metropolis_global", "redraw_after_100", "move6_global_cells",
+                       "rattle_seed_42", "melt_bookkeeping", "gulp_inner_cut"}),
+}
+EXCLUSIVE = (frozenset({"redraw_each_attempt", "redraw_after_100"}),)
 
 
 def quirk_set(value: bool | str | Iterable[str] | None) -> frozenset[str]:
-    """The quirks a ``fuse_compatible`` setting asks for: True or "all" for every one, names (list or "a,b")."""
+    """Quirk names as a set: None/False for none, True or "all" for every one, names (list or "a,b")."""
     if value is None or value is False:
         return frozenset()
     if value is True:
@@ -33,13 +65,18 @@ def quirk_set(value: bool | str | Iterable[str] | None) -> frozenset[str]:
         return frozenset(QUIRKS)
     for name in names:
         if name not in QUIRKS:
-            raise UnknownName("FUSE quirk", name, [*QUIRKS, "all"])
+            raise UnknownName("FUSE quirk", name, list(QUIRKS))
     return frozenset(names)
 
 
-def setting(value: bool | str | Iterable[str] | None) -> bool | list[str]:
-    """The JSON-safe form a config keeps: True for every quirk, False for none, else the sorted names."""
-    quirks = quirk_set(value)
-    if quirks == frozenset(QUIRKS):
-        return True
-    return sorted(quirks) if quirks else False
+def resolve(fuse: str | None = None, quirks: str | Iterable[str] | None = None,
+            without: str | Iterable[str] | None = None) -> frozenset[str]:
+    """The quirks a search runs with: the profile's, plus ``quirks``, minus ``without``."""
+    if fuse is not None and fuse not in PROFILES:
+        raise UnknownName("FUSE version profile", str(fuse), list(PROFILES))
+    removed = quirk_set(without)
+    chosen = (PROFILES.get(fuse, frozenset()) | quirk_set(quirks)) - removed
+    for pair in EXCLUSIVE:
+        if pair <= chosen:
+            raise ConfigError(f"quirks {' and '.join(sorted(pair))} exclude each other")
+    return chosen

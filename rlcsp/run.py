@@ -138,6 +138,9 @@ def execute(config: SearchConfig, out: str | Path, progress: bool = True, comman
         store.set_status(run_id, "interrupted" if stopped_early else "finished")
     summary = summarise(config, result, run_id)
     summary["candidate_acceptance"] = search.tally
+    summary["settings"] = search.effective_settings()
+    moves = [r.move for r in result.records if r.kind == "S"]
+    summary["relaxations_per_move"] = {str(m): moves.count(m) for m in sorted(set(moves))}
     summary["db"] = store.url
     output.finish(result, summary)
     store.close()

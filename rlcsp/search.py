@@ -3,6 +3,11 @@
 Moves act on the genome (never on relaxed coordinates); the relaxed structure only provides the energy and the
 output files. All randomness comes from one seeded ``numpy.random.Generator``, so the same seed, inputs and
 calculator give the same trajectory.
+
+The loop is rlcsp's own by default; ``config.fuse`` ("1.04", "1.06") and ``config.quirks`` switch on FUSE's
+behaviours one by one (rlcsp.quirks). Each is read here into an attribute that the loop itself uses, and
+``effective_settings`` reports those attributes together with how often each quirk acted, so an ablation can show
+that its switch reached the code.
 """
 from __future__ import annotations
 
@@ -19,13 +24,13 @@ from ase import Atoms
 from actions import MOVES
 from actions.base import MoveContext
 from calculators import get_relaxer
-from calculators.relax import Relaxer, RelaxResult
+from calculators.relax import FailureReason, Relaxer, RelaxResult, failed
 from policies import ACTIONS, Policy, State, Transition, get_policy
 from rlcsp.checks import CheckSettings, check_structure
 from rlcsp.config import SearchConfig
 from rlcsp.exceptions import InvalidMove, NotApplicable, RlcspError
 from rlcsp.genome import Genome, assemble, random_genome
-from rlcsp.quirks import quirk_set
+from rlcsp.inner_cut import InnerCut
 from rlcsp.uniqueness import UniquenessIndex
 
 OUTCOMES = ("accepted", "metropolis", "rejected", "failed")
@@ -135,11 +140,22 @@ class Search:
         self.relaxer = relaxer or get_relaxer(config.calculator, **options)
         self.policy = policy or get_policy(config.policy, **config.policy_options)
         self.rng = np.random.default_rng(config.seed)
-        quirks = quirk_set(config.fuse_compatible)
+        self.quirks = quirks = config.quirk_set
         self.ctx = MoveContext(config.comp, config.max_atoms, fuse_compatible=quirks, vac_ratio=config.vac_ratio,
-                               exact_fu_count="uncapped_fus" not in quirks, passes=self._passes)
+                               exact_fu_count="uncapped_fus" not in quirks, passes=self._passes,
+                               offset_styles=tuple(config.offset_styles))
         self.checks = CheckSettings(density_cutoff=config.density_cutoff, dist_cutoff=config.dist_cutoff,
                                     btol=config.btol, fuse_compatible=quirks)
+        # The loop's own switches, read once from the quirks (see effective_settings).
+        self.metropolis_global = "metropolis_global" in quirks
+        self.fuse_melt = "melt_bookkeeping" in quirks
+        self.fixed_rattle = "rattle_seed_42" in quirks
+        self.uniform_sizes = "string_sizes" not in quirks
+        self.redraw_after = (1 if "redraw_each_attempt" in quirks else 100 if "redraw_after_100" in quirks
+                             else config.max_failed_attempts)
+        self.excludes_moves = self.redraw_after == config.max_failed_attempts  # FUSE_RL's exclusions, §4.5
+        self.inner_cut = InnerCut.from_library(config.library_path) if "gulp_inner_cut" in quirks else None
+        self.quirk_uses: dict[str, int] = {}
         self.unique = UniquenessIndex(config.energy_tolerance)
         self.on_record = on_record
         self.records: list[StepRecord] = []
@@ -150,6 +166,28 @@ class Search:
         self.walker: Walker | None = None
         # Candidates built and those passing the checks, for random structures and for moves separately.
         self.tally = {"random": {"candidates": 0, "passed": 0}, "moves": {"candidates": 0, "passed": 0}}
+
+    def _used(self, quirk: str) -> None:
+        self.quirk_uses[quirk] = self.quirk_uses.get(quirk, 0) + 1
+
+    def effective_settings(self) -> dict:
+        """What this search actually runs with, read from the objects the loop uses, and how often each quirk
+        acted so far (summary.json's ``settings``)."""
+        return {
+            "mode": self.config.label,
+            "fuse": self.config.fuse,
+            "quirks": sorted(self.quirks),
+            "exact_fu_count": self.ctx.exact_fu_count,
+            "offset_styles": list(self.ctx.offset_styles),
+            "metropolis": "global" if self.metropolis_global else "current",
+            "melt_bookkeeping": "fuse" if self.fuse_melt else "rlcsp",
+            "rattle": "ase seed 42" if self.fixed_rattle else "run rng",
+            "initial_sizes": "uniform formula units" if self.uniform_sizes else "create_random_string",
+            "move_redraw_after": self.redraw_after,
+            "move_exclusion": self.excludes_moves,
+            "inner_cut": None if self.inner_cut is None else self.inner_cut.describe(),
+            "quirk_uses": dict(sorted(self.quirk_uses.items())),
+        }
 
     # -- building candidates -------------------------------------------------------------------------
 
@@ -170,20 +208,36 @@ class Search:
         return False
 
     def random_structure(self) -> tuple[Genome, Atoms, int]:
-        """A random genome that passes the checks, with the number of candidates it took."""
+        """A random genome that passes the checks, with the number of candidates it took.
+
+        By default (and in FUSE 1.06) the formula-unit count is drawn uniformly from 1..imax_fus and kept for up to
+        ``ctx.size_attempts`` builds, so that every size is as likely as in 1.06: create_random_string's own sizes
+        (``string_sizes``, FUSE 1.04) make 47 % of passing Y2Ti2O7 structures one formula unit, a cell that cannot
+        hold the 22-atom GM.
+        """
         cfg = self.config
+        imax_fus = self.composition.max_fus(cfg.imax_atoms)
+        target = None
         for attempt in range(1, cfg.max_build_attempts + 1):
+            if self.uniform_sizes and (attempt - 1) % self.ctx.size_attempts == 0:
+                target = int(self.rng.integers(1, imax_fus + 1))
             genome = random_genome(self.composition, cfg.imax_atoms, self.rng, vac_ratio=cfg.vac_ratio,
-                                   fuse_compatible=self.ctx.fuse_compatible)
+                                   fuse_compatible=self.ctx.fuse_compatible, styles=self.ctx.offset_styles,
+                                   max_fus=imax_fus, target_fus=target)
             atoms = self._check(genome, cfg.imax_atoms, "random")
             if atoms is not None:
+                if not self.uniform_sizes:
+                    self._used("string_sizes")
                 return genome, atoms, attempt
         raise SearchError(f"no random {self.composition.label} structure passed the checks in "
                           f"{cfg.max_build_attempts} attempts; check max_atoms and the composition")
 
     def _rattle(self, atoms: Atoms) -> Atoms:
         atoms = atoms.copy()
-        if self.config.rattle > 0:
+        if self.config.rattle > 0 and self.fixed_rattle:
+            atoms.rattle(stdev=self.config.rattle, seed=42)
+            self._used("rattle_seed_42")
+        elif self.config.rattle > 0:
             atoms.positions += self.rng.normal(scale=self.config.rattle, size=atoms.positions.shape)
         return atoms
 
@@ -196,7 +250,12 @@ class Search:
         return allowed
 
     def build(self, walker: Walker, state: State) -> tuple[int, Genome, Atoms, int, float]:
-        """Choose a move and apply it until a candidate passes the checks (fuse.md 4.5)."""
+        """Choose a move and apply it until a candidate passes the checks.
+
+        By default a move is kept for ``max_failed_attempts`` failed builds and then excluded (FUSE_RL, fuse.md
+        §4.5); FUSE 1.04 draws a new move after every failure and 1.06 after 100, without exclusions, so there the
+        moves that get relaxed are weighted by their pass rates.
+        """
         cfg = self.config
         allowed = self.allowed_moves(walker.genome)
         excluded: set[int] = set()
@@ -211,7 +270,7 @@ class Search:
             action = self.policy.select(state, choices, self.rng)
             policy_s += time.perf_counter() - t0
             move = MOVES[action]
-            for attempt in range(1, cfg.max_failed_attempts + 1):
+            for attempt in range(1, self.redraw_after + 1):
                 total += 1
                 if total > cfg.max_build_attempts:
                     raise SearchError(f"no valid candidate after {total} attempts from the current structure")
@@ -224,12 +283,22 @@ class Search:
                 atoms = self._check(genome, cfg.max_atoms, "moves")
                 if atoms is not None:
                     return action, genome, atoms, total, policy_s
-            excluded.add(action)
+            if self.excludes_moves:
+                excluded.add(action)
+            else:
+                self._used("redraw_each_attempt" if self.redraw_after == 1 else "redraw_after_100")
 
     # -- the loop ------------------------------------------------------------------------------------
 
     def _relax(self, atoms: Atoms) -> RelaxResult:
-        return self.relaxer.relax([self._rattle(atoms)])[0]
+        started = time.perf_counter()
+        atoms = self._rattle(atoms)
+        if self.inner_cut is not None:
+            pair = self.inner_cut.pair_inside(atoms)
+            if pair:
+                self._used("gulp_inner_cut")
+                return failed(atoms, FailureReason.EXPLODED, f"collapses under GULP's inner cut: {pair}", started)
+        return self.relaxer.relax([atoms])[0]
 
     def _record(self, record: StepRecord, walker: Walker | None, new: dict | None) -> None:
         self.records.append(record)
@@ -291,18 +360,21 @@ class Search:
             unique = self.unique.add(result.atoms, e_new)
             if unique:
                 new = {"atoms": result.atoms, "energy": e_new, "genome": genome.to_dict()}
-            reference = walker.energy if cfg.metropolis == "current" else walker.best_energy
-            if e_new < walker.energy:
+            e_cur, e_glob, e_cmp = walker.energy, walker.best_energy, e_new
+            if self.fuse_melt:  # FUSE compares its energies rounded to 1e-6
+                e_cur, e_glob, e_cmp = round(e_cur, 6), round(e_glob, 6), round(e_new, 6)
+            reference = e_glob if self.metropolis_global else e_cur
+            if e_cmp < e_cur:
                 outcome = "accepted"
-            elif self.rng.random() <= math.exp(-(e_new - reference) / walker.temperature):
+            elif self.rng.random() <= math.exp(-(e_cmp - reference) / walker.temperature):
                 outcome = "metropolis"
+                if self.metropolis_global:
+                    self._used("metropolis_global")
             else:
                 outcome = "rejected"
         if outcome == "accepted":
             walker.temperature = cfg.temperature
-            walker.steps_since_downhill = 0
-        else:
-            walker.steps_since_downhill += 1
+        walker.steps_since_downhill = self._melt_count(walker.steps_since_downhill, outcome, e_new, walker)
         if outcome in ("accepted", "metropolis"):
             walker.genome, walker.atoms, walker.energy = genome, result.atoms, e_new
         if e_new is not None and e_new < walker.best_energy:
@@ -325,6 +397,25 @@ class Search:
                             t2 - t1, policy_s, result.failure.value if result.failure else "")
         self._record(record, walker, new)
         return record
+
+    def _melt_count(self, ca: int, outcome: str, e_new: float | None, walker: Walker) -> int:
+        """Steps since the last downhill acceptance (FUSE's ``ca``), which drives the melt.
+
+        rlcsp resets it on every downhill acceptance. FUSE (``melt_bookkeeping``) resets it only when the new
+        energy differs from the global minimum, then adds one whenever the new energy is not below the global
+        minimum, so a downhill step that is no new global minimum leaves 1 and one that equals it keeps counting.
+        """
+        if not self.fuse_melt:
+            return 0 if outcome == "accepted" else ca + 1
+        e_glob = round(walker.best_energy, 6)
+        e = None if e_new is None else round(e_new, 6)
+        if outcome == "accepted" and e != e_glob:
+            ca = 0
+        if e is None or e >= e_glob:
+            if outcome == "accepted":
+                self._used("melt_bookkeeping")
+            ca += 1
+        return ca
 
     def state(self, walker: Walker) -> State:
         return State(walker.energy, len(walker.atoms), self.config.max_atoms, walker.steps_since_downhill,
@@ -365,6 +456,7 @@ class Search:
             return {"genome": genome.to_dict(), "atoms": atoms_to_json(atoms)}
 
         state = {"rng": self.rng.bit_generator.state, "policy": self.policy.state_dict(), "tally": self.tally,
+                 "quirk_uses": self.quirk_uses,
                  "init_count": self.init_count, "init_energies": self.init_energies, "init_best": None,
                  "walker": None}
         if self.init_best is not None:
@@ -390,6 +482,7 @@ class Search:
         self.rng.bit_generator.state = state["rng"]
         self.policy.load_state_dict(state["policy"])
         self.tally = state["tally"]
+        self.quirk_uses = dict(state.get("quirk_uses", {}))
         self.init_count = state["init_count"]
         self.init_energies = list(state["init_energies"])
         if state["init_best"] is not None:
