@@ -4,9 +4,10 @@ For every best-of-run CIF that is at the GM energy, the relaxed cell names the g
 from (``rlcsp.grid_map.candidate_instructions``). The best-fitting genome of each candidate cell is checked with
 the pre-relaxation checks and, when it passes, relaxed ``--rattles`` times with the search's 0.05 A rattle. A CIF
 counts as *reachable* in a mode when some candidate genome passes the checks and relaxes to the GM at least once.
-Modes: the default (periodic checks; γ = 120 cells in both offset styles, lattice fractions and Cartesian,
-with the lattice-only count that rlcsp's default had before the style became a gene) and FUSE's
-(``cartesian_offsets`` + ``plain_checks``). The peer is FUSE itself: every CIF here is a GM that FUSE's own search built.
+Modes: "default" (periodic checks; γ = 120 cells in both offset styles, lattice fractions and Cartesian, as
+``offset_styles=["lattice", "cartesian"]`` draws them; rlcsp's default draws the Cartesian style alone since the
+lattice style was found to build the Ima2 trap, and reported here with the lattice-only count that rlcsp had before
+the style became a gene) and FUSE's (``cartesian_offsets`` + ``plain_checks``). The peer is FUSE itself: every CIF here is a GM that FUSE's own search built.
 
     python bench/gm_genomes.py --compositions Y2Ti2O7 --policies Uniform --workers 2
 """

@@ -131,7 +131,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from rlcsp.compare import compare
 
     report = compare(args.script, args.policies, args.seeds, args.budget, out=args.out, db_url=args.db,
-                     scheduler=args.scheduler, workers=args.workers)
+                     scheduler=args.scheduler, workers=args.workers,
+                     mode={"fuse": args.fuse, "quirks": args.quirks, "without": args.without})
     return 1 if report["missing"] else 0
 
 
@@ -279,6 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scheduler", metavar="ADDRESS", help="existing Dask scheduler, e.g. tcp://host:8786 "
                                                          "(default: a local cluster)")
     p.add_argument("--workers", type=int, help="local worker processes (default: one per core)")
+    add_mode_options(p)
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("export", help="export a stored run's structures or steps")

@@ -339,8 +339,11 @@ def _cores() -> int:
 
 def compare(script: str | Path, policies: list[str], seeds: int, budget: int, out: str | Path | None = None,
             db_url: str | None = None, scheduler: str | None = None, workers: int | None = None,
-            echo: Callable[[str], None] = print, run_missing: bool = True) -> dict[str, Any]:
+            echo: Callable[[str], None] = print, run_missing: bool = True,
+            mode: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run every missing (policy, seed) walker, then write report.md, report.html, report.json and the plots.
+
+    ``mode`` sets the search mode of every walker (``fuse``, ``quirks``, ``without``; None keeps the script's).
 
     Everything is validated (script, budget, policy and baseline names) before a cluster starts. With
     ``run_missing=False`` only the walkers already finished are reported (the rest are listed as missing).
@@ -351,7 +354,7 @@ def compare(script: str | Path, policies: list[str], seeds: int, budget: int, ou
         raise ConfigError("--workers sizes a local cluster; an existing scheduler (--scheduler) has its own workers")
     if seeds < 1 or len(set(policies)) != len(policies) or not policies:
         raise ConfigError(f"need at least one seed and distinct policies, got {seeds} seeds of {policies}")
-    base = load_script(script)
+    base = {**load_script(script), **{k: v for k, v in (mode or {}).items() if v is not None}}
     configs = {(p, s): make_config(base, policy=p, seed=s, budget=budget) for p in policies for s in range(seeds)}
     for policy in policies:
         get_policy(policy, **configs[policy, 0].policy_options)  # UnknownName lists the valid names

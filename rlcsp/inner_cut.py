@@ -25,7 +25,8 @@ class InnerCut:
     rmin: dict[frozenset[int], float]
 
     @classmethod
-    def from_library(cls, path: str | None) -> InnerCut:
+    def from_library(cls, path: str | None, elements: set[str] | None = None) -> InnerCut:
+        """The library's collapsing pairs, among ``elements`` only when given."""
         if path is None:
             raise ConfigError("the gulp_inner_cut quirk needs a Buckingham library (library=...)")
         from calculators.library import load_library
@@ -34,7 +35,8 @@ class InnerCut:
         rmin = {}
         for term in library.buckingham:
             charges = [library.charges.get((el, "core"), 0.0) for el in (term.a, term.b)]
-            if term.A > 0 and term.rmin > 0 and charges[0] * charges[1] < 0:
+            wanted = elements is None or {term.a, term.b} <= set(elements)
+            if wanted and term.A > 0 and term.rmin > 0 and charges[0] * charges[1] < 0:
                 rmin[frozenset((atomic_numbers[term.a], atomic_numbers[term.b]))] = term.rmin
         return cls(rmin)
 

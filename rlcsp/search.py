@@ -154,7 +154,8 @@ class Search:
         self.redraw_after = (1 if "redraw_each_attempt" in quirks else 100 if "redraw_after_100" in quirks
                              else config.max_failed_attempts)
         self.excludes_moves = self.redraw_after == config.max_failed_attempts  # FUSE_RL's exclusions, §4.5
-        self.inner_cut = InnerCut.from_library(config.library_path) if "gulp_inner_cut" in quirks else None
+        self.inner_cut = (InnerCut.from_library(config.library_path, set(config.comp.symbols))
+                          if "gulp_inner_cut" in quirks else None)
         self.quirk_uses: dict[str, int] = {}
         self.unique = UniquenessIndex(config.energy_tolerance)
         self.on_record = on_record

@@ -46,7 +46,7 @@ def test_same_seed_same_trajectory_and_other_seed_differs(relaxer):
 
 
 def test_walker_bookkeeping(relaxer):
-    result, _ = trajectory(11, relaxer, metropolis="global")
+    result, _ = trajectory(11, relaxer, quirks=["metropolis_global"])
     records = [r for r in result.records if r.kind == "S"]
     best = min(r.e_new for r in result.records if r.e_new is not None)
     assert result.walker.best_energy == pytest.approx(best)
@@ -156,7 +156,10 @@ def test_stop_file_stops_cleanly(tmp_path, relaxer):
     stop = tmp_path / "stop"
     stop.touch()
     result = Search(config, relaxer=relaxer).run(stop_file=stop)
-    assert result.stop_reason.startswith("stop file") and result.walker.relaxations == 1
+    # it stops at the first usable structure: a walker needs one to continue from
+    assert result.stop_reason.startswith("stop file")
+    assert [r.outcome for r in result.records][-1] != "failed"
+    assert all(r.outcome == "failed" for r in result.records[:-1]) and result.walker.relaxations == len(result.records)
 
 
 def test_allowed_moves_follow_fuse_exclusions(relaxer):
@@ -167,3 +170,30 @@ def test_allowed_moves_follow_fuse_exclusions(relaxer):
     assert (5 in allowed) == (2 * genome.n_atoms <= 20)
     state = State(-27.0, genome.n_atoms, 20, 0, 0.02)
     assert search.policy.select(state, allowed, np.random.default_rng(0)) in allowed
+
+
+@pytest.mark.parametrize("fuse, expected", [
+    ("1.04", {"metropolis": "global", "melt_bookkeeping": "fuse", "rattle": "ase seed 42", "move_redraw_after": 1,
+              "initial_sizes": "create_random_string", "exact_fu_count": False}),
+    ("1.06", {"metropolis": "global", "melt_bookkeeping": "fuse", "rattle": "ase seed 42", "move_redraw_after": 100,
+              "initial_sizes": "uniform formula units", "exact_fu_count": True}),
+    (None, {"metropolis": "current", "melt_bookkeeping": "rlcsp", "rattle": "run rng", "move_redraw_after": 500,
+            "initial_sizes": "uniform formula units", "exact_fu_count": True}),
+])
+def test_summary_json_records_the_settings_the_loop_ran_with(tmp_path, fuse, expected):
+    from rlcsp.run import execute
+
+    config = SearchConfig(**{**SMALL_Y2O3, "seed": 2, "fuse": fuse, "policy": "uniform"})
+    execute(config, tmp_path, progress=False)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    settings = summary["settings"]
+    assert {k: settings[k] for k in expected} == expected
+    assert settings["mode"] == ("default" if fuse is None else f"FUSE {fuse}")
+    uses = settings["quirk_uses"]
+    if fuse is None:
+        assert uses == {} and settings["inner_cut"] is None
+    else:
+        assert uses["rattle_seed_42"] == summary["relaxations"]  # every start, initial population included
+        assert uses.get("string_sizes", 0) == (SMALL_Y2O3["initial_population"] if fuse == "1.04" else 0)
+        assert settings["inner_cut"] == "O-Y < 1.2 A"
+    assert sum(summary["relaxations_per_move"].values()) == summary["relaxations"] - SMALL_Y2O3["initial_population"]
