@@ -2,7 +2,9 @@
 
 The default mode builds the genome of the exact 2x supercell of the assembled structure along the drawn axis.
 FUSE's ``string_double`` quirk reproduces its string surgery, which is a supercell along c but, along a or b,
-repeats rows or single blocks in place (AABB rather than ABAB), giving a different structure.
+repeats rows or single blocks in place (AABB rather than ABAB) and writes them out in the reversed order it read
+them in, giving a different structure: not a supercell even when na = nb (fuse.md §2.2 says it is then; for
+na = nb = 2 it is not, see tests/actions/test_moves.py).
 """
 from __future__ import annotations
 
@@ -34,14 +36,15 @@ def exact_double(genome: Genome, axis: str) -> Genome:
 
 
 def fuse_double(genome: Genome, axis: str) -> Genome:
-    """FUSE's version: on the reversed block list, repeat each group of na blocks (a) or each block (b) in place."""
+    """FUSE's version: on the reversed block list, repeat each group of na blocks (a) or each block (b) in place,
+    and keep that list's order as the new string (FUSE never reverses it back)."""
     ins = genome.instructions
     if axis == "c":
         return Genome(genome.string * 2, double_instructions(ins, axis))
     layers = np.array(genome.string).reshape(-1, 4)[::-1].reshape(ins.nc, ins.na * ins.nb, 4)
     group = ins.na if axis == "a" else 1
     grouped = layers.reshape(ins.nc, -1, group, 4)
-    doubled = np.repeat(grouped, 2, axis=1).reshape(-1, 4)[::-1]
+    doubled = np.repeat(grouped, 2, axis=1).reshape(-1, 4)
     return Genome(tuple(doubled.reshape(-1)), double_instructions(ins, axis))
 
 

@@ -14,8 +14,10 @@ from rlcsp.exceptions import ConfigError, UnknownName
 
 QUIRKS: dict[str, str] = {
     "lattice_redraw": "random instructions re-draw the lattice type among all types possible for the size (§1.3)",
-    "uncapped_fus": "random strings draw the formula-unit count without the max_fus cap, and moves 6 and 7 cap "
-                    "sub-modules rather than formula units (§1.6, §2.3)",
+    "uncapped_fus": "random strings draw the formula-unit count from 1..4N/apf, without the max_fus cap; with a "
+                    "formula-unit target this weights the cell sizes differently (§1.6)",
+    "sub_capped_moves": "moves 6 and 7 build a random string under a sub-module cap and no formula-unit target, so "
+                        "move 6 can exceed the current size (FUSE 1.04 and FUSE_RL, §2.3)",
     "cartesian_offsets": "every gamma = 120 genome takes its layer offsets as Cartesian multiples of ap, also one "
                          "whose offset gene says lattice fractions (§1.4)",
     "plain_checks": "distances on a plain 2x2x2 supercell, coordination by minimum image within it (§1.7)",
@@ -44,10 +46,10 @@ QUIRKS: dict[str, str] = {
 
 # What each FUSE release does; everything else is rlcsp's default.
 PROFILES: dict[str, frozenset[str]] = {
-    "1.04": frozenset({"lattice_redraw", "uncapped_fus", "cartesian_offsets", "plain_checks", "block_reversal",
+    "1.04": frozenset({"lattice_redraw", "uncapped_fus", "sub_capped_moves", "cartesian_offsets", "plain_checks", "block_reversal",
                        "string_double", "noop_moves", "metropolis_global", "redraw_each_attempt", "string_sizes",
                        "rattle_seed_42", "melt_bookkeeping", "gulp_inner_cut"}),
-    "1.06": frozenset({"lattice_redraw", "cartesian_offsets", "plain_checks", "block_reversal", "string_double",
+    "1.06": frozenset({"lattice_redraw", "uncapped_fus", "cartesian_offsets", "plain_checks", "block_reversal", "string_double",
                        "noop_moves", "metropolis_global", "redraw_after_100", "move6_global_cells",
                        "rattle_seed_42", "melt_bookkeeping", "gulp_inner_cut"}),
 }

@@ -142,7 +142,7 @@ class Search:
         self.rng = np.random.default_rng(config.seed)
         self.quirks = quirks = config.quirk_set
         self.ctx = MoveContext(config.comp, config.max_atoms, fuse_compatible=quirks, vac_ratio=config.vac_ratio,
-                               exact_fu_count="uncapped_fus" not in quirks, passes=self._passes,
+                               exact_fu_count="sub_capped_moves" not in quirks, passes=self._passes,
                                offset_styles=tuple(config.offset_styles))
         self.checks = CheckSettings(density_cutoff=config.density_cutoff, dist_cutoff=config.dist_cutoff,
                                     btol=config.btol, fuse_compatible=quirks)

@@ -182,6 +182,33 @@ def test_fuse_double_quirk():
                           distance_spectrum(atoms.repeat((2, 1, 1))))
 
 
+def fuse_104_double(string: list[int], na: int, nb: int, nc: int, axis: str) -> list[int]:
+    """FUSE 1.04's move 5 along a or b, step by step as fuse.md §2.2 and its loops describe it: blocks popped from
+    the end of the string, each layer's nb groups of na blocks emitted twice (a) or each block twice (b), the
+    result flattened in that order."""
+    blocks = [string[4 * k:4 * k + 4] for k in range(len(string) // 4)][::-1]
+    out, n = [], 0
+    for _ in range(nc):
+        for _ in range(nb):
+            group = blocks[n:n + na]
+            n += na
+            out += group * 2 if axis == "a" else [b for block in group for b in (block, block)]
+    return [v for block in out for v in block]
+
+
+@pytest.mark.parametrize("shape", [(1, 2, 2), (2, 1, 2), (2, 2, 2), (3, 2, 2), (2, 3, 4), (1, 1, 2)])
+def test_fuse_double_follows_fuse_104_and_is_no_supercell_for_na_equal_nb(shape):
+    na, nb, nc = shape
+    rng = np.random.default_rng(sum(shape))
+    string = [int(v) for v in rng.choice([39, 8, 120], size=4 * na * nb * nc)]
+    genome = Genome(string, Instructions(4.741, 3, na, nb, nc, (90, 90, 90), tuple(x % 2 for x in range(nc))))
+    for axis in ("a", "b"):
+        assert list(fuse_double(genome, axis).string) == fuse_104_double(string, na, nb, nc, axis)
+    if shape == (2, 2, 2):  # fuse.md §2.2 calls this case an exact supercell; it is not
+        doubled = assemble(fuse_double(genome, "a"))
+        assert not np.array_equal(distance_spectrum(doubled), distance_spectrum(assemble(genome).repeat((2, 1, 1))))
+
+
 def test_new_structure_sizes():
     genome = random_genome(Y2O3, 80, np.random.default_rng(5), target_fus=3)
     for ctx in (MoveContext(Y2O3, 80), MoveContext(Y2O3, 80, exact_fu_count=True)):

@@ -48,7 +48,7 @@ def test_profiles_are_quirk_sets_that_ablations_change_one_name_at_a_time():
     assert resolve("1.06") == PROFILES["1.06"] and "redraw_after_100" in PROFILES["1.06"]
     assert resolve("1.06", without="metropolis_global") == PROFILES["1.06"] - {"metropolis_global"}
     assert resolve(None, quirks="metropolis_global,rattle_seed_42") == {"metropolis_global", "rattle_seed_42"}
-    assert PROFILES["1.04"] - PROFILES["1.06"] == {"uncapped_fus", "redraw_each_attempt", "string_sizes"}
+    assert PROFILES["1.04"] - PROFILES["1.06"] == {"sub_capped_moves", "redraw_each_attempt", "string_sizes"}
     assert PROFILES["1.06"] - PROFILES["1.04"] == {"redraw_after_100", "move6_global_cells"}
     with pytest.raises(UnknownName, match="1.04"):
         resolve("1.05")
@@ -58,17 +58,18 @@ def test_profiles_are_quirk_sets_that_ablations_change_one_name_at_a_time():
 
 def test_a_config_keeps_its_mode_and_refuses_unknown_or_retired_names():
     base = load_script(ROOT / "inputs" / "y2ti2o7.py")
-    config = make_config(base, fuse="1.06", without="metropolis_global", quirks="uncapped_fus")
-    assert (config.fuse, config.quirks, config.without) == ("1.06", ["uncapped_fus"], ["metropolis_global"])
-    assert config.quirk_set == PROFILES["1.06"] - {"metropolis_global"} | {"uncapped_fus"}
-    assert config.label == "FUSE 1.06 +uncapped_fus -metropolis_global"
+    config = make_config(base, fuse="1.06", without="metropolis_global", quirks="sub_capped_moves")
+    assert (config.fuse, config.quirks, config.without) == ("1.06", ["sub_capped_moves"], ["metropolis_global"])
+    assert config.quirk_set == PROFILES["1.06"] - {"metropolis_global"} | {"sub_capped_moves"}
+    assert config.label == "FUSE 1.06 +sub_capped_moves -metropolis_global"
     assert make_config(base).label == "default" and make_config(base).quirk_set == frozenset()
     with pytest.raises(ConfigError, match="unknown FUSE quirk 'typo'"):
         make_config(base, quirks="typo")
     with pytest.raises(ConfigError, match="retired"):
         make_config(base, fuse_compatible=True)
-    search = Search(make_config(base, quirks=["uncapped_fus"]), relaxer=object())
-    assert not search.ctx.exact_fu_count and search.ctx.quirk("uncapped_fus") and not search.ctx.quirk("noop_moves")
+    search = Search(make_config(base, quirks=["sub_capped_moves"]), relaxer=object())
+    assert not search.ctx.exact_fu_count and search.ctx.quirk("sub_capped_moves") and not search.ctx.quirk("noop_moves")
+    assert Search(make_config(base, quirks=["uncapped_fus"]), relaxer=object()).ctx.exact_fu_count
     assert Search(make_config(base, quirks=["noop_moves"]), relaxer=object()).ctx.exact_fu_count
 
 
