@@ -197,3 +197,23 @@ def test_summary_json_records_the_settings_the_loop_ran_with(tmp_path, fuse, exp
         assert uses.get("string_sizes", 0) == (SMALL_Y2O3["initial_population"] if fuse == "1.04" else 0)
         assert settings["inner_cut"] == "O-Y < 1.2 A"
     assert sum(summary["relaxations_per_move"].values()) == summary["relaxations"] - SMALL_Y2O3["initial_population"]
+
+
+@pytest.mark.parametrize("fuse, name", [(None, "default"), ("1.06", "fuse106")])
+def test_trajectories_match_the_recorded_ones(tmp_path, fuse, name):
+    """Refactors must not change what a seed does: steps.csv of a short run against the one recorded at 712f9fd."""
+    import csv
+
+    from rlcsp.run import execute
+
+    config = SearchConfig(composition={"Y": [2, 3], "O": [3, -2]}, max_atoms=20, budget=30, initial_population=8,
+                          target_energy=-27.394619, seed=7, policy="uniform", fuse=fuse)
+    execute(config, tmp_path, progress=False)
+    recorded = list(csv.DictReader((ROOT / "tests" / "data" / f"steps_y2o3_seed7_{name}.csv").open()))
+    now = list(csv.DictReader((tmp_path / "steps.csv").open()))
+    assert len(now) == len(recorded) == 30
+    for new, old in zip(now, recorded):
+        for key in ("relaxation", "kind", "move", "attempts", "outcome", "unique", "n_atoms"):
+            assert new[key] == old[key], (old["relaxation"], key)
+        for key in ("e_new", "e_current", "e_global", "temperature"):
+            assert (new[key] == old[key] == "") or float(new[key]) == pytest.approx(float(old[key]), abs=1e-5)
