@@ -216,4 +216,7 @@ def test_trajectories_match_the_recorded_ones(tmp_path, fuse, name):
         for key in ("relaxation", "kind", "move", "attempts", "outcome", "unique", "n_atoms"):
             assert new[key] == old[key], (old["relaxation"], key)
         for key in ("e_new", "e_current", "e_global", "temperature"):
-            assert (new[key] == old[key] == "") or float(new[key]) == pytest.approx(float(old[key]), abs=1e-5)
+            if old[key] in ("", "nan"):  # no energy yet (a failed first initial relaxation)
+                assert new[key] == old[key]
+            else:
+                assert float(new[key]) == pytest.approx(float(old[key]), abs=1e-5), (old["relaxation"], key)
