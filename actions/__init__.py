@@ -4,12 +4,12 @@ from __future__ import annotations
 from functools import lru_cache
 from importlib.metadata import entry_points
 
-from actions.base import Move, MoveContext
-from actions.blocks import SwapModules, SwapSubmodules
-from actions.double import Double
-from actions.exchange import Shuffle, SwapSeveral, SwapTwo
-from actions.instructions import NewInstructions
-from actions.new_structure import NewAnySize, NewSameOrSmaller
+from rlcsp.actions.base import Move, MoveContext
+from rlcsp.actions.blocks import SwapModules, SwapSubmodules
+from rlcsp.actions.double import Double
+from rlcsp.actions.exchange import Shuffle, SwapSeveral, SwapTwo
+from rlcsp.actions.instructions import NewInstructions
+from rlcsp.actions.new_structure import NewAnySize, NewSameOrSmaller
 from rlcsp.exceptions import ConfigError, UnknownName
 
 __all__ = ["MOVES", "Move", "MoveContext", "available_moves", "get_move"]

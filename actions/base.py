@@ -10,8 +10,8 @@ import numpy as np
 
 from rlcsp.composition import Composition
 from rlcsp.exceptions import InvalidMove
-from rlcsp.genome import Genome
-from rlcsp.quirks import quirk_set
+from rlcsp.csp.genome import Genome
+from rlcsp.csp.quirks import quirk_set
 
 
 @dataclass(frozen=True)
@@ -19,11 +19,11 @@ class MoveContext:
     """What a move needs besides the genome.
 
     ``fuse_compatible`` reproduces FUSE's documented move quirks (§7): True for all, or a set of names from
-    rlcsp.quirks. ``exact_fu_count`` makes moves 6 and 7 draw a formula-unit count and build exactly that many, as
+    rlcsp.csp.quirks. ``exact_fu_count`` makes moves 6 and 7 draw a formula-unit count and build exactly that many, as
     FUSE 1.06 (the Uniform policy) does. ``passes`` is the search's pre-relaxation check: with it, those moves keep
     their drawn count until a candidate passes (up to ``size_attempts`` builds), as 1.06's generate_random_structure
     does, so that sizes that rarely pass are built as often as the others. ``offset_styles`` are the γ = 120
-    offset genes that new instructions draw (rlcsp.genome.offset_styles).
+    offset genes that new instructions draw (rlcsp.csp.genome.offset_styles).
     """
 
     composition: Composition
@@ -39,7 +39,7 @@ class MoveContext:
         object.__setattr__(self, "fuse_compatible", quirk_set(self.fuse_compatible))  # once, not per move
 
     def quirk(self, name: str) -> bool:
-        """Whether FUSE's quirk ``name`` (see rlcsp.quirks) is reproduced."""
+        """Whether FUSE's quirk ``name`` (see rlcsp.csp.quirks) is reproduced."""
         return name in self.fuse_compatible
 
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from actions.base import Move, MoveContext
+from rlcsp.actions.base import Move, MoveContext
 from rlcsp.exceptions import NotApplicable
-from rlcsp.genome import Genome, block_grid, from_block_grid
+from rlcsp.csp.genome import Genome, block_grid, from_block_grid
 
 
 def _reverse_blocks(genome: Genome) -> Genome:

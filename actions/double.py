@@ -12,9 +12,9 @@ from dataclasses import replace
 
 import numpy as np
 
-from actions.base import Move, MoveContext
+from rlcsp.actions.base import Move, MoveContext
 from rlcsp.exceptions import NotApplicable
-from rlcsp.genome import Genome, Instructions, block_grid, from_block_grid
+from rlcsp.csp.genome import Genome, Instructions, block_grid, from_block_grid
 
 AXES = ("a", "b", "c")
 

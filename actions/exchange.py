@@ -9,9 +9,9 @@ from abc import abstractmethod
 
 import numpy as np
 
-from actions.base import Move, MoveContext
+from rlcsp.actions.base import Move, MoveContext
 from rlcsp.exceptions import InvalidMove, NotApplicable
-from rlcsp.genome import VACANCY, Genome
+from rlcsp.csp.genome import VACANCY, Genome
 
 _SUBSET_P = (4 / 9, 4 / 9, 1 / 9)  # cations, anions, any
 

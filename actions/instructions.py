@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from actions.base import Move, MoveContext
+from rlcsp.actions.base import Move, MoveContext
 from rlcsp.exceptions import NotApplicable
-from rlcsp.genome import Genome, offset_styles, possible_lattices, random_instructions
+from rlcsp.csp.genome import Genome, offset_styles, possible_lattices, random_instructions
 
 
 class NewInstructions(Move):

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from actions.base import Move, MoveContext
+from rlcsp.actions.base import Move, MoveContext
 from rlcsp.exceptions import InvalidMove
-from rlcsp.genome import Genome, random_genome
+from rlcsp.csp.genome import Genome, random_genome
 
 
 def _new_genome(genome: Genome, ctx: MoveContext, rng: np.random.Generator, max_fus: int,

@@ -1,6 +1,6 @@
 """Learning policies against FUSE's fixed ones: `rlcsp compare` per composition, collected into one table.
 
-Each composition runs every (policy, seed) walker through `rlcsp.compare.compare` (Dask LocalCluster, one
+Each composition runs every (policy, seed) walker through `rlcsp.csp.compare.compare` (Dask LocalCluster, one
 SQLite store per composition, so an interrupted bench resumes where it stopped). The per-composition reports
 (Markdown, JSON, PNGs) are copied to `bench/results/compare_policies/<composition>/`; the combined table, next to
 FUSE's published success counts out of 40 runs at budget 2000, goes to `bench/results/compare_policies.{md,json}`.
@@ -23,7 +23,7 @@ POLICIES = ["original", "uniform", "reinforce-rlcsp", "npg", "ppo:value"]
 
 
 def run_composition(name: str, args) -> dict:
-    from rlcsp.compare import compare
+    from rlcsp.csp.compare import compare
 
     script = ROOT / "inputs" / f"{name}.py"
     out = Path(args.runs) / f"compare-{name}-b{args.budget}"

@@ -72,8 +72,8 @@ def walker(script: str, policy: str, seed: int, budget: int, out: str, mode: dic
     """
     import shutil
 
-    from rlcsp.config import load_script, make_config
-    from rlcsp.run import execute
+    from rlcsp.csp.config import load_script, make_config
+    from rlcsp.csp.run import execute
 
     if STOPPING is not None and STOPPING.is_set():
         return None
@@ -123,7 +123,7 @@ def walker_commit(folder: Path) -> str:
 
 def cut_short(run: dict) -> bool:
     """Still running, or interrupted before its budget (signal, stop file, database): censored where it stopped."""
-    from rlcsp.run import interrupted
+    from rlcsp.csp.run import interrupted
 
     return bool(run.get("running")) or interrupted(run.get("stop_reason", ""))
 
@@ -148,7 +148,7 @@ def earlier_runs(args, jobs: list) -> list[dict]:
 
 def mode_label(args) -> str:
     """The mode as SearchConfig.label writes it, which every walker's summary.json must repeat."""
-    from rlcsp.config import make_config
+    from rlcsp.csp.config import make_config
 
     return make_config({"composition": {"Y": [2, 3], "O": [3, -2]}, "max_atoms": 10}, **mode_options(args)).label
 
@@ -259,8 +259,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count())
     parser.add_argument("--runs", help="folder for per-walker outputs (default runs/<tag>)")
     parser.add_argument("--tag", default="csp_fuse_policies")
-    parser.add_argument("--fuse", choices=["1.04", "1.06"], help="FUSE's own loop of that version (rlcsp.quirks)")
-    parser.add_argument("--quirks", metavar="A,B", help="single FUSE behaviours switched on (rlcsp.quirks names)")
+    parser.add_argument("--fuse", choices=["1.04", "1.06"], help="FUSE's own loop of that version (rlcsp.csp.quirks)")
+    parser.add_argument("--quirks", metavar="A,B", help="single FUSE behaviours switched on (rlcsp.csp.quirks names)")
     parser.add_argument("--without", metavar="A,B", help="quirks of the --fuse profile switched off")
     parser.add_argument("--calculator", help="relaxer for every walker (default: the scripts' own, LAMMPS "
                         "Buckingham); e.g. gulp where a gulp binary exists, with another --tag")

@@ -24,7 +24,7 @@ RESULTS = ROOT / "bench" / "results"
 
 
 def realistic_step(search, relaxation: int, atoms):
-    from rlcsp.search import StepRecord
+    from rlcsp.csp.walker import StepRecord
 
     record = StepRecord(relaxation, "S", 1, 3, "accepted", -27.39, -27.39, -27.39, 0.02, True, len(atoms),
                         0.01, 0.2, 0.001)
@@ -32,9 +32,10 @@ def realistic_step(search, relaxation: int, atoms):
 
 
 def measure(url: str, steps: int, atoms) -> dict:
-    from db import Store
-    from rlcsp.config import SearchConfig
-    from rlcsp.search import Search, Walker
+    from rlcsp.db import Store
+    from rlcsp.csp.config import SearchConfig
+    from rlcsp.csp.search import Search
+    from rlcsp.csp.walker import Walker
 
     config = SearchConfig(composition={"Y": [2, 3], "O": [3, -2]}, max_atoms=80, budget=steps + 10,
                           initial_population=1)
@@ -65,7 +66,7 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("RLCSP_DB_PASSWORD", "rlcsp_test")
 
-    from calculators import get_relaxer
+    from rlcsp.calculators import get_relaxer
 
     bixbyite = read(ROOT / "inputs" / "structures" / "y2o3_bixbyite.cif")
     rng = np.random.default_rng(0)
@@ -84,7 +85,7 @@ def main() -> None:
             row = measure(url, args.steps, bixbyite)
             row["overhead_vs_relaxation"] = row["mean_ms"] / 1e3 / relax_s
             rows.append(row)
-    from db import Database
+    from rlcsp.db import Database
 
     scratch = Database(args.mysql)  # the bench's own scratch schema: drop it again
     scratch.run(lambda tx: tx.execute(f"DROP DATABASE `{scratch.url.database}`"))

@@ -23,7 +23,7 @@ from ase import Atoms
 from ase.build import bulk, niggli_reduce
 from ase.io import read
 
-from calculators.espresso import DftSettings, PwRunner, run_dft
+from rlcsp.calculators.espresso import DftSettings, PwRunner, run_dft
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("RLCSP_SHARED", ROOT.parent / "shared")).resolve() / "data"

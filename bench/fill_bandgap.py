@@ -34,7 +34,7 @@ TARGET = 1.12
 
 def run_for(minutes: float, chunk: int, max_episodes: int, **kwargs) -> tuple[dict, float]:
     """run_fill in chunks of ``chunk`` episodes until the budget or ``max_episodes`` is spent."""
-    from rlcsp.fill import run_fill
+    from rlcsp.design.fill import run_fill
 
     started, episodes, summary = time.perf_counter(), 0, {}
     while episodes < max_episodes and time.perf_counter() - started < 60 * minutes:
@@ -48,10 +48,10 @@ def run_for(minutes: float, chunk: int, max_episodes: int, **kwargs) -> tuple[di
 
 def seed_labels(n: int, dft: dict, db_url: str, seed: int) -> dict:
     """DFT gaps of ``n`` random (masked) fillings with an even electron count, cached in the bench store."""
-    from calculators.fill_rewards import AnalyticEvaluator, DftGapEvaluator
-    from db import Store
-    from rlcsp.fill import dft_settings, load_fill_script
-    from rlcsp.fill_env import SkeletonFillEnv
+    from rlcsp.design.rewards import AnalyticEvaluator, DftGapEvaluator
+    from rlcsp.db import Store
+    from rlcsp.design.fill import dft_settings, load_fill_script
+    from rlcsp.design.fill_env import SkeletonFillEnv
 
     fill = load_fill_script(SCRIPT)
     fill["dft"] = {**fill["dft"], **dft}
@@ -96,7 +96,7 @@ def episodes_to(rewards: np.ndarray, level: float, window: int = 100) -> int | N
 def main() -> int:
     import torch
 
-    from policies.training_log import read_metrics
+    from rlcsp.policies.training_log import read_metrics
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-minutes", type=float, default=20.0)
@@ -148,7 +148,7 @@ def main() -> int:
              "mean_dft_gap_last_100_ok": hybrid["mean_dft_gap_last_100_ok"],
              "mean_dft_wall_s": hybrid["mean_dft_wall_s"], "mean_reward_last_100": hybrid["mean_reward_last_100"],
              "paper_b": {"dft_success_percent": 38.68, "mean_dft_gap": 0.162}}
-    from db import Store
+    from rlcsp.db import Store
 
     store = Store(db_url)
     calls = store.fill_dft_calls(hybrid["run_id"])

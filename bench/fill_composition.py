@@ -1,7 +1,7 @@
 """Paper d's Table 1 on rlcsp: oxides from the composition DQN, with and without constraints, against random.
 
 The band-gap model (Magpie MLP on 3,896 experimental gaps, grouped 5-fold CV MAE reported) is trained once and
-cached (``calculators.composition_models.default_cache_dir()``). Three agents build 5-step oxide formulas over
+cached (``rlcsp.design.composition_models.default_cache_dir()``). Three agents build 5-step oxide formulas over
 78 elements towards a target gap (default 3.0 eV): ``random`` (uniform over valid actions), ``DQN`` (paper d's
 plain agent: reward -|gap - target| only, no constraint network) and ``DQN + constraints`` (reward minus 1 per
 failed SMACT oracle, and the constraint network filtering the top-15 % draw). Each trained agent then generates
@@ -60,9 +60,9 @@ def run(seed: int = 0, n: int = 500, iterations: int = 300, target: float = 3.0,
     import torch
     from tqdm import tqdm
 
-    from calculators.composition_models import train_gap_model
-    from policies.composition_dqn import CompositionDQNConfig, generate, train
-    from rlcsp.composition_metrics import composition_metrics, table1_markdown
+    from rlcsp.design.composition_models import train_gap_model
+    from rlcsp.policies.composition_dqn import CompositionDQNConfig, generate, train
+    from rlcsp.design.composition_metrics import composition_metrics, table1_markdown
     from rlcsp.exceptions import ConfigError
 
     unknown = sorted(set(agents) - set(AGENTS))

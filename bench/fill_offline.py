@@ -48,8 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--composition-n", type=int, default=300, help="formulas generated per composition agent")
     args = parser.parse_args(argv)
 
-    from rlcsp.fill import SHARED
-    from rlcsp.fill_eval import run_fill_eval, table_markdown
+    from rlcsp.design.fill import SHARED
+    from rlcsp.design.fill_eval import run_fill_eval, table_markdown
 
     perov5 = SHARED / "data" / "perov_5"
 

@@ -1,7 +1,7 @@
 """Can a search build the GM at all? Map each FUSE reference GM back onto grid genomes and relax them.
 
 For every best-of-run CIF that is at the GM energy, the relaxed cell names the grid cells it could have come
-from (``rlcsp.grid_map.candidate_instructions``). The best-fitting genome of each candidate cell is checked with
+from (``rlcsp.csp.grid_map.candidate_instructions``). The best-fitting genome of each candidate cell is checked with
 the pre-relaxation checks and, when it passes, relaxed ``--rattles`` times with the search's 0.05 A rattle. A CIF
 counts as *reachable* in a mode when some candidate genome passes the checks and relaxes to the GM at least once.
 Modes: "default" (periodic checks; γ = 120 cells in both offset styles, lattice fractions and Cartesian, as
@@ -46,11 +46,11 @@ def parse_args() -> argparse.Namespace:
 
 def one_cif(job: tuple[str, str, int, int, int]) -> dict | None:
     """All modes for one reference CIF, or None when that FUSE run ended above the GM (own LAMMPS instance)."""
-    from calculators.lammps_relax import LammpsRelaxer
-    from rlcsp.checks import CheckSettings, check_structure
-    from rlcsp.config import load_script, make_config
-    from rlcsp.genome import assemble
-    from rlcsp.grid_map import candidate_instructions, fit
+    from rlcsp.calculators.lammps_relax import LammpsRelaxer
+    from rlcsp.csp.checks import CheckSettings, check_structure
+    from rlcsp.csp.config import load_script, make_config
+    from rlcsp.csp.genome import assemble
+    from rlcsp.csp.grid_map import candidate_instructions, fit
 
     path, key, max_cells, rattles, seed = job
     config = make_config(load_script(ROOT / "inputs" / f"{key}.py"))

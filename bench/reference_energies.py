@@ -1,7 +1,7 @@
 """Check the LAMMPS Buckingham engine on the 600 FUSE reference structures and reproduce the success table.
 
 Every best-of-run CIF is evaluated as given (not re-relaxed) twice: by the LAMMPS engine and by the slow,
-independent direct-sum evaluation in ``calculators.reference_energy``. The two must agree to far better than
+independent direct-sum evaluation in ``rlcsp.calculators.reference_energy``. The two must agree to far better than
 the 2e-6 eV/atom success tolerance, and the LAMMPS energies must reproduce the published per-policy success
 counts (shared/data/README.md, fuse.md section 5.3).
 
@@ -25,9 +25,9 @@ from pathlib import Path
 from ase.io import read
 from tqdm import tqdm
 
-from calculators import get_calculator
-from calculators.library import load_library
-from calculators.reference_energy import reference_energy
+from rlcsp.calculators import get_calculator
+from rlcsp.calculators.library import load_library
+from rlcsp.calculators.reference_energy import reference_energy
 
 ROOT = Path(__file__).resolve().parent.parent
 POLICIES = ("Original", "Uniform", "RLCSP")

@@ -75,7 +75,7 @@ def build_structures(data: Path, n: int, seed: int, rattle: float, strain: float
 
 
 def make_relaxer(engine: str, threads: int):
-    from calculators import get_relaxer
+    from rlcsp.calculators import get_relaxer
 
     if engine == "lammps":
         return get_relaxer("lammps-buckingham")

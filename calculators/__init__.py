@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 from rlcsp.exceptions import UnknownName
 
-from calculators.relax import AseRelaxer, FailureReason, Relaxer, RelaxResult, Stage
+from rlcsp.calculators.relax import AseRelaxer, FailureReason, Relaxer, RelaxResult, Stage
 
 __all__ = ["Engine", "get_calculator", "get_relaxer", "available_calculators", "Relaxer", "RelaxResult",
            "FailureReason", "AseRelaxer", "Stage"]
@@ -28,7 +28,7 @@ class Engine:
 
 
 def _buckingham_calculator(**options):
-    from calculators.buckingham import BuckinghamCalculator
+    from rlcsp.calculators.buckingham import BuckinghamCalculator
 
     return BuckinghamCalculator(**options)
 
@@ -36,7 +36,7 @@ def _buckingham_calculator(**options):
 def _buckingham_relaxer(relaxer: str = "lammps", stages=None, timeout_s: float = 300.0, **options) -> Relaxer:
     """LAMMPS' own minimiser by default; ``relaxer='ase'`` uses ASE optimisers on the same calculator."""
     if relaxer == "lammps":
-        from calculators.lammps_relax import LammpsRelaxer
+        from rlcsp.calculators.lammps_relax import LammpsRelaxer
 
         return LammpsRelaxer(timeout_s=timeout_s, **options)
     if relaxer == "ase":
@@ -46,37 +46,37 @@ def _buckingham_relaxer(relaxer: str = "lammps", stages=None, timeout_s: float =
 
 
 def _gulp_calculator(**options):
-    from calculators.gulp import gulp_calculator
+    from rlcsp.calculators.gulp import gulp_calculator
 
     return gulp_calculator(**options)
 
 
 def _gulp_relaxer(**options) -> Relaxer:
-    from calculators.gulp import GulpRelaxer
+    from rlcsp.calculators.gulp import GulpRelaxer
 
     return GulpRelaxer(**options)
 
 
 def _chgnet_calculator(**options):
-    from calculators.chgnet import chgnet_calculator
+    from rlcsp.calculators.chgnet import chgnet_calculator
 
     return chgnet_calculator(**options)
 
 
 def _chgnet_relaxer(**options) -> Relaxer:
-    from calculators.chgnet import chgnet_relaxer
+    from rlcsp.calculators.chgnet import chgnet_relaxer
 
     return chgnet_relaxer(**options)
 
 
 def _espresso_calculator(**options):
-    from calculators.espresso import espresso_calculator
+    from rlcsp.calculators.espresso import espresso_calculator
 
     return espresso_calculator(**options)
 
 
 def _espresso_relaxer(**options) -> Relaxer:
-    from calculators.espresso import espresso_relaxer
+    from rlcsp.calculators.espresso import espresso_relaxer
 
     return espresso_relaxer(**options)
 

@@ -14,8 +14,8 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 from ase.neighborlist import neighbor_list
 
-from calculators.lammps_session import LammpsBuckingham
-from calculators.library import Library, load_library
+from rlcsp.calculators.lammps_session import LammpsBuckingham
+from rlcsp.calculators.library import Library, load_library
 from rlcsp.exceptions import CalculatorFailed
 
 

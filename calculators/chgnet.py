@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from calculators.relax import DEFAULT_STAGES, AseRelaxer, Stage
+from rlcsp.calculators.relax import DEFAULT_STAGES, AseRelaxer, Stage
 
 _LOADS = {"count": 0}
 

@@ -14,9 +14,9 @@ import numpy as np
 from ase import Atoms
 from ase.units import GPa
 
-from calculators.buckingham import BuckinghamCalculator
-from calculators.library import Library
-from calculators.relax import FailureReason, RelaxResult, Relaxer, failed, min_distance
+from rlcsp.calculators.buckingham import BuckinghamCalculator
+from rlcsp.calculators.library import Library
+from rlcsp.calculators.relax import FailureReason, RelaxResult, Relaxer, failed, min_distance
 from rlcsp.exceptions import CalculatorFailed, InvalidStructure, LibraryError
 
 

@@ -1,7 +1,7 @@
 """One LAMMPS instance holding a rigid-ion Buckingham + Ewald model with GULP's conventions.
 
-Shared by the single-point calculator (:mod:`calculators.buckingham`) and LAMMPS' own minimiser
-(:class:`calculators.relax.LammpsRelaxer`) so both run the identical model. Cells of any shape are
+Shared by the single-point calculator (:mod:`rlcsp.calculators.buckingham`) and LAMMPS' own minimiser
+(:class:`rlcsp.calculators.relax.LammpsRelaxer`) so both run the identical model. Cells of any shape are
 Minkowski-reduced and rotated to LAMMPS' lower-triangular form; vectors and tensors are rotated back.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ from ase.data import atomic_masses, atomic_numbers
 from ase.geometry import cellpar_to_cell
 from ase.units import GPa
 
-from calculators.library import Library
+from rlcsp.calculators.library import Library
 from rlcsp.exceptions import CalculatorFailed, InvalidStructure
 
 # GULP's Coulomb constant (eV*A) and LAMMPS' metal-units qqr2e; `dielectric` rescales one into the other.

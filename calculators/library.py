@@ -13,8 +13,9 @@ from pathlib import Path
 from ase.data import chemical_symbols
 
 from rlcsp.exceptions import LibraryError
+from rlcsp.inputs import INPUTS, resolve
 
-DEFAULT_LIBRARY = Path(__file__).resolve().parent.parent / "inputs" / "lib2.lib"
+DEFAULT_LIBRARY = INPUTS / "lib2.lib"
 
 _KINDS = {"core": "core", "cor": "core", "c": "core", "shel": "shel", "shell": "shel", "she": "shel", "s": "shel"}
 _SUPPORTED = {"species", "buck", "buckingham", "spring"}
@@ -170,8 +171,9 @@ _CACHE: dict[tuple[str, float], Library] = {}
 
 
 def load_library(path: str | Path | None = None) -> Library:
-    """Read a GULP library file (``inputs/lib2.lib`` by default), cached by path and mtime."""
-    p = Path(path) if path is not None else DEFAULT_LIBRARY
+    """Read a GULP library file, cached by path and mtime: a path, or the name of one shipped in rlcsp.inputs
+    (``lib2.lib``, the default)."""
+    p = resolve(path) if path is not None else DEFAULT_LIBRARY
     if not p.is_file():
         raise LibraryError(f"potential library {str(p)!r} not found")
     key = (str(p.resolve()), p.stat().st_mtime)

@@ -12,8 +12,8 @@ import numpy as np
 from ase import Atoms
 from ase.neighborlist import neighbor_list
 
-from calculators.lammps_session import GULP_COULOMB
-from calculators.library import Library
+from rlcsp.calculators.lammps_session import GULP_COULOMB
+from rlcsp.calculators.library import Library
 
 @dataclass(frozen=True)
 class EnergyTerms:

@@ -1,8 +1,8 @@
 """Storage: SQLite (embedded default) and MySQL/MariaDB (shared), one schema, exact resume."""
 from __future__ import annotations
 
-from db.connection import Database, StoreError, StoreUnavailable, default_url, parse_url
-from db.store import Store, atoms_from_json, atoms_to_json
+from rlcsp.db.connection import Database, StoreError, StoreUnavailable, default_url, parse_url
+from rlcsp.db.store import Store, atoms_from_json, atoms_to_json
 
 __all__ = ["Database", "Store", "StoreError", "StoreUnavailable", "default_url", "parse_url", "atoms_to_json",
            "atoms_from_json"]

@@ -13,8 +13,8 @@ import sys
 import time
 from pathlib import Path
 
-from db.connection import StoreUnavailable
-from db.store import Store, atoms_from_json, atoms_to_json
+from rlcsp.db.connection import StoreUnavailable
+from rlcsp.db.store import Store, atoms_from_json, atoms_to_json
 
 
 class StepBuffer:
@@ -45,7 +45,7 @@ class StepBuffer:
 
     def flush(self) -> bool:
         """Write pending steps in order; False (and keep them) if the store is still away."""
-        from rlcsp.search import StepRecord
+        from rlcsp.csp.walker import StepRecord
 
         while self.pending:
             item = self.pending[0]

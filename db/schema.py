@@ -5,7 +5,7 @@ a database written by a newer rlcsp is refused rather than silently misread.
 """
 from __future__ import annotations
 
-from db.connection import Database, StoreError
+from rlcsp.db.connection import Database, StoreError
 
 SCHEMA_VERSION = 2
 

@@ -13,8 +13,8 @@ from typing import Any, Callable
 
 from ase import Atoms
 
-from db.connection import Database, StoreError
-from db.schema import create_schema
+from rlcsp.db.connection import Database, StoreError
+from rlcsp.db.schema import create_schema
 
 STEP_COLUMNS = ("relaxation", "kind", "move", "attempts", "outcome", "e_new", "e_current", "e_global",
                 "temperature", "is_unique", "n_atoms", "build_s", "relax_s", "policy_s", "failure", "reward")

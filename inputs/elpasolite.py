@@ -35,7 +35,7 @@ FILL = {
     "dft": {"ecutwfc": 40.0, "kpts": [2, 2, 2], "electron_maxstep": 100},
 }
 
-if __name__ == "__main__":
-    from rlcsp.fill import main_for_script
+if __name__ == "__main__":  # python inputs/elpasolite.py [options] is rlcsp fill inputs/elpasolite.py [options]
+    from rlcsp.cli import script_main
 
-    raise SystemExit(main_for_script(__file__))
+    raise SystemExit(script_main("fill"))

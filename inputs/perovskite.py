@@ -15,7 +15,7 @@ SHARED = Path(os.environ.get("RLCSP_SHARED", Path(__file__).resolve().parent.par
 
 
 def skeleton():
-    from rlcsp.skeleton import read_csv_row
+    from rlcsp.design.skeleton import read_csv_row
 
     return read_csv_row(SHARED / "data" / "perov_5" / "val.csv", "13328")
 
@@ -27,7 +27,7 @@ FILL = {
     "dft": {"ecutwfc": 40.0, "kpts": [3, 3, 3]},
 }
 
-if __name__ == "__main__":
-    from rlcsp.fill import main_for_script
+if __name__ == "__main__":  # python inputs/perovskite.py [options] is rlcsp fill inputs/perovskite.py [options]
+    from rlcsp.cli import script_main
 
-    raise SystemExit(main_for_script(__file__))
+    raise SystemExit(script_main("fill"))

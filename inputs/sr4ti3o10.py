@@ -1,5 +1,4 @@
 """Sr4Ti3O10 with FUSE's lib2.lib Buckingham potentials (Zamaraeva et al. 2023): GM P4/mmm, 34 atoms, -29.984896 eV/atom."""
-from rlcsp.run import main_for_script
 
 CONFIG = {
     "composition": {"Sr": [4, +2], "Ti": [3, +4], "O": [10, -2]},
@@ -10,5 +9,7 @@ CONFIG = {
     "target_energy": -29.984896,
 }
 
-if __name__ == "__main__":
-    raise SystemExit(main_for_script(CONFIG))
+if __name__ == "__main__":  # python inputs/sr4ti3o10.py [options] is rlcsp run inputs/sr4ti3o10.py [options]
+    from rlcsp.cli import script_main
+
+    raise SystemExit(script_main("run"))

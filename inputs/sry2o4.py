@@ -1,5 +1,4 @@
 """SrY2O4 with FUSE's lib2.lib Buckingham potentials (Zamaraeva et al. 2023): GM spinel-type Fd-3m, -24.428313 eV/atom."""
-from rlcsp.run import main_for_script
 
 CONFIG = {
     "composition": {"Sr": [1, +2], "Y": [2, +3], "O": [4, -2]},
@@ -10,5 +9,7 @@ CONFIG = {
     "target_energy": -24.428313,
 }
 
-if __name__ == "__main__":
-    raise SystemExit(main_for_script(CONFIG))
+if __name__ == "__main__":  # python inputs/sry2o4.py [options] is rlcsp run inputs/sry2o4.py [options]
+    from rlcsp.cli import script_main
+
+    raise SystemExit(script_main("run"))

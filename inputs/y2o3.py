@@ -1,5 +1,4 @@
 """Y2O3 with FUSE's lib2.lib Buckingham potentials (Zamaraeva et al. 2023): GM bixbyite, -27.394619 eV/atom."""
-from rlcsp.run import main_for_script
 
 CONFIG = {
     "composition": {"Y": [2, +3], "O": [3, -2]},
@@ -10,5 +9,7 @@ CONFIG = {
     "target_energy": -27.394619,
 }
 
-if __name__ == "__main__":
-    raise SystemExit(main_for_script(CONFIG))
+if __name__ == "__main__":  # python inputs/y2o3.py [options] is rlcsp run inputs/y2o3.py [options]
+    from rlcsp.cli import script_main
+
+    raise SystemExit(script_main("run"))

@@ -17,7 +17,7 @@ FILL = {
     "dft": {"ecutwfc": 40.0, "kpts": "gamma"},
 }
 
-if __name__ == "__main__":
-    from rlcsp.fill import main_for_script
+if __name__ == "__main__":  # python inputs/y2o3_skeleton.py [options] is rlcsp fill inputs/y2o3_skeleton.py [options]
+    from rlcsp.cli import script_main
 
-    raise SystemExit(main_for_script(__file__))
+    raise SystemExit(script_main("fill"))

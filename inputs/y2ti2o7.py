@@ -1,5 +1,4 @@
 """Y2Ti2O7 with FUSE's lib2.lib Buckingham potentials (Zamaraeva et al. 2023): GM pyrochlore Fd-3m, -35.153743 eV/atom."""
-from rlcsp.run import main_for_script
 
 CONFIG = {
     "composition": {"Y": [2, +3], "Ti": [2, +4], "O": [7, -2]},
@@ -10,5 +9,7 @@ CONFIG = {
     "target_energy": -35.153743,
 }
 
-if __name__ == "__main__":
-    raise SystemExit(main_for_script(CONFIG))
+if __name__ == "__main__":  # python inputs/y2ti2o7.py [options] is rlcsp run inputs/y2ti2o7.py [options]
+    from rlcsp.cli import script_main
+
+    raise SystemExit(script_main("run"))

@@ -1,5 +1,4 @@
 """Y2TiO5 with FUSE's lib2.lib Buckingham potentials (Zamaraeva et al. 2023): GM Pnma, 32 atoms, -32.682202 eV/atom."""
-from rlcsp.run import main_for_script
 
 CONFIG = {
     "composition": {"Y": [2, +3], "Ti": [1, +4], "O": [5, -2]},
@@ -10,5 +9,7 @@ CONFIG = {
     "target_energy": -32.682202,
 }
 
-if __name__ == "__main__":
-    raise SystemExit(main_for_script(CONFIG))
+if __name__ == "__main__":  # python inputs/y2tio5.py [options] is rlcsp run inputs/y2tio5.py [options]
+    from rlcsp.cli import script_main
+
+    raise SystemExit(script_main("run"))

@@ -9,12 +9,12 @@ import inspect
 from importlib.metadata import entry_points
 from typing import Callable
 
-from policies.base import ACTIONS, Policy, State, Transition
-from policies.fixed import original, random, uniform
-from policies.npg import NPG
-from policies.ppo import PPO
-from policies.reinforce import Reinforce
-from policies.reinforce_rlcsp import ReinforceRLCSP
+from rlcsp.policies.base import ACTIONS, Policy, State, Transition
+from rlcsp.policies.fixed import original, random, uniform
+from rlcsp.policies.npg import NPG
+from rlcsp.policies.ppo import PPO
+from rlcsp.policies.reinforce import Reinforce
+from rlcsp.policies.reinforce_rlcsp import ReinforceRLCSP
 from rlcsp.exceptions import ConfigError, UnknownName
 
 __all__ = ["ACTIONS", "Policy", "State", "Transition", "get_policy", "available_policies"]

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from policies.base import entropy
+from rlcsp.policies.base import entropy
 from rlcsp.exceptions import UnknownName
 
 

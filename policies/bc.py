@@ -1,7 +1,7 @@
 """Behaviour cloning for composition filling (paper a's baseline), CleanRL style: read it top to bottom.
 
-The network of the online DQN (:mod:`policies.dqn`) read as logits over elements, trained by cross-entropy on the
-expert's element at each focus site of :class:`rlcsp.fill_dataset.FillDataset`; the greedy policy is the masked
+The network of the online DQN (:mod:`rlcsp.policies.dqn`) read as logits over elements, trained by cross-entropy on the
+expert's element at each focus site of :class:`rlcsp.design.fill_dataset.FillDataset`; the greedy policy is the masked
 argmax, as for CQL. Paper a runs it unconditioned (``conditional=False`` zeroes the target in the global state) with
 the CQL run's optimiser settings: Adam lr 3e-4, batch 1024, gradient norm clipped at 5.
 
@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from policies.dqn import GraphBatcher, ReplayBuffer, make_q_network
-from policies.training_log import MetricsLog, load_checkpoint, save_checkpoint
+from rlcsp.policies.dqn import GraphBatcher, ReplayBuffer, make_q_network
+from rlcsp.policies.training_log import MetricsLog, load_checkpoint, save_checkpoint
 
 METRICS = ("global_step", "losses/bc_loss", "charts/accuracy", "charts/SPS")
 

@@ -7,8 +7,8 @@ empty), and a one-hot step counter. An action is (element, count 0-9); count 0 s
 element before the last step, and a skip on the last free step while the formula is still empty, so every episode
 ends in a real formula.
 The only reward is terminal: -|gap - target| from a band-gap model trained on experimental gaps
-(``calculators.composition_models``), minus ``constraint_penalty`` for failing charge neutrality and again for
-failing the Pauling electronegativity test (the oracles of ``rlcsp.chem_rules``).
+(``rlcsp.design.composition_models``), minus ``constraint_penalty`` for failing charge neutrality and again for
+failing the Pauling electronegativity test (the oracles of ``rlcsp.design.chem_rules``).
 
 Agent (paper d's ``oxides_driver.py``):
 - Q(s, a) is one scalar from four branches (material features, step, element, count), concatenated and mixed
@@ -43,8 +43,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from calculators.composition_models import CompositionGapModel, MagpieFeaturizer, standardize
-from rlcsp.chem_rules import charge_neutral, electronegativity_balanced
+from rlcsp.design.composition_models import CompositionGapModel, MagpieFeaturizer, standardize
+from rlcsp.design.chem_rules import charge_neutral, electronegativity_balanced
 from rlcsp.exceptions import ConfigError, UnknownElement
 
 # Every element of the experimental band-gap set except O (the gap model has seen each of them), by atomic number.

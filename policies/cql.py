@@ -1,6 +1,6 @@
 """Offline discrete CQL for composition filling (seed paper a), CleanRL style: read it top to bottom.
 
-Conservative Q-learning learns from expert fillings alone (:class:`rlcsp.fill_dataset.FillDataset`), so the
+Conservative Q-learning learns from expert fillings alone (:class:`rlcsp.design.fill_dataset.FillDataset`), so the
 Q-network must not overrate elements the data never chose. Loss, as paper a's code (CORL's discrete CQL):
 
     alpha * mean(T logsumexp(Q(s, .) / T) - Q(s, a)) + 0.5 * MSE(Q(s, a), r + gamma (1 - d) max_a' Q_tgt(s', a'))
@@ -8,7 +8,7 @@ Q-network must not overrate elements the data never chose. Loss, as paper a's co
 with the max over the env's allowed next actions. Paper a's settings: alpha 1 (a sweep used 5), T 1, gamma 0.99,
 Adam lr 3e-4, batch 1024, soft target update tau 5e-3 every step, gradient norm clipped at 5, 200k steps, a
 checkpoint every 25k. ``conditional`` puts the target p_hat in the global state; unconditional CQL zeroes it
-(paper a's ``--no_condition``). The Q-network and batching are the online DQN's (:mod:`policies.dqn`).
+(paper a's ``--no_condition``). The Q-network and batching are the online DQN's (:mod:`rlcsp.policies.dqn`).
 
 Metric names are stable: ``losses/loss``, ``losses/td_loss``, ``losses/cql_loss`` (the conservative term before
 alpha), ``losses/q_values`` (mean Q of the data's actions), ``losses/logsumexp``, ``charts/SPS``, every
@@ -27,8 +27,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from policies.dqn import GraphBatcher, ReplayBuffer, make_q_network, td_targets
-from policies.training_log import MetricsLog, load_checkpoint, save_checkpoint
+from rlcsp.policies.dqn import GraphBatcher, ReplayBuffer, make_q_network, td_targets
+from rlcsp.policies.training_log import MetricsLog, load_checkpoint, save_checkpoint
 from rlcsp.exceptions import ConfigError
 
 METRICS = ("global_step", "losses/loss", "losses/td_loss", "losses/cql_loss", "losses/q_values", "losses/logsumexp",

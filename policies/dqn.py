@@ -27,9 +27,9 @@ from torch import nn
 from torch_geometric.nn import MetaLayer, Set2Set
 from torch_geometric.utils import scatter
 
-from policies.training_log import MetricsLog, load_checkpoint, save_checkpoint
+from rlcsp.policies.training_log import MetricsLog, load_checkpoint, save_checkpoint
 from rlcsp.exceptions import ConfigError
-from rlcsp.skeleton import Skeleton
+from rlcsp.design.skeleton import Skeleton
 
 METRICS = ("episode", "global_step", "charts/episodic_return", "charts/epsilon", "charts/SPS", "losses/td_loss",
            "losses/q_values", "gap", "gap_source", "model_gap", "dft_gap", "dft_outcome", "formula")

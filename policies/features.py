@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from policies.base import ACTION_INDEX, ACTIONS, State
+from rlcsp.policies.base import ACTION_INDEX, ACTIONS, State
 from rlcsp.exceptions import UnknownName
 
 PARTS = ("energy", "stagnation", "size", "temperature", "last_move")

@@ -6,7 +6,7 @@ unimplemented in FUSE and were redrawn there, so they are simply absent here.
 """
 from __future__ import annotations
 
-from policies.base import ACTIONS, Policy, State
+from rlcsp.policies.base import ACTIONS, Policy, State
 
 ORIGINAL_WEIGHTS = {1: 18, 2: 5, 3: 3, 4: 3, 5: 3, 6: 2, 7: 1}
 UNIFORM_WEIGHTS = {a: 1 for a in ACTIONS}

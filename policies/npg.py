@@ -1,6 +1,6 @@
 """``npg``: natural policy gradient with a KL trust region (spec: policies.md "The learning rules").
 
-Per episode of H = 5 steps (policy, rewards, baselines as in :mod:`policies.reinforce`):
+Per episode of H = 5 steps (policy, rewards, baselines as in :mod:`rlcsp.policies.reinforce`):
     g = mean_t A_t grad log mu(a_t|s_t)
     F = mean_t E_{a ~ mu(.|s_t)}[grad log mu(a|s_t) grad log mu(a|s_t)^T] + damping I
     theta += sqrt(2 delta / g^T F^-1 g) F^-1 g
@@ -19,7 +19,7 @@ import numpy as np
 from scipy.optimize import brentq
 from scipy.special import rel_entr
 
-from policies.reinforce import Reinforce
+from rlcsp.policies.reinforce import Reinforce
 
 
 class NPG(Reinforce):

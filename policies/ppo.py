@@ -1,6 +1,6 @@
 """``ppo``: proximal policy optimisation with the clipped surrogate (spec: policies.md "The learning rules").
 
-Per episode of H = 5 steps (policy, rewards, baselines as in :mod:`policies.reinforce`), K = 4 epochs of Adam
+Per episode of H = 5 steps (policy, rewards, baselines as in :mod:`rlcsp.policies.reinforce`), K = 4 epochs of Adam
 (lr 0.01, PyTorch's defaults otherwise) ascend
     L(theta) = mean_t min(rho_t A_t, clip(rho_t, 1 - eps, 1 + eps) A_t) + c_ent mean_t H(mu(.|s_t)),
     rho_t = mu_theta(a_t|s_t) / mu_old(a_t|s_t),
@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from policies.reinforce import Reinforce
+from rlcsp.policies.reinforce import Reinforce
 
 
 def clipped_surrogate(ratio: np.ndarray, advantage: np.ndarray, clip: float) -> tuple[np.ndarray, np.ndarray]:

@@ -1,6 +1,6 @@
 """``reinforce``: exact REINFORCE on a linear softmax policy (spec: policies.md "The learning rules").
 
-Policy: h_k(s) = theta_k . x(s), x(s) = [features of :mod:`policies.features`, 1]; pi = softmax of h over the
+Policy: h_k(s) = theta_k . x(s), x(s) = [features of :mod:`rlcsp.policies.features`, 1]; pi = softmax of h over the
 permitted moves. With ``epsilon`` > 0 the behaviour policy is the mixture mu = (1 - eps) pi + eps / n, and
 everything below (likelihood, gradient, entropy) is taken of mu, the policy that actually acted, so the
 gradient stays exact: grad log mu(a) = (1 - eps) pi_a / mu_a * (phi_a - sum_b pi_b phi_b), with phi_b the
@@ -9,8 +9,8 @@ features placed in move b's block. The default ``epsilon = 0`` gives the textboo
 Update at each episode end (``episode_length`` H steps), at the theta that acted:
     theta += alpha * sum_t [(G_t - b(s_t)) grad log mu(a_t|s_t) + c_ent grad H(mu(.|s_t))]
 with the reward-to-go G_t = sum_{k>=t} gamma^(k-t) r_k inside the episode (no gamma^t weight: episodes are
-chunks of one continuing walk) and b a baseline of :mod:`policies.baselines`. Rewards, the warm-up and mu0/sd0
-are RLCSP's (:mod:`policies.rewards`); steps inside the warm-up only feed the reward statistics.
+chunks of one continuing walk) and b a baseline of :mod:`rlcsp.policies.baselines`. Rewards, the warm-up and mu0/sd0
+are RLCSP's (:mod:`rlcsp.policies.rewards`); steps inside the warm-up only feed the reward statistics.
 
 ``alpha`` defaults to RLCSP's 5e-4, so that ``reinforce`` against ``reinforce-rlcsp`` isolates the gradient.
 ``npg`` and ``ppo`` subclass this and replace only ``_ascend``, the step taken from an episode.
@@ -21,10 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from policies.base import ACTION_INDEX, ACTIONS, Policy, State, Transition, softmax
-from policies.baselines import make_baseline
-from policies.features import EnergyScale, Features
-from policies.rewards import Rewards
+from rlcsp.policies.base import ACTION_INDEX, ACTIONS, Policy, State, Transition, softmax
+from rlcsp.policies.baselines import make_baseline
+from rlcsp.policies.features import EnergyScale, Features
+from rlcsp.policies.rewards import Rewards
 
 
 class Reinforce(Policy):

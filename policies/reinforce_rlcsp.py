@@ -2,7 +2,7 @@
 
 Policy: for move k, h_k = theta[2k] * phi(z) + theta[2k+1] * free_term * [z != 0], softmax over the permitted
 moves, mixed with epsilon = 0.1 uniform (fully uniform while the current energy is above max_energy = 0).
-Update, per step, with the scaled reward r_s of :mod:`policies.rewards` (warm-up included) and pi, H computed
+Update, per step, with the scaled reward r_s of :mod:`rlcsp.policies.rewards` (warm-up included) and pi, H computed
 over ALL nine moves without exclusions or epsilon, as RLCSP does:
 
     theta[2a:2a+2] += alpha * (1 - pi_a) * [phi(z), free_term] * (r_s - beta * (ln pi_a + 1) * [H < e_threshold])
@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from policies.base import ACTION_INDEX, ACTIONS, Policy, State, Transition, entropy, softmax
-from policies.features import EnergyScale, Features
-from policies.rewards import Rewards
+from rlcsp.policies.base import ACTION_INDEX, ACTIONS, Policy, State, Transition, entropy, softmax
+from rlcsp.policies.features import EnergyScale, Features
+from rlcsp.policies.rewards import Rewards
 
 
 class ReinforceRLCSP(Policy):

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from policies.base import Transition
-from policies.features import EnergyScale
+from rlcsp.policies.base import Transition
+from rlcsp.policies.features import EnergyScale
 
 
 class Rewards:

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from policies.base import Policy, State, Transition
+from rlcsp.policies.base import Policy, State, Transition
 
 LOCAL_KEYS = ("buffer",)
 

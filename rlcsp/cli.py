@@ -1,4 +1,5 @@
-"""The ``rlcsp`` command line."""
+"""rlcsp's command line: crystal structure searches from input scripts, policy comparisons, stored runs, and
+skeleton filling for composition design. Every command has --help."""
 from __future__ import annotations
 
 import argparse
@@ -8,9 +9,9 @@ from pathlib import Path
 import numpy as np
 
 from rlcsp.exceptions import RlcspError
-from rlcsp.quirks import PROFILES, QUIRKS
+from rlcsp.csp.quirks import PROFILES, QUIRKS
+from rlcsp.inputs import INPUTS
 
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def _options(pairs: list[str]) -> dict:
@@ -33,7 +34,7 @@ def _options(pairs: list[str]) -> dict:
 def cmd_energy(args: argparse.Namespace) -> int:
     from ase.io import read
 
-    from calculators import get_calculator
+    from rlcsp.calculators import get_calculator
 
     calc = get_calculator(args.calculator, **_options(args.option))
     for path in args.structures:
@@ -48,7 +49,7 @@ def cmd_energy(args: argparse.Namespace) -> int:
 def cmd_relax(args: argparse.Namespace) -> int:
     from ase.io import read, write
 
-    from calculators import get_relaxer
+    from rlcsp.calculators import get_relaxer
 
     relaxer = get_relaxer(args.calculator, **_options(args.option))
     structures = [read(p) for p in args.structures]
@@ -63,8 +64,8 @@ def cmd_relax(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from rlcsp.config import load_script, make_config
-    from rlcsp.run import execute
+    from rlcsp.csp.config import load_script, make_config
+    from rlcsp.csp.run import execute
 
     base = load_script(args.script)
     config = make_config(base, policy=args.policy, seed=args.seed, budget=args.budget,
@@ -79,12 +80,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """The main job on the embedded defaults: a short Y2O3 search with the LAMMPS Buckingham engine."""
-    return main(["run", str(ROOT / "inputs" / "y2o3.py"), "--budget", str(args.budget), "--initial-population",
+    return main(["run", str(INPUTS / "y2o3.py"), "--budget", str(args.budget), "--initial-population",
                  str(args.initial_population), "--seed", str(args.seed), "--out", args.out])
 
 
 def _store(args: argparse.Namespace):
-    from db import Store, default_url
+    from rlcsp.db import Store, default_url
 
     return Store(args.db or default_url())
 
@@ -105,9 +106,9 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from rlcsp.compare import plot_action_probabilities
-    from rlcsp.report import plot_energy
-    from rlcsp.run import records_from_rows
+    from rlcsp.csp.plots import plot_action_probabilities
+    from rlcsp.csp.report import plot_energy
+    from rlcsp.csp.run import records_from_rows
 
     store = _store(args)
     info = store.run_info(args.run)
@@ -128,7 +129,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from rlcsp.compare import compare
+    from rlcsp.csp.compare import compare
 
     report = compare(args.script, args.policies, args.seeds, args.budget, out=args.out, db_url=args.db,
                      scheduler=args.scheduler, workers=args.workers,
@@ -168,7 +169,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_dft(args: argparse.Namespace) -> int:
     """DFT-validate a run's lowest-energy structures; results are cached in the run's database."""
-    from calculators.espresso import DftSettings, PwRunner, run_dft
+    from rlcsp.calculators.espresso import DftSettings, PwRunner, run_dft
 
     store = _store(args)
     store.run_info(args.run)
@@ -186,7 +187,7 @@ def cmd_dft(args: argparse.Namespace) -> int:
 
 
 def cmd_calculators(args: argparse.Namespace) -> int:
-    from calculators import available_calculators, get_engine
+    from rlcsp.calculators import available_calculators, get_engine
 
     for name in available_calculators():
         print(f"{name:20s} {get_engine(name).description}")
@@ -194,19 +195,19 @@ def cmd_calculators(args: argparse.Namespace) -> int:
 
 
 def cmd_fill(args: argparse.Namespace) -> int:
-    from rlcsp.fill import run_from_args
+    from rlcsp.design.fill import run_from_args
 
     return run_from_args(args.script, args)
 
 
 def cmd_fill_eval(args: argparse.Namespace) -> int:
-    from rlcsp.fill_eval import run_from_args
+    from rlcsp.design.fill_eval import run_from_args
 
     return run_from_args(args)
 
 
 def add_mode_options(p: argparse.ArgumentParser) -> None:
-    """--fuse VERSION, --quirks and --without: FUSE's loop, whole or one behaviour at a time (rlcsp.quirks)."""
+    """--fuse VERSION, --quirks and --without: FUSE's loop, whole or one behaviour at a time (rlcsp.csp.quirks)."""
     p.add_argument("--fuse", choices=sorted(PROFILES),
                    help="run FUSE's own loop: 1.04 (the paper's Original runs) or 1.06 (Uniform); default: "
                         "rlcsp's search")
@@ -302,7 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("calculators", help="list the registered energy engines")
     p.set_defaults(func=cmd_calculators)
 
-    from rlcsp.fill import add_arguments
+    from rlcsp.design.fill import add_arguments
 
     p = sub.add_parser("fill", help="an agent fills a crystal skeleton towards a target band gap "
                                     "(inputs/elpasolite.py, ...)")
@@ -310,7 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(p)
     p.set_defaults(func=cmd_fill)
 
-    from rlcsp.fill_eval import add_arguments as add_fill_eval_arguments
+    from rlcsp.design.fill_eval import add_arguments as add_fill_eval_arguments
 
     p = sub.add_parser("fill-eval", help="offline agents (random, BC, CQL, c-CQL) trained on one CSV split and "
                                          "evaluated on held-out skeletons (paper a's Table 1)")
@@ -319,8 +320,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def script_main(command: str) -> int:
+    """An input script run as a program: ``python inputs/y2o3.py --seed 3`` is ``rlcsp run inputs/y2o3.py --seed 3``
+    (``command`` "run"), a skeleton script's is ``rlcsp fill ...`` ("fill")."""
+    return main([command, sys.argv[0], *sys.argv[1:]])
+
+
 def main(argv: list[str] | None = None) -> int:
+    from rlcsp.threads import limit_blas_threads
+
     args = build_parser().parse_args(argv)
+    limit_blas_threads()
     try:
         return args.func(args)
     except RlcspError as err:

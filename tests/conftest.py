@@ -4,9 +4,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import rlcsp  # noqa: F401  (sets single-threaded BLAS before numpy loads; see rlcsp/__init__.py)
-
 import pytest
+
+from rlcsp.threads import limit_blas_threads
+
+limit_blas_threads()  # as runs do: threaded BLAS only spins on rlcsp's tiny matrices
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("RLCSP_SHARED", ROOT.parent / "shared")).resolve()

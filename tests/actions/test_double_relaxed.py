@@ -3,12 +3,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from actions import get_move
-from actions.base import MoveContext
-from calculators import get_calculator, get_relaxer
-from rlcsp.checks import check_structure
+from rlcsp.actions import get_move
+from rlcsp.actions.base import MoveContext
+from rlcsp.calculators import get_calculator, get_relaxer
+from rlcsp.csp.checks import check_structure
 from rlcsp.composition import Composition
-from rlcsp.genome import assemble, random_genome
+from rlcsp.csp.genome import assemble, random_genome
 
 SRY2O4 = Composition({"Sr": [1, 2], "Y": [2, 3], "O": [4, -2]})
 

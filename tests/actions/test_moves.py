@@ -8,12 +8,12 @@ import pytest
 from ase.geometry import get_distances
 from ase.neighborlist import neighbor_list
 
-import actions
-from actions import MOVES, MoveContext, get_move
-from actions.double import exact_double, fuse_double
+from rlcsp import actions
+from rlcsp.actions import MOVES, MoveContext, get_move
+from rlcsp.actions.double import exact_double, fuse_double
 from rlcsp.composition import Composition
 from rlcsp.exceptions import InvalidMove, NotApplicable, UnknownName
-from rlcsp.genome import VACANCY, Genome, Instructions, assemble, block_grid, random_genome
+from rlcsp.csp.genome import VACANCY, Genome, Instructions, assemble, block_grid, random_genome
 
 OX = {"Y": 3, "Ti": 4, "Sr": 2, "O": -2}
 Y2O3 = Composition.from_formula("Y2O3", OX)

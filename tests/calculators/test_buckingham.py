@@ -9,11 +9,11 @@ from ase.build import bulk
 from ase.calculators.fd import calculate_numerical_forces, calculate_numerical_stress
 from ase.io import read
 
-from calculators import get_calculator
-from calculators.buckingham import BuckinghamCalculator
-from calculators.lammps_session import LammpsBuckingham
-from calculators.library import load_library
-from calculators.reference_energy import reference_energy
+from rlcsp.calculators import get_calculator
+from rlcsp.calculators.buckingham import BuckinghamCalculator
+from rlcsp.calculators.lammps_session import LammpsBuckingham
+from rlcsp.calculators.library import load_library
+from rlcsp.calculators.reference_energy import reference_energy
 from rlcsp.exceptions import InvalidStructure, LibraryError
 
 from ..conftest import ROOT, TARGETS

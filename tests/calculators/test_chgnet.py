@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from ase.io import read
 
-from calculators import get_calculator, get_relaxer
-from calculators.chgnet import model_loads
+from rlcsp.calculators import get_calculator, get_relaxer
+from rlcsp.calculators.chgnet import model_loads
 
 from ..conftest import FUSE_REFERENCE
 

@@ -17,8 +17,8 @@ from ase import Atoms
 from ase.build import bulk
 from ase.config import Config
 
-from calculators import AseRelaxer, get_calculator, get_relaxer
-from calculators.espresso import (REFERENCES, DftFailed, DftOutcome, DftSettings, EspressoCalculator,
+from rlcsp.calculators import AseRelaxer, get_calculator, get_relaxer
+from rlcsp.calculators.espresso import (REFERENCES, DftFailed, DftOutcome, DftSettings, EspressoCalculator,
                                   JsonlDftCache, MissingPseudopotential, PwRunner, band_gap, default_pseudo_dir,
                                   formation_energy, formation_energy_per_atom, resolve_inputs, run_dft)
 from rlcsp.exceptions import CalculatorNotFound, ConfigError, UnknownName

@@ -9,8 +9,8 @@ import sys
 import pytest
 from ase.build import bulk
 
-from calculators.espresso import DftSettings, PwRunner, run_dft
-from db import Store
+from rlcsp.calculators.espresso import DftSettings, PwRunner, run_dft
+from rlcsp.db import Store
 
 from ..conftest import ROOT
 
@@ -19,8 +19,8 @@ pytestmark = pytest.mark.skipif(shutil.which("pw.x") is None, reason="pw.x not i
 SECOND_PROCESS = """
 import json, sys
 from ase.build import bulk
-from calculators.espresso import DftSettings, PwRunner, run_dft
-from db import Store
+from rlcsp.calculators.espresso import DftSettings, PwRunner, run_dft
+from rlcsp.db import Store
 runner = PwRunner(scratch=sys.argv[2], timeout_s=120)
 result = run_dft(bulk("Si", "diamond", a=5.43), DftSettings(kpts=(3, 3, 3)), runner=runner, cache=Store(sys.argv[1]))
 print(json.dumps({"from_cache": result.from_cache, "launches": runner.launches, "energy": result.energy,
@@ -47,7 +47,7 @@ def test_dft_calls_are_cached_in_the_store_and_shared_between_processes(db_url, 
 
 
 def test_rlcsp_dft_validates_a_runs_best_structures(tmp_path):
-    from rlcsp.search import StepRecord
+    from rlcsp.csp.walker import StepRecord
 
     url = f"sqlite:///{tmp_path / 'run.db'}"
     store = Store(url)

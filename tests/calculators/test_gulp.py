@@ -16,10 +16,10 @@ import pytest
 from ase import Atoms
 from ase.config import Config
 
-from calculators.gulp import (FUSE_KEYWORDS, FUSE_OPTIONS, GulpRelaxer, find_gulp_command, gulp_calculator,
+from rlcsp.calculators.gulp import (FUSE_KEYWORDS, FUSE_OPTIONS, GulpRelaxer, find_gulp_command, gulp_calculator,
                               parse_dump, parse_gout, write_gin)
-from calculators.library import DEFAULT_LIBRARY
-from calculators.relax import FailureReason
+from rlcsp.calculators.library import DEFAULT_LIBRARY
+from rlcsp.calculators.relax import FailureReason
 from rlcsp.exceptions import CalculatorFailed, CalculatorNotFound, ConfigError, InvalidStructure, LibraryError
 
 FUSE_FINAL = -158.58354625

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from calculators.library import DEFAULT_LIBRARY, load_library, parse_library
+from rlcsp.calculators.library import DEFAULT_LIBRARY, load_library, parse_library
 from rlcsp.exceptions import LibraryError
 
 

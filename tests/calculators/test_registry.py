@@ -5,8 +5,8 @@ from importlib.metadata import entry_points
 import pytest
 from ase.calculators.calculator import Calculator
 
-from calculators import available_calculators, get_calculator, get_relaxer
-from calculators.relax import Relaxer
+from rlcsp.calculators import available_calculators, get_calculator, get_relaxer
+from rlcsp.calculators.relax import Relaxer
 from rlcsp.exceptions import UnknownName
 
 

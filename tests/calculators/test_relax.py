@@ -5,8 +5,8 @@ import pytest
 from ase import Atoms
 from ase.io import read
 
-from calculators import AseRelaxer, FailureReason, get_calculator, get_relaxer
-from calculators.lammps_relax import LammpsRelaxer
+from rlcsp.calculators import AseRelaxer, FailureReason, get_calculator, get_relaxer
+from rlcsp.calculators.lammps_relax import LammpsRelaxer
 
 from ..conftest import ROOT, TARGETS
 

@@ -4,18 +4,18 @@ from __future__ import annotations
 import pytest
 from ase.build import bulk
 
-import db.schema
-from calculators.espresso import DftOutcome, DftResult
-from db import Store
+from rlcsp.db import schema
+from rlcsp.calculators.espresso import DftOutcome, DftResult
+from rlcsp.db import Store
 
 
 def test_version_1_store_is_migrated_to_the_fill_tables(db_url, monkeypatch):
     with monkeypatch.context() as patch:
-        patch.setattr(db.schema, "SCHEMA_VERSION", 1)
-        patch.setattr(db.schema, "TABLES", {k: v for k, v in db.schema.TABLES.items()
-                                            if k not in db.schema.FILL_TABLES})
-        patch.setattr(db.schema, "INDEXES", {k: v for k, v in db.schema.INDEXES.items()
-                                             if k not in db.schema.FILL_INDEXES})
+        patch.setattr(schema, "SCHEMA_VERSION", 1)
+        patch.setattr(schema, "TABLES", {k: v for k, v in schema.TABLES.items()
+                                            if k not in schema.FILL_TABLES})
+        patch.setattr(schema, "INDEXES", {k: v for k, v in schema.INDEXES.items()
+                                             if k not in schema.FILL_INDEXES})
         old = Store(db_url)
         with pytest.raises(Exception):
             old.db.query("SELECT COUNT(*) FROM gap_models")

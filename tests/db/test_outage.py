@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from db import Store
+from rlcsp.db import Store
 
 from ..conftest import ROOT
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-import db.schema
-from db import Store, StoreError, parse_url
-from rlcsp.config import SearchConfig
-from rlcsp.run import execute
+from rlcsp.db import schema
+from rlcsp.db import Store, StoreError, parse_url
+from rlcsp.csp.config import SearchConfig
+from rlcsp.csp.run import execute
 
 from ..conftest import MYSQL_HOST, ROOT
 
@@ -34,12 +34,12 @@ def csv_rows(path: Path) -> list[dict]:
 
 def test_schema_is_created_and_migrated(db_url, monkeypatch):
     store = Store(db_url)
-    assert store.db.query("SELECT MAX(version) FROM schema_version")[0][0] == db.schema.SCHEMA_VERSION
+    assert store.db.query("SELECT MAX(version) FROM schema_version")[0][0] == schema.SCHEMA_VERSION
     store.close()
-    monkeypatch.setattr(db.schema, "SCHEMA_VERSION", db.schema.SCHEMA_VERSION + 1)
-    monkeypatch.setitem(db.schema.MIGRATIONS, db.schema.SCHEMA_VERSION, ["ALTER TABLE runs ADD COLUMN note {key}"])
+    monkeypatch.setattr(schema, "SCHEMA_VERSION", schema.SCHEMA_VERSION + 1)
+    monkeypatch.setitem(schema.MIGRATIONS, schema.SCHEMA_VERSION, ["ALTER TABLE runs ADD COLUMN note {key}"])
     store = Store(db_url)
-    assert store.db.query("SELECT MAX(version) FROM schema_version")[0][0] == db.schema.SCHEMA_VERSION
+    assert store.db.query("SELECT MAX(version) FROM schema_version")[0][0] == schema.SCHEMA_VERSION
     store.db.query("SELECT note FROM runs")  # the migrated column exists
     store.close()
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from policies.base import ACTIONS, Policy, State, Transition
+from rlcsp.policies.base import ACTIONS, Policy, State, Transition
 
 INITIAL = [float(e) for e in np.linspace(-2.0, -1.0, 21)]  # mu0 = -1.5, so z(STATE) = -1 / sd0 * 0.3
 STATE = State(energy=-1.8, n_atoms=10, max_atoms=40, steps_since_downhill=0, temperature=0.02)

@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from policies import get_policy
-from policies.base import ACTIONS
-from policies.baselines import BASELINES, make_baseline
+from rlcsp.policies import get_policy
+from rlcsp.policies.base import ACTIONS
+from rlcsp.policies.baselines import BASELINES, make_baseline
 from rlcsp.exceptions import ConfigError, UnknownName
 from tests.policies.bandit import BEST, GAINS, INITIAL, NOISE, STATE, play
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from db import Store
-from policies.bc import METRICS, BCConfig, train
-from policies.training_log import read_metrics
+from rlcsp.db import Store
+from rlcsp.policies.bc import METRICS, BCConfig, train
+from rlcsp.policies.training_log import read_metrics
 from rlcsp.exceptions import ConfigError, VocabularyMismatch
-from rlcsp.fill_eval import NetworkPolicy, fill
-from rlcsp.fill_metrics import site_accuracy
+from rlcsp.design.fill_eval import NetworkPolicy, fill
+from rlcsp.design.fill_metrics import site_accuracy
 
 from .toy_crystals import VOCABULARY, toy_dataset
 

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from calculators.composition_models import GapModelSettings, train_gap_model
-from policies.composition_dqn import (METRICS, BranchNet, CompositionDQNConfig, CompositionEnv, generate, train,
+from rlcsp.design.composition_models import GapModelSettings, train_gap_model
+from rlcsp.policies.composition_dqn import (METRICS, BranchNet, CompositionDQNConfig, CompositionEnv, generate, train,
                                       uniform_choice)
-from rlcsp.chem_rules import integer_counts
+from rlcsp.design.chem_rules import integer_counts
 from rlcsp.exceptions import ConfigError, UnknownElement
 
 SHORT = dict(iterations=12, episodes_per_iteration=50, warm_start_episodes=300, train_samples=500, epochs=20)

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from db import Store
-from policies.cql import METRICS, CQLConfig, cql_loss, train
-from policies.training_log import read_metrics
-from rlcsp.fill_eval import NetworkPolicy, fill
-from rlcsp.fill_metrics import site_accuracy
+from rlcsp.db import Store
+from rlcsp.policies.cql import METRICS, CQLConfig, cql_loss, train
+from rlcsp.policies.training_log import read_metrics
+from rlcsp.design.fill_eval import NetworkPolicy, fill
+from rlcsp.design.fill_metrics import site_accuracy
 
 from .toy_crystals import toy_dataset
 

@@ -6,11 +6,11 @@ import pytest
 import torch
 from ase.build import bulk
 
-from calculators.fill_rewards import AnalyticEvaluator
-from db import Store
-from policies.dqn import METRICS, DQNConfig, evaluate, train
-from policies.training_log import read_metrics
-from rlcsp.fill_env import SkeletonFillEnv
+from rlcsp.design.rewards import AnalyticEvaluator
+from rlcsp.db import Store
+from rlcsp.policies.dqn import METRICS, DQNConfig, evaluate, train
+from rlcsp.policies.training_log import read_metrics
+from rlcsp.design.fill_env import SkeletonFillEnv
 
 VOCABULARY = ("Li", "Na", "F", "Cl", "O", "H")
 SMALL = {"learning_starts": 200, "target_network_frequency": 100, "hidden": 16, "blocks": 1, "learning_rate": 2e-3,

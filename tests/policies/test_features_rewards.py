@@ -7,9 +7,9 @@ import statistics
 import numpy as np
 import pytest
 
-from policies.base import State, Transition
-from policies.features import EnergyScale, Features
-from policies.rewards import Rewards
+from rlcsp.policies.base import State, Transition
+from rlcsp.policies.features import EnergyScale, Features
+from rlcsp.policies.rewards import Rewards
 from rlcsp.exceptions import UnknownName
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from policies import get_policy
-from policies.base import ACTIONS, State, Transition
+from rlcsp.policies import get_policy
+from rlcsp.policies.base import ACTIONS, State, Transition
 
 STATE = State(energy=-1.3, n_atoms=12, max_atoms=40, steps_since_downhill=40, temperature=0.03, last_move=7)
 ALLOWED = [1, 2, 4, 6, 7, 10]

@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from policies import get_policy
-from policies.base import ACTIONS, State, Transition
-from policies.ppo import clipped_surrogate
+from rlcsp.policies import get_policy
+from rlcsp.policies.base import ACTIONS, State, Transition
+from rlcsp.policies.ppo import clipped_surrogate
 from tests.policies.test_gradients import finite_difference
 
 ALLOWED_SETS = [list(ACTIONS), [1, 2, 3, 6, 7, 9, 10], [1, 2, 3, 4, 6, 7, 9, 10], list(ACTIONS), [2, 3, 6, 7]]

@@ -6,8 +6,8 @@ import statistics
 
 import pytest
 
-from policies import get_policy
-from policies.base import ACTIONS, State, Transition
+from rlcsp.policies import get_policy
+from rlcsp.policies.base import ACTIONS, State, Transition
 
 INITIAL = [-1.10, -1.32, -0.95, -1.41, -1.05, -0.80, -1.25, -1.18, -0.99, -1.30, -1.22, -0.87]
 

@@ -6,10 +6,10 @@ import multiprocessing as mp
 import numpy as np
 import pytest
 
-from db import Store
-from policies import get_policy
-from policies.base import State, Transition
-from policies.shared import SharedPolicy
+from rlcsp.db import Store
+from rlcsp.policies import get_policy
+from rlcsp.policies.base import State, Transition
+from rlcsp.policies.shared import SharedPolicy
 
 GAINS = np.array([0.0, 0.01, 0.02, 0.05, 0.0, 0.01, 0.03, 0.0, 0.01])  # energy drop per move (eV/atom)
 ACTIONS = (1, 2, 3, 4, 5, 6, 7, 9, 10)

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from policies import get_policy
-from policies.base import ACTIONS, State, Transition
+from rlcsp.policies import get_policy
+from rlcsp.policies.base import ACTIONS, State, Transition
 
 POLICIES = [("reinforce-rlcsp", {}),
             ("reinforce", {"alpha": 0.05, "c_ent": 0.01, "epsilon": 0.1, "baseline": "entropy", "episode_length": 3}),

@@ -10,7 +10,7 @@ from ase import Atoms
 from ase.build import bulk
 from ase.spacegroup import crystal
 
-from rlcsp.fill_dataset import FillDataset
+from rlcsp.design.fill_dataset import FillDataset
 
 VOCABULARY = ("O", "F", "Ca", "Ti", "Sr")
 

@@ -9,7 +9,7 @@ from ase.data import covalent_radii
 
 from rlcsp.composition import Composition
 from rlcsp.exceptions import CompositionError
-from rlcsp.genome import random_genome
+from rlcsp.csp.genome import random_genome
 from rlcsp.ionic_data import IonData, ion_data, known_ions
 
 OX = {"Y": 3, "Ti": 4, "Sr": 2, "O": -2}

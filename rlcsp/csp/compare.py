@@ -1,0 +1,265 @@
+"""``rlcsp compare``: many (policy, seed) walkers on Dask, then time-to-GM statistics, sequences and plots.
+
+Every walker is one ``rlcsp.csp.run.execute`` call in ``<out>/<policy>-seed<seed>/`` (a ':' in the policy name
+becomes '-'), and all of them record into one store, from which the report is computed. A walker counts as done
+when the store holds a finished run with its exact configuration: its summary.json alone is not enough, because
+the report reads the stored steps (a walker whose last steps are still queued locally is rerun, and ``execute``
+then flushes them and marks the run finished). An unfinished walker is continued by ``execute`` itself.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+from rlcsp.policies import ACTIONS, get_policy
+from rlcsp.csp.config import SearchConfig, load_script, make_config
+from rlcsp.exceptions import ConfigError, RlcspError
+from rlcsp.csp.plots import plot_action_probabilities, plot_best_energy, plot_time_to_gm
+from rlcsp.csp.walker_stats import REFERENCES, logrank_table, policy_summary, walker_metrics
+
+# A walker that raises (a transient database error, a worker lost) is run again, which resumes it exactly from its
+# last committed step; one that fails every time is reported and left out of the statistics.
+WALKER_RETRIES = 3
+
+
+class SchedulerUnreachable(RlcspError, ConnectionError):
+    """The Dask scheduler named by --scheduler did not answer."""
+
+
+def _safe(policy: str) -> str:
+    return policy.replace(":", "-")
+
+
+def walker_dir(out: Path, policy: str, seed: int) -> Path:
+    return out / f"{_safe(policy)}-seed{seed}"
+
+
+# -- running the walkers --------------------------------------------------------------------------------
+
+def run_walker(base: dict[str, Any], policy: str, seed: int, budget: int, folder: str, db_url: str) -> dict:
+    """One walker, on a Dask worker: its own output goes to ``<folder>/walker.log``."""
+    from rlcsp.csp.run import execute
+
+    config = make_config(base, policy=policy, seed=seed, budget=budget)
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    with open(Path(folder) / "walker.log", "a") as log, contextlib.redirect_stdout(log), \
+            contextlib.redirect_stderr(log):
+        return execute(config, folder, progress=False, db_url=db_url)
+
+
+def finished_run(store, config: SearchConfig) -> int | None:
+    """The newest finished run with exactly this configuration in the store."""
+    return store.find_run(config.to_dict(), which="finished")
+
+
+@contextlib.contextmanager
+def dask_client(scheduler: str | None, workers: int | None, timeout_s: float = 5.0):
+    """A client of the given scheduler, or of a LocalCluster of ``workers`` single-threaded processes."""
+    from dask.distributed import Client, LocalCluster
+
+    if scheduler is not None:
+        try:
+            client = Client(scheduler, timeout=f"{timeout_s}s")
+        except OSError as err:
+            raise SchedulerUnreachable(f"no Dask scheduler answered at {scheduler} within {timeout_s:.0f} s "
+                                       f"({err}); start one with `dask scheduler` or leave out --scheduler") from err
+        with client:
+            yield client
+        return
+    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                      silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
+        yield client
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def compare(script: str | Path, policies: list[str], seeds: int, budget: int, out: str | Path | None = None,
+            db_url: str | None = None, scheduler: str | None = None, workers: int | None = None,
+            echo: Callable[[str], None] = print, run_missing: bool = True,
+            mode: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run every missing (policy, seed) walker, then write report.md, report.html, report.json and the plots.
+
+    ``mode`` sets the search mode of every walker (``fuse``, ``quirks``, ``without``; None keeps the script's).
+
+    Everything is validated (script, budget, policy and baseline names) before a cluster starts. With
+    ``run_missing=False`` only the walkers already finished are reported (the rest are listed as missing).
+    """
+    from rlcsp.db import Store, default_url
+
+    if scheduler is not None and workers is not None:
+        raise ConfigError("--workers sizes a local cluster; an existing scheduler (--scheduler) has its own workers")
+    if seeds < 1 or len(set(policies)) != len(policies) or not policies:
+        raise ConfigError(f"need at least one seed and distinct policies, got {seeds} seeds of {policies}")
+    base = {**load_script(script), **{k: v for k, v in (mode or {}).items() if v is not None}}
+    configs = {(p, s): make_config(base, policy=p, seed=s, budget=budget) for p in policies for s in range(seeds)}
+    for policy in policies:
+        get_policy(policy, **configs[policy, 0].policy_options)  # UnknownName lists the valid names
+    first = configs[policies[0], 0]
+    out = Path(out or Path("runs") / f"compare-{first.name}").resolve()  # workers may run elsewhere
+    out.mkdir(parents=True, exist_ok=True)
+    url = db_url or default_url(out)
+    store = Store(url)  # creates the schema once, before the walkers race for it
+    pending = [(p, s) for s in range(seeds) for p in policies if finished_run(store, configs[p, s]) is None]
+    echo(f"{len(configs) - len(pending)} of {len(configs)} walkers already finished in {store.url}")
+    failures: dict[str, str] = {}
+    if pending and run_missing:
+        n_workers = workers or min(_cores(), len(pending))
+        with dask_client(scheduler, n_workers) as client:
+            futures = {client.submit(run_walker, base, p, s, budget, str(walker_dir(out, p, s)), url,
+                                     pure=False, retries=WALKER_RETRIES): (p, s) for p, s in pending}
+            from dask.distributed import as_completed
+
+            try:
+                for done, future in enumerate(as_completed(futures), 1):
+                    p, s = futures[future]
+                    if future.status == "error":
+                        failures[f"{p} seed {s}"] = repr(future.exception())
+                        echo(f"[{done}/{len(pending)}] {p} seed {s}: FAILED {failures[f'{p} seed {s}']}")
+                        continue
+                    summary = future.result()
+                    gm = (f"GM at relaxation {summary['gm_relaxation']}" if summary["gm_reached"]
+                          else "GM not reached")
+                    echo(f"[{done}/{len(pending)}] {p} seed {s}: {gm}, best {summary['best_energy']:.6f} eV/atom, "
+                         f"{summary['relaxations']} relaxations ({summary['stop_reason']})")
+            except KeyboardInterrupt:
+                echo("interrupted: rerun the same command to continue (finished walkers are skipped, the others "
+                     "resume from their last stored step)")
+                raise
+    report = build_report(store, configs, policies, seeds, budget, out, str(script))
+    report["failures"] = failures
+    write_report(report, out)
+    store.close()
+    echo(f"report: {out / 'report.md'}")
+    return report
+
+
+# -- the report -----------------------------------------------------------------------------------------
+
+def build_report(store, configs: dict[tuple[str, int], SearchConfig], policies: list[str], seeds: int,
+                 budget: int, out: Path, script: str) -> dict[str, Any]:
+    """Every number of the comparison, and the plots (paths relative to ``out``)."""
+    walkers: dict[str, list[dict]] = {p: [] for p in policies}
+    missing = []
+    for (policy, seed), config in sorted(configs.items(), key=lambda kv: (policies.index(kv[0][0]), kv[0][1])):
+        run_id = finished_run(store, config)
+        if run_id is None:
+            missing.append(f"{policy} seed {seed}")
+            continue
+        walkers[policy].append({**walker_metrics(store, run_id), "folder": walker_dir(out, policy, seed).name})
+    first = configs[policies[0], 0]
+    plots = {"time_to_gm": "time_to_gm.png", "best_energy": "best_energy.png"}
+    plot_time_to_gm(walkers, budget, out / plots["time_to_gm"])
+    plot_best_energy(walkers, budget, first.target_energy, out / plots["best_energy"])
+    for policy, ws in walkers.items():
+        name = f"probabilities_{_safe(policy)}.png"
+        if ws and plot_action_probabilities(store, ws[0]["run_id"], out / name):
+            plots[f"probabilities {policy}"] = name
+    return {"script": script, "composition": first.comp.label, "target_energy": first.target_energy,
+            "budget": budget, "seeds": seeds, "policies": policies, "db": store.url, "missing": missing,
+            "summary": {p: policy_summary(ws, budget) for p, ws in walkers.items()},
+            "logrank_relaxations_to_gm": logrank_table(walkers, budget), "plots": plots,
+            "walkers": [w for ws in walkers.values() for w in ws]}
+
+
+def _fmt(x: float | None, digits: int = 0) -> str:
+    return "–" if x is None else f"{x:.{digits}f}"
+
+
+def _median_ci(entry: dict, digits: int = 0) -> str:
+    lo, hi = entry["ci95"]
+    return f"{_fmt(entry['km_median'], digits)} [{_fmt(lo, digits)}, {'∞' if hi is None else _fmt(hi, digits)}]"
+
+
+def report_blocks(report: dict[str, Any]) -> list[tuple]:
+    """The report as headings, paragraphs, tables and images, rendered to Markdown and HTML alike."""
+    summary, tests = report["summary"], report["logrank_relaxations_to_gm"]
+    blocks: list[tuple] = [
+        ("h1", f"Policy comparison: {report['composition']}"),
+        ("p", f"Input {report['script']}, budget {report['budget']} relaxations (initial population included), "
+              f"seeds 0-{report['seeds'] - 1}, target {report['target_energy']} eV/atom, store {report['db']}."),
+    ]
+    if report["missing"]:
+        blocks.append(("p", f"Not finished (left out): {', '.join(report['missing'])}."))
+    refs = [r for r in REFERENCES if r in summary]
+    blocks += [("h2", "Time to the global minimum"),
+               ("table", ["policy", "runs", "success", "KM median relaxations [95% CI]",
+                          "KM median wall s [95% CI]", "best E median (min), eV/atom",
+                          *[f"log-rank p vs {r}" for r in refs]],
+                [[p, str(s["runs"]), f"{s['successes']}/{s['runs']}",
+                  _median_ci(s["relaxations_to_gm"]), _median_ci(s["wall_s_to_gm"], 1),
+                  f"{_fmt(s['best_energy']['median'], 6)} ({_fmt(s['best_energy']['min'], 6)})",
+                  *[_fmt(tests.get(p, {}).get(r, {}).get("p"), 3) if r != p else "" for r in refs]]
+                 for p, s in summary.items()]),
+               ("p", "Runs that miss the GM are censored at their last relaxation. The median's confidence interval "
+                     "is Brookmeyer-Crowley with Greenwood's variance (∞: not bounded by the data); p-values are "
+                     "two-sided log-rank tests of relaxations-to-GM (claims of 'A beats B' need at least 20 seeds "
+                     "per policy). Wall time is the walker's own build + relaxation + policy time."),
+               ("h2", "Seed-report sequences"),
+               ("table", ["policy", "moves/generation (mean, median)", "generations per run",
+                          "generation length (mean, median)", "jumps per run", "pre-jump minimum (median eV/atom)"],
+                [[p, f"{_fmt(s['moves_sequence']['mean'], 1)}, {_fmt(s['moves_sequence']['median'], 1)}",
+                  _fmt(s["generation_sequence"]["per_run"], 1),
+                  f"{_fmt(s['generation_sequence']['mean'], 1)}, {_fmt(s['generation_sequence']['median'], 1)}",
+                  _fmt(s["energy_sequence"]["per_run"], 1), _fmt(s["energy_sequence"]["median"], 4)]
+                 for p, s in summary.items()]),
+               ("p", "Moves: candidates built per accepted step (accepted or Metropolis), summed since the previous "
+                     "acceptance. Generations: maximal non-increasing streaks of the current energy. Jumps: rises "
+                     "of the current energy; the pre-jump minimum is the energy just before each."),
+               ("h2", "Moves applied (fraction of search steps)"),
+               ("table", ["policy", *[str(a) for a in ACTIONS]],
+                [[p, *[f"{s['action_histogram'][str(a)]['fraction']:.3f}" for a in ACTIONS]]
+                 for p, s in summary.items()]),
+               ("h2", "Plots")]
+    blocks += [("img", path, title.replace("_", " ")) for title, path in report["plots"].items()]
+    return blocks
+
+
+def _markdown(blocks: list[tuple]) -> str:
+    lines = []
+    for kind, *rest in blocks:
+        if kind == "h1":
+            lines += [f"# {rest[0]}", ""]
+        elif kind == "h2":
+            lines += [f"## {rest[0]}", ""]
+        elif kind == "p":
+            lines += [rest[0], ""]
+        elif kind == "table":
+            header, rows = rest
+            lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+            lines += ["| " + " | ".join(row) + " |" for row in rows] + [""]
+        else:
+            lines += [f"![{rest[1]}]({rest[0]})", ""]
+    return "\n".join(lines)
+
+
+def _html(blocks: list[tuple]) -> str:
+    from html import escape
+
+    body = []
+    for kind, *rest in blocks:
+        if kind in ("h1", "h2", "p"):
+            body.append(f"<{kind}>{escape(rest[0])}</{kind}>")
+        elif kind == "table":
+            header, rows = rest
+            body.append("<table><tr>" + "".join(f"<th>{escape(h)}</th>" for h in header) + "</tr>" + "".join(
+                "<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>" for row in rows) + "</table>")
+        else:
+            body.append(f'<figure><img src="{escape(rest[0])}" alt="{escape(rest[1])}">'
+                        f"<figcaption>{escape(rest[1])}</figcaption></figure>")
+    style = "body{font-family:sans-serif;max-width:70em}table{border-collapse:collapse}td,th{border:1px solid #999;" \
+            "padding:2px 6px}"
+    return f"<!DOCTYPE html><html><head><meta charset='utf-8'><style>{style}</style></head><body>" + \
+        "\n".join(body) + "</body></html>\n"
+
+
+def write_report(report: dict[str, Any], out: Path) -> None:
+    blocks = report_blocks(report)
+    (out / "report.md").write_text(_markdown(blocks))
+    (out / "report.html").write_text(_html(blocks))
+    (out / "report.json").write_text(json.dumps(report, indent=1) + "\n")

@@ -1,0 +1,212 @@
+"""Run one search from a config: the store, progress bar, output files and summary (``rlcsp run``)."""
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ase import Atoms
+
+from rlcsp import __version__
+from rlcsp.db.buffer import StepBuffer
+from rlcsp.csp.config import SearchConfig, make_config
+from rlcsp.csp.report import RunOutput
+from rlcsp.csp.search import Search
+from rlcsp.csp.walker import SearchResult, StepRecord
+
+
+def interrupted(stop_reason: str) -> bool:
+    """Whether a run stopped before its budget or target for a reason a rerun of the same command gets past."""
+    return stop_reason.startswith(("signal", "stop file", "database"))
+
+
+def summarise(config: SearchConfig, result: SearchResult, run_id: int | None = None) -> dict:
+    walker = result.walker
+    return {
+        "run_id": run_id,
+        "name": config.name,
+        "composition": config.comp.label,
+        "best_energy": round(walker.best_energy, 6),
+        "target_energy": config.target_energy,
+        "gm_reached": walker.gm_relaxation is not None,
+        "gm_relaxation": walker.gm_relaxation,
+        "relaxations": walker.relaxations,
+        "wall_s": round(result.wall_s, 2),
+        "policy": config.policy,
+        "seed": config.seed,
+        "calculator": config.calculator,
+        "stop_reason": result.stop_reason,
+        "outcomes": result.acceptance,
+        "best_n_atoms": len(walker.best_atoms),
+    }
+
+
+def _lean_params(state: dict) -> dict:
+    """Policy parameters without the per-walker episode and the reward history, which live in the checkpoint;
+    a 2000-step run would otherwise store the 5000-reward history 2000 times (also inside a shared policy)."""
+    return {k: _lean_params(v) if isinstance(v, dict) else v for k, v in state.items()
+            if k not in ("buffer", "rewards", "new_rewards")}
+
+
+def records_from_rows(rows: list[dict]) -> list[StepRecord]:
+    out = []
+    for row in rows:
+        row = dict(row)
+        row["unique"] = bool(row.pop("is_unique"))
+        row.pop("reward")
+        row["failure"] = row["failure"] or ""
+        out.append(StepRecord(**row))
+    return out
+
+
+def execute(config: SearchConfig, out: str | Path, progress: bool = True, command: str | None = None,
+            db_url: str | None = None, resume: int | None = None, outage_s: float = 5.0,
+            max_outage_s: float = 600.0, shared_policy: str | None = None) -> dict:
+    """Run (or continue) a search, recording every step in the store and writing outputs into ``out``.
+
+    Without ``resume``, an unfinished run with the identical configuration in the same store is continued, so
+    rerunning the same command after a crash picks up from the last committed step.
+    """
+    from tqdm import tqdm
+
+    from rlcsp.db import Store, default_url
+    from rlcsp.threads import limit_blas_threads
+
+    limit_blas_threads()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    # Each write gives up quickly when the server is away; StepBuffer then queues steps until it is back.
+    store = Store(db_url or config.db or default_url(out), outage_s=outage_s)
+    if resume is not None:
+        info = store.run_info(resume)
+        config = make_config(info["config"], budget=max(config.budget, info["config"]["budget"]))
+        run_id = resume
+    else:
+        run_id = store.find_run(config.to_dict())
+        info = store.run_info(run_id) if run_id is not None else None
+    policy = None
+    if shared_policy:
+        from rlcsp.policies import get_policy
+        from rlcsp.policies.shared import SharedPolicy
+
+        policy = SharedPolicy(get_policy(config.policy, **config.policy_options), store, shared_policy, run_id)
+    search = Search(config, policy=policy)
+    buffer = StepBuffer(store, run_id, out / "pending_steps.jsonl", max_outage_s) if run_id is not None else None
+    if buffer is not None:
+        info = store.run_info(run_id)  # after flushing steps buffered during an earlier outage
+    if info is not None and info["state"] is not None:
+        records = records_from_rows(store.steps(run_id))
+        search.restore(info["state"], records, [(s["energy"], s["atoms"]) for s in store.structures(run_id)])
+        print(f"resuming run {run_id} ({config.name}, {config.policy}, seed {config.seed}) after relaxation "
+              f"{info['relaxations']} from {store.url}", file=sys.stderr)
+    elif run_id is None:
+        run_id = store.create_run(config.to_dict(), config.name, config.comp.label, config.policy, config.seed,
+                                  config.calculator, __version__, policy_id=shared_policy)
+        if policy is not None:
+            policy.run_id = run_id
+        buffer = StepBuffer(store, run_id, out / "pending_steps.jsonl", max_outage_s)
+    store.set_status(run_id, "running")
+    output = RunOutput(out, search.records)
+    bar = tqdm(total=config.budget, initial=len(search.records), unit="relax", disable=not progress,
+               dynamic_ncols=True, desc=f"{config.name} {config.policy} seed {config.seed}")
+
+    last_params: list = [None]
+
+    def on_record(record: StepRecord, walker, new) -> None:
+        best = walker.best_energy if walker is not None else (search.init_best[0] if search.init_best else None)
+        gm = walker.gm_relaxation if walker is not None else None
+        state = search.checkpoint()
+        lean = _lean_params(state["policy"])
+        params = lean if lean != last_params[0] else None  # only when they changed
+        last_params[0] = lean
+        buffer.record(record, state, new, best_energy=best, gm_relaxation=gm, policy_params=params)
+        output.record(record, walker)
+        if buffer.expired:
+            stop_now.append(f"database unreachable for over {max_outage_s:.0f} s")
+        bar.update(1)
+        if best is not None:
+            bar.set_postfix(best=f"{best:.6f}")
+
+    stop_now: list[str] = []
+    search.on_record = on_record
+    started = time.perf_counter()
+    try:
+        result = search.run(stop_file=out / "stop", extra_stop=lambda: stop_now[0] if stop_now else None)
+    except BaseException:
+        store.set_status(run_id, "interrupted")
+        raise
+    finally:
+        bar.close()
+    stopped_early = interrupted(result.stop_reason)
+    (out / "stop").unlink(missing_ok=True)  # the run has stopped: rerunning the same command continues it
+    if buffer.flush():
+        store.set_status(run_id, "interrupted" if stopped_early else "finished")
+    summary = summarise(config, result, run_id)
+    summary["candidate_acceptance"] = search.tally
+    summary["settings"] = search.effective_settings()
+    moves = [r.move for r in result.records if r.kind == "S"]
+    summary["relaxations_per_move"] = {str(m): moves.count(m) for m in sorted(set(moves))}
+    summary["db"] = store.url
+    output.finish(result, summary)
+    store.close()
+    gm = (f"GM reached at relaxation {summary['gm_relaxation']}" if summary["gm_reached"]
+          else "GM not reached" if config.target_energy is not None else "no target energy")
+    print(f"{config.name} [{config.policy}, seed {config.seed}]: best {summary['best_energy']:.6f} eV/atom, "
+          f"{gm}, {summary['relaxations']} relaxations in {time.perf_counter() - started:.1f} s "
+          f"({result.stop_reason}); outputs in {out}")
+    kept = (f"every step is stored in {store.url} (run {run_id})" if not buffer.pending else
+            f"{len(buffer.pending)} steps wait in {buffer.path} for {store.url} (run {run_id})")
+    if stopped_early:
+        print(f"Stopped cleanly after relaxation {summary['relaxations']}: {result.stop_reason}; {kept}. "
+              f"To continue, rerun {command or 'the same command'} or add --resume {run_id}.", file=sys.stderr)
+    elif buffer.pending:
+        print(f"The search finished but the database is away: {kept}. Rerun {command or 'the same command'} "
+              "when it is back to store them.", file=sys.stderr)
+    return summary
+
+
+
+@dataclass
+class RunResult:
+    """What ``rlcsp.search`` returns: the run's summary (as in summary.json), its best structure and folder."""
+
+    summary: dict
+    best_atoms: Atoms
+    out: Path
+
+    @property
+    def best_energy(self) -> float:
+        """Lowest energy found, eV/atom."""
+        return self.summary["best_energy"]
+
+    @property
+    def gm_relaxation(self) -> int | None:
+        """The relaxation at which the target (GM) energy was first reached, or None."""
+        return self.summary["gm_relaxation"]
+
+    @property
+    def relaxations(self) -> int:
+        return self.summary["relaxations"]
+
+
+def search(script: str | Path | dict | SearchConfig, out: str | Path | None = None, progress: bool = True,
+           db_url: str | None = None, **overrides) -> RunResult:
+    """Run (or continue) one search: an input script, its CONFIG dict or a SearchConfig, with overrides such as
+    ``policy="uniform", seed=3, budget=300, fuse="1.06"``; outputs go to ``out`` (default
+    runs/<name>-<policy>-seed<seed>), every step to the store, exactly as ``rlcsp run`` does."""
+    from rlcsp.csp.config import load_script
+    from rlcsp.db import Store
+
+    if isinstance(script, SearchConfig):
+        config = make_config(script.to_dict(), **overrides) if overrides else script
+    else:
+        config = make_config(script if isinstance(script, dict) else load_script(script), **overrides)
+    out = Path(out or Path("runs") / f"{config.name}-{config.policy}-seed{config.seed}")
+    summary = execute(config, out, progress=progress, db_url=db_url)
+    store = Store(summary["db"])
+    try:
+        best = min(store.structures(summary["run_id"]), key=lambda s: s["energy"])["atoms"]
+    finally:
+        store.close()
+    return RunResult(summary, best, out)

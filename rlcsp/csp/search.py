@@ -1,0 +1,415 @@
+"""FUSE-style basin hopping: an initial population, then one move, one relaxation and one decision per step.
+
+Moves act on the genome (never on relaxed coordinates); the relaxed structure only provides the energy and the
+output files. All randomness comes from one seeded ``numpy.random.Generator``, so the same seed, inputs and
+calculator give the same trajectory.
+
+The loop is rlcsp's own by default; ``config.fuse`` ("1.04", "1.06") and ``config.quirks`` switch on FUSE's
+behaviours one by one (rlcsp.csp.quirks). Each is read here into an attribute that the loop itself uses, and
+``effective_settings`` reports those attributes together with how often each quirk acted, so an ablation can show
+that its switch reached the code.
+"""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from ase import Atoms
+
+from rlcsp.actions import MOVES
+from rlcsp.actions.base import MoveContext
+from rlcsp.calculators import get_relaxer
+from rlcsp.calculators.relax import FailureReason, Relaxer, RelaxResult, failed
+from rlcsp.policies import ACTIONS, Policy, State, Transition, get_policy
+from rlcsp.csp.checks import CheckSettings, check_structure
+from rlcsp.csp.config import SearchConfig
+from rlcsp.exceptions import InvalidMove, NotApplicable, RlcspError
+from rlcsp.csp.genome import Genome, assemble, random_genome
+from rlcsp.csp.inner_cut import InnerCut
+from rlcsp.csp.stop import StopRequest
+from rlcsp.csp.uniqueness import UniquenessIndex
+from rlcsp.csp.walker import OUTCOMES, SearchResult, StepRecord, Walker
+
+class SearchError(RlcspError):
+    """The search cannot continue (e.g. no valid random structure can be built at all)."""
+
+
+class Search:
+    """One basin-hopping walker over a composition, with a relaxer and a move policy."""
+
+    def __init__(self, config: SearchConfig, relaxer: Relaxer | None = None, policy: Policy | None = None,
+                 on_record: Callable[[StepRecord, Walker | None, dict | None], None] | None = None):
+        self.config = config
+        self.composition = config.comp
+        options = dict(config.calculator_options)
+        if config.library_path and config.calculator in ("lammps-buckingham", "gulp"):
+            options.setdefault("library", config.library_path)
+        if config.library_path and config.calculator == "lammps-buckingham":
+            from rlcsp.calculators.library import load_library
+
+            load_library(config.library_path).check_elements(self.composition.symbols)
+        self._owns_relaxer = relaxer is None
+        self.relaxer = relaxer or get_relaxer(config.calculator, **options)
+        self.policy = policy or get_policy(config.policy, **config.policy_options)
+        self.rng = np.random.default_rng(config.seed)
+        self.quirks = quirks = config.quirk_set
+        self.ctx = MoveContext(config.comp, config.max_atoms, fuse_compatible=quirks, vac_ratio=config.vac_ratio,
+                               exact_fu_count="sub_capped_moves" not in quirks, passes=self._passes,
+                               offset_styles=tuple(config.offset_styles))
+        self.checks = CheckSettings(density_cutoff=config.density_cutoff, dist_cutoff=config.dist_cutoff,
+                                    btol=config.btol, fuse_compatible=quirks)
+        # The loop's own switches, read once from the quirks (see effective_settings).
+        self.metropolis_global = "metropolis_global" in quirks
+        self.fuse_melt = "melt_bookkeeping" in quirks
+        self.fixed_rattle = "rattle_seed_42" in quirks
+        self.uniform_sizes = "string_sizes" not in quirks
+        self.redraw_after = (1 if "redraw_each_attempt" in quirks else 100 if "redraw_after_100" in quirks
+                             else config.max_failed_attempts)
+        self.excludes_moves = self.redraw_after == config.max_failed_attempts  # FUSE_RL's exclusions, §4.5
+        self.inner_cut = (InnerCut.from_library(config.library_path, set(config.comp.symbols))
+                          if "gulp_inner_cut" in quirks else None)
+        self.quirk_uses: dict[str, int] = {}
+        self.unique = UniquenessIndex(config.energy_tolerance)
+        self.on_record = on_record
+        self.records: list[StepRecord] = []
+        # Initial-population progress, kept on the object so an interrupted population resumes mid-way.
+        self.init_count = 0
+        self.init_best: tuple[float, Genome, Atoms] | None = None
+        self.init_energies: list[float] = []
+        self.walker: Walker | None = None
+        # Candidates built and those passing the checks, for random structures and for moves separately.
+        self.tally = {"random": {"candidates": 0, "passed": 0}, "moves": {"candidates": 0, "passed": 0}}
+
+    def _used(self, quirk: str) -> None:
+        self.quirk_uses[quirk] = self.quirk_uses.get(quirk, 0) + 1
+
+    def effective_settings(self) -> dict:
+        """What this search actually runs with, read from the objects the loop uses, and how often each quirk
+        acted so far (summary.json's ``settings``)."""
+        return {
+            "mode": self.config.label,
+            "fuse": self.config.fuse,
+            "quirks": sorted(self.quirks),
+            "exact_fu_count": self.ctx.exact_fu_count,
+            "offset_styles": list(self.ctx.offset_styles),
+            "metropolis": "global" if self.metropolis_global else "current",
+            "melt_bookkeeping": "fuse" if self.fuse_melt else "rlcsp",
+            "rattle": "ase seed 42" if self.fixed_rattle else "run rng",
+            "initial_sizes": "uniform formula units" if self.uniform_sizes else "create_random_string",
+            "move_redraw_after": self.redraw_after,
+            "move_exclusion": self.excludes_moves,
+            "inner_cut": None if self.inner_cut is None else self.inner_cut.describe(),
+            "quirk_uses": dict(sorted(self.quirk_uses.items())),
+        }
+
+    # -- building candidates -------------------------------------------------------------------------
+
+    def _check(self, genome: Genome, max_atoms: int, kind: str) -> Atoms | None:
+        atoms = assemble(genome, fuse_compatible=self.ctx.fuse_compatible)
+        self.tally[kind]["candidates"] += 1
+        if check_structure(atoms, self.composition, max_atoms, self.checks) is not None:
+            return None
+        self.tally[kind]["passed"] += 1
+        return atoms
+
+    def _passes(self, genome: Genome) -> bool:
+        """The checks, for moves that build until a candidate passes; the one that passes is tallied by _check."""
+        atoms = assemble(genome, fuse_compatible=self.ctx.fuse_compatible)
+        if check_structure(atoms, self.composition, self.config.max_atoms, self.checks) is None:
+            return True
+        self.tally["moves"]["candidates"] += 1
+        return False
+
+    def random_structure(self) -> tuple[Genome, Atoms, int]:
+        """A random genome that passes the checks, with the number of candidates it took.
+
+        By default (and in FUSE 1.06) the formula-unit count is drawn uniformly from 1..imax_fus and kept for up to
+        ``ctx.size_attempts`` builds, so that every size is as likely as in 1.06: create_random_string's own sizes
+        (``string_sizes``, FUSE 1.04) make 47 % of passing Y2Ti2O7 structures one formula unit, a cell that cannot
+        hold the 22-atom GM.
+        """
+        cfg = self.config
+        imax_fus = self.composition.max_fus(cfg.imax_atoms)
+        target = None
+        for attempt in range(1, cfg.max_build_attempts + 1):
+            if self.uniform_sizes and (attempt - 1) % self.ctx.size_attempts == 0:
+                target = int(self.rng.integers(1, imax_fus + 1))
+            genome = random_genome(self.composition, cfg.imax_atoms, self.rng, vac_ratio=cfg.vac_ratio,
+                                   fuse_compatible=self.ctx.fuse_compatible, styles=self.ctx.offset_styles,
+                                   max_fus=imax_fus, target_fus=target)
+            atoms = self._check(genome, cfg.imax_atoms, "random")
+            if atoms is not None:
+                if not self.uniform_sizes:
+                    self._used("string_sizes")
+                return genome, atoms, attempt
+        raise SearchError(f"no random {self.composition.label} structure passed the checks in "
+                          f"{cfg.max_build_attempts} attempts; check max_atoms and the composition")
+
+    def _rattle(self, atoms: Atoms) -> Atoms:
+        atoms = atoms.copy()
+        if self.config.rattle > 0 and self.fixed_rattle:
+            atoms.rattle(stdev=self.config.rattle, seed=42)
+            self._used("rattle_seed_42")
+        elif self.config.rattle > 0:
+            atoms.positions += self.rng.normal(scale=self.config.rattle, size=atoms.positions.shape)
+        return atoms
+
+    def allowed_moves(self, genome: Genome) -> list[int]:
+        allowed = list(ACTIONS)
+        if genome.instructions.nc <= 2:
+            allowed.remove(4)
+        if 2 * genome.n_atoms > self.config.max_atoms:
+            allowed.remove(5)
+        return allowed
+
+    def build(self, walker: Walker, state: State) -> tuple[int, Genome, Atoms, int, float]:
+        """Choose a move and apply it until a candidate passes the checks.
+
+        By default a move is kept for ``max_failed_attempts`` failed builds and then excluded (FUSE_RL, fuse.md
+        §4.5); FUSE 1.04 draws a new move after every failure and 1.06 after 100, without exclusions, so there the
+        moves that get relaxed are weighted by their pass rates.
+        """
+        cfg = self.config
+        allowed = self.allowed_moves(walker.genome)
+        excluded: set[int] = set()
+        total = 0
+        policy_s = 0.0
+        while True:
+            choices = [a for a in allowed if a not in excluded]
+            if not choices:
+                excluded.clear()
+                choices = allowed
+            t0 = time.perf_counter()
+            action = self.policy.select(state, choices, self.rng)
+            policy_s += time.perf_counter() - t0
+            move = MOVES[action]
+            for attempt in range(1, self.redraw_after + 1):
+                total += 1
+                if total > cfg.max_build_attempts:
+                    raise SearchError(f"no valid candidate after {total} attempts from the current structure")
+                try:
+                    genome = move.apply(walker.genome, self.ctx, self.rng)
+                except NotApplicable:
+                    break
+                except InvalidMove:
+                    continue
+                atoms = self._check(genome, cfg.max_atoms, "moves")
+                if atoms is not None:
+                    return action, genome, atoms, total, policy_s
+            if self.excludes_moves:
+                excluded.add(action)
+            else:
+                self._used("redraw_each_attempt" if self.redraw_after == 1 else "redraw_after_100")
+
+    # -- the loop ------------------------------------------------------------------------------------
+
+    def _relax(self, atoms: Atoms) -> RelaxResult:
+        started = time.perf_counter()
+        atoms = self._rattle(atoms)
+        if self.inner_cut is not None:
+            pair = self.inner_cut.pair_inside(atoms)
+            if pair:
+                self._used("gulp_inner_cut")
+                return failed(atoms, FailureReason.EXPLODED, f"collapses under GULP's inner cut: {pair}", started)
+        return self.relaxer.relax([atoms])[0]
+
+    def _record(self, record: StepRecord, walker: Walker | None, new: dict | None) -> None:
+        self.records.append(record)
+        if self.on_record is not None:
+            self.on_record(record, walker, new)
+
+    def _target_reached(self, energy: float) -> bool:
+        target = self.config.target_energy
+        return target is not None and energy <= target + self.config.target_tolerance
+
+    def initial_population(self, stop: Callable[[], str | None]) -> Walker:
+        cfg = self.config
+        while self.init_count < cfg.initial_population:
+            if self.init_best and (stop() or self._target_reached(self.init_best[0])):
+                break  # a stop before any usable structure exists would leave nothing to continue from
+            t0 = time.perf_counter()
+            genome, atoms, attempts = self.random_structure()
+            t1 = time.perf_counter()
+            result = self._relax(atoms)
+            t2 = time.perf_counter()
+            self.init_count += 1
+            new = None
+            if result.ok:
+                self.init_energies.append(result.energy_per_atom)
+                if self.unique.add(result.atoms, result.energy_per_atom):
+                    new = {"atoms": result.atoms, "energy": result.energy_per_atom, "genome": genome.to_dict()}
+                if self.init_best is None or result.energy_per_atom < self.init_best[0]:
+                    self.init_best = (result.energy_per_atom, genome, result.atoms)
+            e_best = self.init_best[0] if self.init_best else math.nan
+            self._record(StepRecord(self.init_count, "I", None, attempts, "accepted" if result.ok else "failed",
+                                    result.energy_per_atom, e_best, e_best, cfg.temperature, new is not None,
+                                    len(atoms), t1 - t0, t2 - t1, 0.0,
+                                    result.failure.value if result.failure else ""), None, new)
+        if self.init_best is None:
+            raise SearchError(f"all {self.init_count} initial structures failed to relax; check the calculator")
+        energy, genome, atoms = self.init_best
+        walker = Walker(genome, atoms, energy, genome, atoms, energy, cfg.temperature, relaxations=self.init_count)
+        if self._target_reached(energy):
+            walker.gm_relaxation = next(r.relaxation for r in self.records if r.e_new == energy)
+        self.policy.begin(self.init_energies)
+        return walker
+
+    def step(self, walker: Walker) -> StepRecord:
+        cfg = self.config
+        state = self.state(walker)
+        t0 = time.perf_counter()
+        action, genome, atoms, attempts, policy_s = self.build(walker, state)
+        t1 = time.perf_counter()
+        result = self._relax(atoms)
+        t2 = time.perf_counter()
+        walker.relaxations += 1
+        walker.last_move = action
+        e_old = walker.energy
+        new = None
+        if not result.ok:
+            outcome, unique, e_new = "failed", False, None
+        else:
+            e_new = result.energy_per_atom
+            unique = self.unique.add(result.atoms, e_new)
+            if unique:
+                new = {"atoms": result.atoms, "energy": e_new, "genome": genome.to_dict()}
+            e_cur, e_glob, e_cmp = walker.energy, walker.best_energy, e_new
+            if self.fuse_melt:  # FUSE compares its energies rounded to 1e-6
+                e_cur, e_glob, e_cmp = round(e_cur, 6), round(e_glob, 6), round(e_new, 6)
+            reference = e_glob if self.metropolis_global else e_cur
+            if e_cmp < e_cur:
+                outcome = "accepted"
+            elif self.rng.random() <= math.exp(-(e_cmp - reference) / walker.temperature):
+                outcome = "metropolis"
+                if self.metropolis_global:
+                    self._used("metropolis_global")
+            else:
+                outcome = "rejected"
+        if outcome == "accepted":
+            walker.temperature = cfg.temperature
+        walker.steps_since_downhill = self._melt_count(walker.steps_since_downhill, outcome, e_new, walker)
+        if outcome in ("accepted", "metropolis"):
+            walker.genome, walker.atoms, walker.energy = genome, result.atoms, e_new
+        if e_new is not None and e_new < walker.best_energy:
+            walker.best_genome, walker.best_atoms, walker.best_energy = genome, result.atoms, e_new
+            walker.steps_since_best = 0
+            if walker.gm_relaxation is None and self._target_reached(e_new):
+                walker.gm_relaxation = walker.relaxations
+        else:
+            walker.steps_since_best += 1
+        if walker.steps_since_downhill >= cfg.melt_threshold:
+            walker.temperature = round(walker.temperature + self.rng.uniform(0, cfg.melt_step), 6)
+        t3 = time.perf_counter()
+        self.policy.observe(Transition(state, action, self.state(walker), e_new, outcome, unique, attempts,
+                                       {"e_old": e_old, "failure": result.failure.value if result.failure else ""}))
+        if (walker.relaxations - self.init_count) % self.policy.episode_length == 0:  # search steps only
+            self.policy.update()
+        policy_s += time.perf_counter() - t3
+        record = StepRecord(walker.relaxations, "S", action, attempts, outcome, e_new, walker.energy,
+                            walker.best_energy, walker.temperature, unique, len(atoms), t1 - t0 - policy_s,
+                            t2 - t1, policy_s, result.failure.value if result.failure else "")
+        self._record(record, walker, new)
+        return record
+
+    def _melt_count(self, ca: int, outcome: str, e_new: float | None, walker: Walker) -> int:
+        """Steps since the last downhill acceptance (FUSE's ``ca``), which drives the melt.
+
+        rlcsp resets it on every downhill acceptance. FUSE (``melt_bookkeeping``) resets it only when the new
+        energy differs from the global minimum, then adds one whenever the new energy is not below the global
+        minimum, so a downhill step that is no new global minimum leaves 1 and one that equals it keeps counting.
+        """
+        if not self.fuse_melt:
+            return 0 if outcome == "accepted" else ca + 1
+        e_glob = round(walker.best_energy, 6)
+        e = None if e_new is None else round(e_new, 6)
+        if outcome == "accepted" and e != e_glob:
+            ca = 0
+        if e is None or e >= e_glob:
+            if outcome == "accepted":
+                self._used("melt_bookkeeping")
+            ca += 1
+        return ca
+
+    def state(self, walker: Walker) -> State:
+        return State(walker.energy, len(walker.atoms), self.config.max_atoms, walker.steps_since_downhill,
+                     walker.temperature, walker.last_move)
+
+    def run(self, stop_file: Path | None = None, extra_stop: Callable[[], str | None] | None = None) -> SearchResult:
+        started = time.perf_counter()
+        cfg = self.config
+        try:
+            with StopRequest(stop_file, extra_stop) as stop:
+                if self.walker is None:
+                    self.walker = self.initial_population(stop)
+                walker = self.walker
+                reason = stop()
+                while reason is None:
+                    if self._target_reached(walker.best_energy):
+                        reason = "target energy reached"
+                    elif walker.relaxations >= cfg.budget:
+                        reason = "budget exhausted"
+                    elif cfg.rmax is not None and walker.steps_since_best >= cfg.rmax:
+                        reason = f"rmax: {cfg.rmax} steps without a new best"
+                    else:
+                        self.step(walker)
+                        reason = stop()
+        finally:
+            if self._owns_relaxer:
+                self.relaxer.close()
+        outcomes = {o: sum(r.outcome == o for r in self.records if r.kind == "S") for o in OUTCOMES}
+        return SearchResult(walker, self.records, reason, time.perf_counter() - started, outcomes)
+
+    # -- checkpoints ----------------------------------------------------------------------------------
+
+    def checkpoint(self) -> dict:
+        """Everything needed to continue exactly from here (JSON-serialisable)."""
+        from rlcsp.db.store import atoms_to_json
+
+        def structure(genome: Genome, atoms: Atoms) -> dict:
+            return {"genome": genome.to_dict(), "atoms": atoms_to_json(atoms)}
+
+        state = {"rng": self.rng.bit_generator.state, "policy": self.policy.state_dict(), "tally": self.tally,
+                 "quirk_uses": self.quirk_uses,
+                 "init_count": self.init_count, "init_energies": self.init_energies, "init_best": None,
+                 "walker": None}
+        if self.init_best is not None:
+            state["init_best"] = {"energy": self.init_best[0], **structure(*self.init_best[1:])}
+        w = self.walker
+        if w is not None:
+            state["walker"] = {
+                "current": structure(w.genome, w.atoms), "energy": w.energy,
+                "best": structure(w.best_genome, w.best_atoms), "best_energy": w.best_energy,
+                "temperature": w.temperature, "relaxations": w.relaxations,
+                "steps_since_downhill": w.steps_since_downhill, "steps_since_best": w.steps_since_best,
+                "gm_relaxation": w.gm_relaxation, "last_move": w.last_move,
+            }
+        return state
+
+    def restore(self, state: dict, records: list[StepRecord], unique: list[tuple[float, Atoms]]) -> None:
+        """Continue from a checkpoint: the same RNG stream, policy, counters and uniqueness memory."""
+        from rlcsp.db.store import atoms_from_json
+
+        def structure(data: dict) -> tuple[Genome, Atoms]:
+            return Genome.from_dict(data["genome"]), atoms_from_json(data["atoms"])
+
+        self.rng.bit_generator.state = state["rng"]
+        self.policy.load_state_dict(state["policy"])
+        self.tally = state["tally"]
+        self.quirk_uses = dict(state.get("quirk_uses", {}))
+        self.init_count = state["init_count"]
+        self.init_energies = list(state["init_energies"])
+        if state["init_best"] is not None:
+            self.init_best = (state["init_best"]["energy"], *structure(state["init_best"]))
+        for energy, atoms in unique:
+            self.unique.insert(atoms, energy)
+        self.records = list(records)
+        w = state["walker"]
+        if w is not None:
+            genome, atoms = structure(w["current"])
+            best_genome, best_atoms = structure(w["best"])
+            self.walker = Walker(genome, atoms, w["energy"], best_genome, best_atoms, w["best_energy"],
+                                 w["temperature"], w["relaxations"], w["steps_since_downhill"],
+                                 w["steps_since_best"], w["gm_relaxation"], w["last_move"])

@@ -1,0 +1,178 @@
+"""``rlcsp/SkeletonFill-v0``: fill a crystal skeleton one site at a time, in BFS order, to hit a target property.
+
+The MDP of seed papers a-c: the state is the skeleton graph with the sites filled so far (a "blank" type for the
+rest), the lattice, space group, the focus site and the target; an action puts one element of the vocabulary on
+the focus site; the reward is 0 until the last site and then comes from an evaluator
+(:mod:`rlcsp.design.rewards`). The root of the BFS is drawn at each reset (CrystalGym) or fixed.
+
+    import gymnasium as gym, rlcsp.design.fill_env
+    env = gym.make("rlcsp/SkeletonFill-v0", skeleton="inputs/structures/y2o3_bixbyite.cif", evaluator="gap-model",
+                   evaluator_kwargs={"model": model}, target=1.12)
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import gymnasium as gym
+import numpy as np
+from ase.data import atomic_numbers
+from gymnasium import spaces
+
+from rlcsp.design.rewards import Evaluation, Evaluator, get_evaluator
+from rlcsp.exceptions import ConfigError
+from rlcsp.design.skeleton import Skeleton, make_skeleton
+
+# Paper b's 21 elements (CrystalGym's "small" vocabulary of 18 plus He, Ne, Kr).
+PAPER_B_VOCABULARY = ("Li", "Na", "K", "Rb", "Be", "Ca", "Mg", "Sr", "H", "C", "N", "O", "P", "S", "Se", "F", "Cl",
+                      "Br", "He", "Ne", "Kr")
+# Paper a's 88 elements (crystal-design's ELEMENTS list), in order of atomic number.
+PAPER_A_VOCABULARY = tuple("H He Li Be B C N O F Ne Na Mg Al Si P S Cl K Ca Sc Ti V Cr Mn Fe Co Ni Cu Zn Ga Ge As Se "
+                           "Br Kr Rb Sr Y Zr Nb Mo Tc Ru Rh Pd Ag Cd In Sn Sb Te I Xe Cs Ba La Ce Pr Nd Pm Sm Eu Gd "
+                           "Tb Dy Ho Er Tm Yb Lu Hf Ta W Re Os Ir Pt Au Hg Tl Pb Bi Ac Th Pa U Np Pu".split())
+OBSERVATIONS = ("graph", "vector")
+
+
+def fill_masks(types: np.ndarray, allowed: np.ndarray, max_elements: int) -> np.ndarray:
+    """Action masks of many partly filled crystals at once: (B, n) node types (blank = ``len(allowed)``, also the
+    padding of shorter crystals) -> (B, V) allowed elements, the env's rule for every row (offline data too)."""
+    v = len(allowed)
+    used = np.zeros((len(types), v + 1), dtype=bool)
+    used[np.arange(len(types))[:, None], types] = True
+    used = used[:, :v]
+    at_limit = used.sum(1) >= max_elements
+    mask = allowed[None, :] & (~at_limit[:, None] | used)
+    empty = ~mask.any(1)  # the allowed set and the used set do not meet: any used element keeps it valid
+    mask[empty] = used[empty]
+    return mask
+
+
+class SkeletonFillEnv(gym.Env):
+    """Composition filling on one skeleton. ``action_masks()`` forbids elements (at most ``max_elements``
+    distinct ones, and any outside ``allowed``); the evaluator gives -1 to a crystal that breaks the limit anyway.
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, skeleton: Any, evaluator: str | type[Evaluator] | Evaluator = "gap-model",
+                 target: float = 1.12, vocabulary: Sequence[str] = PAPER_B_VOCABULARY, root: int | str = "random",
+                 max_elements: int = 5, observation: str = "graph", allowed: Sequence[str] | None = None,
+                 evaluator_kwargs: dict[str, Any] | None = None):
+        self.skeleton: Skeleton = make_skeleton(skeleton)
+        self.vocabulary = tuple(vocabulary)
+        unknown = [el for el in self.vocabulary if el not in atomic_numbers or el == "X"]
+        if unknown or len(set(self.vocabulary)) != len(self.vocabulary) or not self.vocabulary:
+            raise ConfigError(f"the vocabulary must be distinct element symbols; bad: {unknown or self.vocabulary}")
+        if observation not in OBSERVATIONS:
+            raise ConfigError(f"observation must be one of {OBSERVATIONS}, got {observation!r}")
+        if root != "random" and not (isinstance(root, (int, np.integer)) and 0 <= root < self.skeleton.n_sites):
+            raise ConfigError(f"root must be 'random' or a site index 0..{self.skeleton.n_sites - 1}, got {root!r}")
+        if max_elements < 1:
+            raise ConfigError(f"max_elements must be at least 1, got {max_elements}")
+        self.evaluator = get_evaluator(evaluator, **{"max_elements": max_elements, **(evaluator_kwargs or {})})
+        self.evaluator.check_vocabulary(self.vocabulary)  # e.g. a missing pseudopotential, before any training
+        self.target, self.root, self.max_elements, self.observation = float(target), root, max_elements, observation
+        outside = sorted(set(allowed or ()) - set(self.vocabulary))
+        if outside:
+            raise ConfigError(f"allowed elements {outside} are not in the vocabulary")
+        self.allowed = np.array([allowed is None or el in allowed for el in self.vocabulary])
+
+        n, v, e = self.skeleton.n_sites, len(self.vocabulary), len(self.skeleton.edges)
+        self.blank = v
+        self.edge_index = self.skeleton.edges[:, :2].T.copy()
+        self.edge_distance = self.skeleton.edge_distances().astype(np.float32)
+        self.lattice = self.skeleton.cellpar.astype(np.float32)
+        self.action_space = spaces.Discrete(v)
+        graph = spaces.Dict({
+            "node_types": spaces.MultiDiscrete(np.full(n, v + 1)),
+            "edge_index": spaces.Box(0, max(n - 1, 0), shape=(2, e), dtype=np.int64),
+            "edge_distance": spaces.Box(0.0, np.inf, shape=(e,), dtype=np.float32),
+            "lattice": spaces.Box(0.0, np.inf, shape=(6,), dtype=np.float32),
+            "spacegroup": spaces.Discrete(231),
+            "focus": spaces.Discrete(n + 1),  # n: every site is filled
+            "target": spaces.Box(-np.inf, np.inf, shape=(1,), dtype=np.float32),
+        })
+        size = n * (v + 1) + (n + 1) + 6 + 1 + 1
+        self.observation_space = graph if observation == "graph" else spaces.Box(-np.inf, np.inf, shape=(size,),
+                                                                                 dtype=np.float32)
+        self.episode = 0
+        self.order: list[int] = []
+        self.types = np.full(n, self.blank, dtype=np.int64)
+        self.t = 0
+
+    # -- observations ---------------------------------------------------------------------------------
+
+    @property
+    def focus(self) -> int:
+        return self.order[self.t] if self.t < self.skeleton.n_sites else self.skeleton.n_sites
+
+    def graph_observation(self) -> dict[str, Any]:
+        return {"node_types": self.types.copy(), "edge_index": self.edge_index.copy(),
+                "edge_distance": self.edge_distance.copy(), "lattice": self.lattice.copy(),
+                "spacegroup": self.skeleton.spacegroup, "focus": self.focus,
+                "target": np.array([self.target], dtype=np.float32)}
+
+    def vector_observation(self) -> np.ndarray:
+        """One-hot node types and focus, lattice (a, b, c / 10 A; angles / 180), space group / 230, target."""
+        n, v = self.skeleton.n_sites, len(self.vocabulary)
+        nodes = np.zeros((n, v + 1), dtype=np.float32)
+        nodes[np.arange(n), self.types] = 1.0
+        focus = np.zeros(n + 1, dtype=np.float32)
+        focus[self.focus] = 1.0
+        lattice = self.lattice / np.array([10, 10, 10, 180, 180, 180], dtype=np.float32)
+        return np.concatenate([nodes.ravel(), focus, lattice, [self.skeleton.spacegroup / 230.0, self.target]]
+                              ).astype(np.float32)
+
+    def _observation(self):
+        return self.graph_observation() if self.observation == "graph" else self.vector_observation()
+
+    def action_masks(self) -> np.ndarray:
+        """Allowed elements for the focus site: the ``allowed`` set, and only used ones once the limit is hit."""
+        return fill_masks(self.types[None], self.allowed, self.max_elements)[0]
+
+    # -- dynamics -------------------------------------------------------------------------------------
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        root = int(self.np_random.integers(self.skeleton.n_sites)) if self.root == "random" else int(self.root)
+        self.order = self.skeleton.bfs_order(root)
+        self.types = np.full(self.skeleton.n_sites, self.blank, dtype=np.int64)
+        self.t = 0
+        return self._observation(), {"order": list(self.order), "action_mask": self.action_masks()}
+
+    def species(self) -> list[str]:
+        return [self.vocabulary[t] for t in self.types]
+
+    def step(self, action):
+        if self.t >= self.skeleton.n_sites:
+            raise ConfigError("step() after the episode ended; call reset()")
+        action = int(action)
+        if not 0 <= action < len(self.vocabulary):
+            raise ConfigError(f"action {action} outside the vocabulary (0..{len(self.vocabulary) - 1})")
+        self.types[self.order[self.t]] = action
+        self.t += 1
+        info: dict[str, Any] = {}
+        reward, terminated = 0.0, self.t == self.skeleton.n_sites
+        if terminated:
+            self.episode += 1
+            atoms = self.skeleton.atoms(self.species())
+            evaluation: Evaluation = self.evaluator.evaluate(atoms, self.target, self.episode)
+            reward = float(evaluation.reward)
+            info = {"episode_number": self.episode, "formula": atoms.get_chemical_formula(mode="metal"),
+                    "atoms": atoms, "evaluation": evaluation.to_dict()}
+        info["action_mask"] = self.action_masks()
+        return self._observation(), reward, terminated, False, info
+
+    # -- exact resume ---------------------------------------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        """Episode counter, RNG and evaluator state between episodes (checkpoints are taken there)."""
+        return {"episode": self.episode, "rng": self.np_random.bit_generator.state,
+                "evaluator": self.evaluator.state()}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.episode = state["episode"]
+        self.np_random.bit_generator.state = state["rng"]
+        self.evaluator.load_state(state["evaluator"])
+
+
+gym.register(id="rlcsp/SkeletonFill-v0", entry_point="rlcsp.design.fill_env:SkeletonFillEnv")

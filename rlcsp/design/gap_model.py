@@ -1,0 +1,270 @@
+"""A band-gap model for rewards: CHGNet's pretrained crystal features with a small MLP head (seed paper b).
+
+The CHGNet backbone stays frozen, so a prediction costs one CHGNet forward pass and fine-tuning on a fresh DFT
+label (paper b: 10 Adam steps at lr 1e-3 after every successful DFT call) touches only the head and takes
+milliseconds. Features are cached per structure, since a filling run sees the same crystals again and again.
+Every version of the head can be written to the store (``gap_models``), with each fine-tuning step
+(``finetune_steps``), so any reward a run gave can be traced to the model that gave it.
+"""
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import json
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+from ase import Atoms
+
+from rlcsp.exceptions import ConfigError
+
+csv.field_size_limit(sys.maxsize)
+
+
+def _key(atoms: Atoms) -> str:
+    return json.dumps([atoms.get_chemical_symbols(), np.round(atoms.cell.array, 5).tolist(),
+                       np.round(atoms.get_scaled_positions(wrap=True), 5).tolist()])
+
+
+class CrystalFeatures:
+    """CHGNet's pooled crystal feature vector (64 numbers) of each structure, computed once per structure, with
+    the energy per atom of the same forward pass (a formation energy for evaluations costs nothing more)."""
+
+    def __init__(self, device: str = "cpu"):
+        self.device = device
+        self._cache: dict[str, tuple[np.ndarray, float]] = {}
+
+    def __call__(self, structures: Sequence[Atoms], batch_size: int = 32) -> np.ndarray:
+        keys = self._compute(structures, batch_size)
+        return np.stack([self._cache[k][0] for k in keys])
+
+    def energies(self, structures: Sequence[Atoms], batch_size: int = 32) -> np.ndarray:
+        """CHGNet's unrelaxed energy per atom (eV) of each structure."""
+        keys = self._compute(structures, batch_size)
+        return np.array([self._cache[k][1] for k in keys])
+
+    def _compute(self, structures: Sequence[Atoms], batch_size: int) -> list[str]:
+        from pymatgen.io.ase import AseAtomsAdaptor
+
+        from rlcsp.calculators.chgnet import load_model
+
+        keys = [_key(a) for a in structures]
+        todo = [i for i, k in enumerate(keys) if k not in self._cache]
+        if todo:
+            model = load_model(self.device)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                out = model.predict_structure([AseAtomsAdaptor.get_structure(structures[i]) for i in todo],
+                                              task="e", return_crystal_feas=True, batch_size=batch_size)
+            out = out if isinstance(out, list) else [out]
+            for i, pred in zip(todo, out):
+                self._cache[keys[i]] = (np.asarray(pred["crystal_fea"], dtype=np.float32), float(pred["e"]))
+        return keys
+
+
+@dataclass
+class GapSample:
+    atoms: Atoms
+    gap: float
+    source: str
+
+
+def perov5_samples(folder: str | Path, n: int | None = 1000, seed: int = 0,
+                   gap_column: str = "ind_gap") -> list[GapSample]:
+    """Labelled perov_5 crystals (CDVAE CSVs, ``ind_gap`` in eV): every gapped one first, then metals.
+
+    ``folder`` holds the CSVs (val.csv, test.csv, train.csv), or is one CSV file (a training split only, so an
+    evaluation on another split stays held out; ``gap_column="band_gap"`` for MP-20). Only about 4 % of perov_5
+    has a gap, so a uniform sample would teach the head to answer 0; ``n`` is split evenly between gapped and
+    gapless crystals where it can be.
+    """
+    from rlcsp.design.skeleton import to_structure
+
+    folder = Path(folder)
+    files = [folder] if folder.is_file() else [folder / name for name in ("val.csv", "test.csv", "train.csv")]
+    rows = []
+    for path in files:
+        if path.is_file():
+            with open(path, newline="") as handle:
+                rows.extend(csv.DictReader(handle))
+    if not rows:
+        raise ConfigError(f"no perov_5 CSVs (val.csv, test.csv) in {folder}")
+    rng = np.random.default_rng(seed)
+    gapped = [r for r in rows if float(r[gap_column]) > 0]
+    metals = [r for r in rows if float(r[gap_column]) <= 0]
+    n = len(rows) if n is None else n
+    take_gapped = min(len(gapped), (n + 1) // 2)
+    chosen = [gapped[i] for i in rng.permutation(len(gapped))[:take_gapped]]
+    chosen += [metals[i] for i in rng.permutation(len(metals))[:n - take_gapped]]
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    return [GapSample(AseAtomsAdaptor.get_atoms(to_structure(r, origin=f"perov_5 {r['material_id']}")),
+                      float(r[gap_column]), "perov_5") for r in chosen]
+
+
+def dft_samples(store) -> list[GapSample]:
+    """Successful, fixed-occupation DFT gaps in a store's DFT cache (``dft_calls``), as training labels."""
+    samples = []
+    for (text,) in store.db.query("SELECT record FROM dft_calls WHERE outcome = 'ok' AND band_gap IS NOT NULL"):
+        record = json.loads(text)
+        structure = (record.get("inputs") or {}).get("structure")
+        if structure is None or record.get("gap_approximate"):
+            continue
+        atoms = Atoms(structure["symbols"], cell=structure["cell"], positions=structure["positions"], pbc=True)
+        samples.append(GapSample(atoms, float(record["band_gap"]), "dft"))
+    return samples
+
+
+class GapModel:
+    """Band gap (eV, >= 0) from CHGNet crystal features through an MLP head; ``version`` counts updates."""
+
+    def __init__(self, hidden: Sequence[int] = (128, 64), seed: int = 0, model_id: str = "gap-model",
+                 features: CrystalFeatures | None = None, store=None, run_id: int | None = None):
+        import torch
+        from torch import nn
+
+        self.model_id, self.store, self.run_id = model_id, store, run_id
+        self.features = features or CrystalFeatures()
+        self.hidden, self.seed = tuple(hidden), seed
+        generator_state = torch.random.get_rng_state()
+        torch.manual_seed(seed)
+        layers: list[nn.Module] = []
+        width = 64
+        for h in self.hidden:
+            layers += [nn.Linear(width, h), nn.SiLU()]
+            width = h
+        self.head = nn.Sequential(*layers, nn.Linear(width, 1), nn.Softplus())
+        torch.random.set_rng_state(generator_state)  # building a model must not move the caller's RNG
+        self.mean = np.zeros(64, dtype=np.float32)
+        self.std = np.ones(64, dtype=np.float32)
+        self.version = 0
+        self.n_samples = 0
+
+    # -- predictions ----------------------------------------------------------------------------------
+
+    def _tensor(self, x: np.ndarray):
+        import torch
+
+        return torch.as_tensor((x - self.mean) / self.std, dtype=torch.float32)
+
+    def predict_features(self, x: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.no_grad():
+            return self.head(self._tensor(np.atleast_2d(x))).squeeze(-1).numpy().astype(float)
+
+    def predict(self, structures: Atoms | Sequence[Atoms]) -> float | np.ndarray:
+        single = isinstance(structures, Atoms)
+        out = self.predict_features(self.features([structures] if single else list(structures)))
+        return float(out[0]) if single else out
+
+    # -- training -------------------------------------------------------------------------------------
+
+    def fit(self, samples: Sequence[GapSample], epochs: int = 300, lr: float = 1e-3, batch_size: int = 64,
+            seed: int | None = None) -> list[float]:
+        """Train the head (and feature scaling) on labelled crystals; returns the loss of each epoch."""
+        import torch
+
+        if not samples:
+            raise ConfigError("no labelled crystals to train the gap model on")
+        x = self.features([s.atoms for s in samples])
+        y = torch.tensor([s.gap for s in samples], dtype=torch.float32)
+        self.mean, self.std = x.mean(axis=0), x.std(axis=0) + 1e-6
+        xt = self._tensor(x)
+        generator = torch.Generator().manual_seed(self.seed if seed is None else seed)
+        optimizer = torch.optim.Adam(self.head.parameters(), lr=lr)
+        losses = []
+        for _ in range(epochs):
+            order = torch.randperm(len(xt), generator=generator)
+            total = 0.0
+            for start in range(0, len(xt), batch_size):
+                idx = order[start:start + batch_size]
+                loss = torch.nn.functional.mse_loss(self.head(xt[idx]).squeeze(-1), y[idx])
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                total += float(loss) * len(idx)
+            losses.append(total / len(xt))
+        self.n_samples = len(samples)
+        self._new_version("fit")
+        return losses
+
+    def finetune(self, atoms: Atoms, label: float, steps: int = 10, lr: float = 1e-3,
+                 episode: int | None = None) -> tuple[list[float], list[float]]:
+        """``steps`` Adam steps on one labelled crystal (paper b's online update); (losses, predictions)."""
+        import torch
+
+        x = self._tensor(self.features([atoms]))
+        y = torch.tensor([label], dtype=torch.float32)
+        optimizer = torch.optim.Adam(self.head.parameters(), lr=lr)
+        losses, predictions = [], []
+        for _ in range(steps):
+            prediction = self.head(x).squeeze(-1)
+            loss = torch.nn.functional.mse_loss(prediction, y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            losses.append(float(loss))
+            predictions.append(float(prediction[0]))
+        self.n_samples += 1
+        self._new_version("finetune", episode)
+        if self.store is not None:
+            self.store.log_finetune(self.model_id, self.version, self.run_id, episode, losses, predictions, label)
+        return losses, predictions
+
+    def _new_version(self, reason: str, episode: int | None = None) -> None:
+        self.version += 1
+        if self.store is not None:
+            self.store.add_gap_model(self.model_id, self.version, reason, self.n_samples, self.state(),
+                                     run_id=self.run_id, episode=episode)
+
+    # -- persistence ----------------------------------------------------------------------------------
+
+    def state(self) -> str:
+        """The head, feature scaling and version as one base64 text (what ``gap_models.state`` holds)."""
+        arrays = {f"head.{k}": v.detach().numpy() for k, v in self.head.state_dict().items()}
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, mean=self.mean, std=self.std, **arrays,
+                            meta=np.array(json.dumps({"hidden": self.hidden, "version": self.version,
+                                                      "n_samples": self.n_samples, "model_id": self.model_id})))
+        return base64.b64encode(buffer.getvalue()).decode()
+
+    def load_state(self, state: str) -> GapModel:
+        import torch
+
+        data = np.load(io.BytesIO(base64.b64decode(state)))
+        meta = json.loads(str(data["meta"]))
+        if tuple(meta["hidden"]) != self.hidden:
+            raise ConfigError(f"gap model state has hidden sizes {meta['hidden']}, this model {list(self.hidden)}")
+        self.head.load_state_dict({k[5:]: torch.from_numpy(data[k].copy()) for k in data.files
+                                   if k.startswith("head.")})
+        self.mean, self.std = data["mean"], data["std"]
+        self.version, self.n_samples = meta["version"], meta["n_samples"]
+        return self
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(self.state())
+
+    @classmethod
+    def load(cls, path: str | Path, **kwargs) -> GapModel:
+        text = Path(path).read_text()
+        meta = json.loads(str(np.load(io.BytesIO(base64.b64decode(text)))["meta"]))
+        return cls(hidden=meta["hidden"], model_id=meta["model_id"], **kwargs).load_state(text)
+
+
+def train_gap_model(perov5: str | Path | None, store=None, n_perov5: int = 1000, epochs: int = 300,
+                    seed: int = 0, extra: Iterable[GapSample] = (), **kwargs) -> GapModel:
+    """A gap model trained on perov_5 gaps plus every cached DFT gap in ``store`` (paper b's pre-training)."""
+    samples = list(extra)
+    if perov5 is not None:
+        samples += perov5_samples(perov5, n_perov5, seed)
+    if store is not None:
+        samples += dft_samples(store)
+    model = GapModel(seed=seed, store=store, **kwargs)
+    model.fit(samples, epochs=epochs)
+    return model

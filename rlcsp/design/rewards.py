@@ -1,0 +1,350 @@
+"""Terminal rewards for composition filling: evaluators that turn a filled skeleton into a reward.
+
+Registry (``str | class`` wherever an evaluator is asked for):
+
+| name | what gives the property | cost |
+|---|---|---|
+| ``dft-gap`` | Quantum ESPRESSO gap (``run_dft``, the store as cache), optional CHGNet FIRE relaxation | minutes |
+| ``chgnet-energy`` | CHGNet formation energy per atom (stability term of paper a) | ~0.1 s |
+| ``gap-model`` | CHGNet crystal features + MLP head (:mod:`rlcsp.design.gap_model`) | ~0.1 s |
+| ``hybrid`` | the gap model, and DFT every k-th episode; a DFT gap is the reward and fine-tunes the model | mixed |
+| ``analytic`` | any function of the species list (toy tasks, tests) | none |
+
+Reward formulas: paper b, ``-1`` if more than ``max_elements`` distinct elements or the DFT failed, else
+``exp(-(p - p_hat)^2)``; paper a, ``a1 exp(-E_form/b1) + a2 exp(-(p - p_hat)^2 / b2)`` with (1, 10, 5, 3).
+A failed DFT call is the -1 reward and is counted (``counts['dft_failures']``); it never raises.
+"""
+from __future__ import annotations
+
+import math
+import time
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+from ase import Atoms
+
+from rlcsp.exceptions import ConfigError, UnknownName
+
+PAPER_A = (1.0, 10.0, 5.0, 3.0)  # alpha1, alpha2, beta1, beta2
+
+
+def paper_b_reward(gap: float | None, target: float, n_distinct: int, max_elements: int = 5) -> float:
+    """-1 for too many distinct elements or no gap (DFT failed), else exp(-(gap - target)^2)."""
+    if n_distinct > max_elements or gap is None:
+        return -1.0
+    return math.exp(-(gap - target) ** 2)
+
+
+def paper_a_reward(e_form: float, gap: float, target: float,
+                   params: tuple[float, float, float, float] = PAPER_A) -> float:
+    """alpha1 exp(-E_form/beta1) + alpha2 exp(-(gap - target)^2 / beta2), E_form in eV/atom."""
+    a1, a2, b1, b2 = params
+    return a1 * math.exp(-e_form / b1) + a2 * math.exp(-(gap - target) ** 2 / b2)
+
+
+FORMULAS = ("paper-b", "paper-a")
+
+
+@dataclass
+class Evaluation:
+    """What an evaluator says about one filled crystal; ``source`` names where ``gap`` came from."""
+
+    reward: float
+    gap: float | None = None
+    source: str = ""
+    model_gap: float | None = None
+    dft_gap: float | None = None
+    dft_outcome: str | None = None
+    e_form: float | None = None
+    wall_s: float = 0.0
+    invalid: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Evaluator(ABC):
+    """Reward of a filled skeleton. Rejects too many distinct elements before spending any computation."""
+
+    name = "evaluator"
+
+    def __init__(self, formula: str = "paper-b", max_elements: int = 5,
+                 paper_a: tuple[float, float, float, float] = PAPER_A):
+        if formula not in FORMULAS:
+            raise UnknownName("reward formula", formula, list(FORMULAS))
+        self.formula, self.max_elements, self.paper_a = formula, max_elements, tuple(paper_a)
+        self.counts = {"evaluations": 0, "dft_calls": 0, "dft_failures": 0}
+        self._chgnet: ChgnetFormation | None = None
+
+    def check_vocabulary(self, elements: Iterable[str]) -> None:
+        """Raise ConfigError when an element cannot be evaluated (called before training starts)."""
+
+    def evaluate(self, atoms: Atoms, target: float, episode: int = 0) -> Evaluation:
+        self.counts["evaluations"] += 1
+        started = time.perf_counter()
+        if len(set(atoms.get_chemical_symbols())) > self.max_elements:
+            return Evaluation(-1.0, invalid=True)
+        result = self._evaluate(atoms, target, episode)
+        result.wall_s = time.perf_counter() - started
+        return result
+
+    @abstractmethod
+    def _evaluate(self, atoms: Atoms, target: float, episode: int) -> Evaluation: ...
+
+    def gap_reward(self, atoms: Atoms, gap: float | None, target: float) -> tuple[float, float | None]:
+        """(reward, E_form) for a gap under this evaluator's formula; a None gap is a failure (-1)."""
+        if gap is None:
+            return -1.0, None
+        if self.formula == "paper-b":
+            return paper_b_reward(gap, target, len(set(atoms.get_chemical_symbols())), self.max_elements), None
+        if self._chgnet is None:
+            self._chgnet = ChgnetFormation()
+        e_form = self._chgnet(atoms)
+        return paper_a_reward(e_form, gap, target, self.paper_a), e_form
+
+    def state(self) -> dict[str, Any]:
+        """Everything a resumed run needs to continue exactly (counters, model weights)."""
+        return {"counts": dict(self.counts)}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.counts = dict(state["counts"])
+
+
+class AnalyticEvaluator(Evaluator):
+    """A reward that is a plain function of the species list (toy tasks with a known optimum)."""
+
+    name = "analytic"
+
+    def __init__(self, function: Callable[[Sequence[str]], float], **kwargs):
+        super().__init__(**kwargs)
+        self.function = function
+
+    def _evaluate(self, atoms: Atoms, target: float, episode: int) -> Evaluation:
+        return Evaluation(float(self.function(atoms.get_chemical_symbols())), source="analytic")
+
+
+class ChgnetFormation:
+    """CHGNet formation energy per atom against a reference phase of each element, unrelaxed.
+
+    References: the bulk phase ASE builds for the element (``ase.build.bulk``); noble gases as atoms in a 10 A
+    box; every other element (H, N, O, F, and the molecular or many-atom crystals ASE cannot build: P, S, Se,
+    Cl, Br) as a dimer at twice the covalent radius (ASE's bond length where it has one) in a 10 A box. That
+    makes formation energies of compounds of those elements approximate (a few tenths of an eV per atom):
+    enough for paper a's stability term, not for a convex hull. Evaluated once per element per process.
+    """
+
+    def __init__(self, device: str = "cpu"):
+        self.device = device
+        self._mu: dict[str, float] = {}
+        self._calculator = None
+
+    def _energy(self, atoms: Atoms) -> float:
+        from rlcsp.calculators.chgnet import chgnet_calculator
+
+        if self._calculator is None:
+            self._calculator = chgnet_calculator(self.device)
+        atoms = atoms.copy()
+        atoms.calc = self._calculator
+        return float(atoms.get_potential_energy())
+
+    @staticmethod
+    def reference_phase(element: str) -> Atoms:
+        from ase.build import bulk
+        from ase.data import atomic_numbers, covalent_radii, reference_states
+
+        z = atomic_numbers[element]
+        state = reference_states[z] or {}
+        box = [10.0, 10.5, 11.0]
+        if state.get("symmetry") == "atom":
+            return Atoms([element], cell=box, pbc=True)
+        try:
+            return bulk(element)
+        except (ValueError, KeyError, RuntimeError):
+            d = state.get("d", 2 * covalent_radii[z])
+            return Atoms([element] * 2, positions=[[0, 0, 0], [0, 0, d]], cell=box, pbc=True)
+
+    def reference(self, element: str) -> float:
+        if element not in self._mu:
+            ref = self.reference_phase(element)
+            self._mu[element] = self._energy(ref) / len(ref)
+        return self._mu[element]
+
+    def __call__(self, atoms: Atoms) -> float:
+        return self.from_energy(atoms.get_chemical_symbols(), self._energy(atoms) / len(atoms))
+
+    def from_energy(self, symbols: Sequence[str], energy_per_atom: float) -> float:
+        """The formation energy per atom of a crystal whose CHGNet energy per atom is already known."""
+        return energy_per_atom - sum(self.reference(s) for s in symbols) / len(symbols)
+
+
+class ChgnetEnergyEvaluator(Evaluator):
+    """Stability only: alpha1 exp(-E_form/beta1) from CHGNet (paper a's first term)."""
+
+    name = "chgnet-energy"
+
+    def _evaluate(self, atoms: Atoms, target: float, episode: int) -> Evaluation:
+        if self._chgnet is None:
+            self._chgnet = ChgnetFormation()
+        e_form = self._chgnet(atoms)
+        return Evaluation(self.paper_a[0] * math.exp(-e_form / self.paper_a[2]), source="chgnet", e_form=e_form)
+
+
+class DftGapEvaluator(Evaluator):
+    """The Quantum ESPRESSO gap, through ``run_dft`` and the store's DFT cache; every request is logged.
+
+    ``relax`` first relaxes the crystal with CHGNet (FIRE on a FrechetCellFilter), as paper b does.
+    With fixed occupations an odd electron count is a failure (``wrong_charge``) without running pw.x, as in
+    papers b and c; ``odd_electrons="smear"`` lets ``run_dft`` retry it smeared and spin-polarised instead
+    (a full, costly run whose gap is approximate and is then not used as a label).
+    """
+
+    name = "dft-gap"
+
+    def __init__(self, settings=None, runner=None, store=None, run_id: int | None = None, relax: bool = False,
+                 odd_electrons: str = "fail", **kwargs):
+        from rlcsp.calculators.espresso import DftSettings, PwRunner
+
+        super().__init__(**kwargs)
+        self.settings = settings or DftSettings.seed_papers()
+        self.runner = runner or PwRunner()
+        if odd_electrons not in ("fail", "smear"):
+            raise ConfigError(f"odd_electrons must be 'fail' or 'smear', got {odd_electrons!r}")
+        self.store, self.run_id, self.relax, self.odd_electrons = store, run_id, relax, odd_electrons
+        self._relaxer = None
+        self.last = None  # the last DftResult, for callers that want more than the gap
+
+    def check_vocabulary(self, elements: Iterable[str]) -> None:
+        """Every element has a pseudopotential and pw.x can be started (CalculatorNotFound otherwise)."""
+        from rlcsp.calculators.espresso import default_pseudo_dir, find_pseudopotential
+
+        self.runner.pw_command()
+        pseudo_dir = self.settings.pseudo_dir or default_pseudo_dir()
+        for element in elements:
+            find_pseudopotential(Path(pseudo_dir).expanduser(), element,
+                                 self.settings.pseudopotentials.get(element))
+
+    def _relaxed(self, atoms: Atoms) -> Atoms:
+        if not self.relax:
+            return atoms
+        if self._relaxer is None:
+            from rlcsp.calculators.chgnet import chgnet_relaxer
+
+            self._relaxer = chgnet_relaxer()
+        result = self._relaxer.relax([atoms])[0]
+        return result.atoms if result.ok else atoms
+
+    def dft(self, atoms: Atoms, episode: int, model_gap: float | None = None):
+        """One DFT request, counted and logged; returns the DftResult (failures included, never raised)."""
+        from rlcsp.calculators.espresso import DftOutcome, DftResult, MissingPseudopotential, resolve_inputs, run_dft
+
+        result = None
+        if self.odd_electrons == "fail" and self.settings.occupations == "fixed" and self.settings.nspin == 1:
+            try:
+                inputs = resolve_inputs(atoms, self.settings)
+            except MissingPseudopotential:
+                inputs = None  # run_dft reports it
+            if inputs is not None and inputs.n_occupied is None:
+                result = DftResult(DftOutcome.WRONG_CHARGE, "odd number of electrons with fixed occupations; "
+                                   "pw.x not run", key=inputs.key)
+        if result is None:
+            result = run_dft(self._relaxed(atoms), self.settings, runner=self.runner, cache=self.store)
+        self.counts["dft_calls"] += 1
+        if not result.ok or result.band_gap is None or result.gap_approximate:
+            self.counts["dft_failures"] += 1
+        if self.store is not None:
+            self.store.log_dft_call(self.run_id, episode, atoms.get_chemical_formula(), result, model_gap)
+        self.last = result
+        return result
+
+    def _evaluate(self, atoms: Atoms, target: float, episode: int) -> Evaluation:
+        result = self.dft(atoms, episode)
+        gap = result.band_gap if result.ok and not result.gap_approximate else None
+        reward, e_form = self.gap_reward(atoms, gap, target)
+        return Evaluation(reward, gap, "dft", dft_gap=gap, dft_outcome=result.outcome.value, e_form=e_form)
+
+
+class GapModelEvaluator(Evaluator):
+    """The gap model's prediction is the property (paper b's experiment 1: no DFT at all)."""
+
+    name = "gap-model"
+
+    def __init__(self, model, **kwargs):
+        super().__init__(**kwargs)
+        self.model = model
+
+    def _evaluate(self, atoms: Atoms, target: float, episode: int) -> Evaluation:
+        gap = self.model.predict(atoms)
+        reward, e_form = self.gap_reward(atoms, gap, target)
+        return Evaluation(reward, gap, "model", model_gap=gap, e_form=e_form)
+
+    def state(self) -> dict[str, Any]:
+        return {**super().state(), "model": self.model.state()}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        super().load_state(state)
+        self.model.load_state(state["model"])
+
+
+class HybridEvaluator(GapModelEvaluator):
+    """Gap model on most episodes; DFT on every ``every``-th episode (1-based), whose gap is the reward and
+    fine-tunes the model (``finetune_steps`` Adam steps at ``finetune_lr``; paper b: k = 30, 10 steps, 1e-3).
+
+    An episode is the env's count, so a run that resumes keeps the same DFT episodes.
+    """
+
+    name = "hybrid"
+
+    def __init__(self, model, dft: DftGapEvaluator, every: int = 30, finetune_steps: int = 10,
+                 finetune_lr: float = 1e-3, **kwargs):
+        super().__init__(model, **kwargs)
+        if every < 1:
+            raise ConfigError(f"DFT every k-th episode needs k >= 1, got {every}")
+        self.dft, self.every = dft, every
+        self.finetune_steps, self.finetune_lr = finetune_steps, finetune_lr
+        self.dft.formula, self.dft.max_elements = self.formula, self.max_elements
+
+    def check_vocabulary(self, elements: Iterable[str]) -> None:
+        self.dft.check_vocabulary(elements)
+
+    def _evaluate(self, atoms: Atoms, target: float, episode: int) -> Evaluation:
+        if episode % self.every:
+            return super()._evaluate(atoms, target, episode)
+        model_gap = self.model.predict(atoms)
+        result = self.dft.dft(atoms, episode, model_gap)
+        self.counts["dft_calls"], self.counts["dft_failures"] = self.dft.counts["dft_calls"], \
+            self.dft.counts["dft_failures"]
+        gap = result.band_gap if result.ok and not result.gap_approximate else None
+        if gap is not None:
+            self.model.finetune(atoms, gap, self.finetune_steps, self.finetune_lr, episode=episode)
+        reward, e_form = self.gap_reward(atoms, gap, target)
+        return Evaluation(reward, gap, "dft", model_gap=model_gap, dft_gap=gap, dft_outcome=result.outcome.value,
+                          e_form=e_form)
+
+    def state(self) -> dict[str, Any]:
+        return {**super().state(), "dft": self.dft.state()}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        super().load_state(state)
+        self.dft.load_state(state["dft"])
+
+
+EVALUATORS: dict[str, type[Evaluator]] = {
+    "dft-gap": DftGapEvaluator,
+    "chgnet-energy": ChgnetEnergyEvaluator,
+    "gap-model": GapModelEvaluator,
+    "hybrid": HybridEvaluator,
+    "analytic": AnalyticEvaluator,
+}
+
+
+def get_evaluator(evaluator: str | type[Evaluator] | Evaluator, **kwargs) -> Evaluator:
+    """An evaluator by registry name, class or instance (returned as is)."""
+    if isinstance(evaluator, Evaluator):
+        return evaluator
+    if isinstance(evaluator, str):
+        if evaluator not in EVALUATORS:
+            raise UnknownName("reward evaluator", evaluator, list(EVALUATORS))
+        evaluator = EVALUATORS[evaluator]
+    return evaluator(**kwargs)

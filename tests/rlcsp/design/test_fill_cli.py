@@ -1,0 +1,59 @@
+"""``rlcsp fill`` end to end on a cheap skeleton: hybrid reward with real pw.x, plots, store, resume."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from rlcsp.db import Store
+from rlcsp.cli import main
+
+SCRIPT = '''
+from ase.build import bulk
+
+FILL = {"skeleton": bulk("NaCl", "rocksalt", a=5.64), "target": 4.0, "vocabulary": ["Li", "Na", "F", "Cl"],
+        "dft": {"ecutwfc": 25.0, "kpts": "gamma"}}
+'''
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    torch.set_num_threads(1)
+
+
+def test_fill_hybrid_run_writes_plots_logs_and_resumes(tmp_path, capsys):
+    script = tmp_path / "rocksalt.py"
+    script.write_text(SCRIPT)
+    out = tmp_path / "out"
+    args = ["fill", str(script), "--agent", "dqn", "--reward", "hybrid", "--dft-every", "3", "--seed", "2",
+            "--out", str(out), "--perov5-samples", "16", "--quiet", "--dqn", "learning_starts=4",
+            "--dqn", "hidden=16", "--dqn", "blocks=1"]
+    assert main([*args, "--episodes", "6"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["episodes"] == 6 and summary["dft_calls"] == 2 and summary["dft_call_percent"] == pytest.approx(
+        100 / 3)
+    for name in ("reward.png", "gaps.png", "finetune_loss.png", "gap_distribution.png", "checkpoint.pt",
+                 "metrics.csv", "gap_model_initial.txt"):
+        assert (out / name).stat().st_size > 0, name
+    assert main([*args, "--episodes", "9"]) == 0  # the same command with more episodes continues the run
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["episodes"] == 9 and summary["dft_calls"] == 3
+    store = Store(f"sqlite:///{out / 'rlcsp.db'}")
+    assert len(store.list_runs()) == 1
+    run_id = store.list_runs()[0]["id"]
+    assert [c["episode"] for c in store.fill_dft_calls(run_id)] == [3, 6, 9]
+    assert [e["episode"] for e in store.episodes(run_id)] == list(range(1, 10))
+    ok = sum(c["outcome"] == "ok" for c in store.fill_dft_calls(run_id))
+    assert len(store.finetune_steps(f"run{run_id}")) == 10 * ok
+
+
+def test_fill_reports_bad_input_clearly(tmp_path, capsys):
+    script = tmp_path / "bad.py"
+    script.write_text('FILL = {"skeleton": "missing.cif", "vocabulary": ["Na", "Cs"]}\n')
+    assert main(["fill", str(script), "--reward", "dft-gap", "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    assert "no structure file missing.cif" in capsys.readouterr().err
+    script.write_text('from ase.build import bulk\nFILL = {"skeleton": bulk("NaCl", "rocksalt", a=5.64), '
+                      '"vocabulary": ["Na", "Cs"]}\n')
+    assert main(["fill", str(script), "--reward", "dft-gap", "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    assert "no pseudopotential for Cs" in capsys.readouterr().err

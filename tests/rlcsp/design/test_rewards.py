@@ -1,0 +1,122 @@
+"""Terminal rewards of composition filling: formulas by hand, DFT failures, the hybrid schedule and its logs."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from ase.build import bulk
+
+from rlcsp.calculators.espresso import DftSettings, PwRunner
+from rlcsp.design.rewards import (AnalyticEvaluator, DftGapEvaluator, HybridEvaluator, get_evaluator,
+                                      paper_a_reward, paper_b_reward)
+from rlcsp.design.gap_model import GapModel, perov5_samples
+from rlcsp.db import Store
+from rlcsp.exceptions import UnknownName
+from rlcsp.design.fill_env import SkeletonFillEnv
+
+CHEAP = DftSettings(ecutwfc=25.0, kpts="gamma")  # 2-atom rock salt: about a second per pw.x run
+VOCABULARY = ("Li", "Na", "F", "Cl")
+
+
+def test_paper_b_reward_by_hand():
+    assert paper_b_reward(1.12, 1.12, 3) == 1.0
+    assert paper_b_reward(2.12, 1.12, 5) == pytest.approx(math.exp(-1))  # 0.367879
+    assert paper_b_reward(0.0, 1.12, 2) == pytest.approx(0.285247, abs=1e-6)  # exp(-1.2544)
+    assert paper_b_reward(1.12, 1.12, 6) == -1.0  # more than five distinct elements
+    assert paper_b_reward(None, 1.12, 2) == -1.0  # DFT failed
+
+
+def test_paper_a_reward_by_hand():
+    # 1*exp(1/5) + 10*exp(-3/3) = 1.221403 + 3.678794
+    assert paper_a_reward(-1.0, 1.12 + math.sqrt(3), 1.12) == pytest.approx(4.900197, abs=1e-6)
+    assert paper_a_reward(0.0, 1.12, 1.12) == pytest.approx(11.0)
+    assert paper_a_reward(-2.0, 4.0, 4.0, (0.0, 5.0, 5.0, 3.0)) == pytest.approx(5.0)
+
+
+def test_registry_takes_names_classes_and_instances():
+    evaluator = AnalyticEvaluator(len)
+    assert get_evaluator(evaluator) is evaluator
+    assert isinstance(get_evaluator("dft-gap"), DftGapEvaluator)
+    with pytest.raises(UnknownName, match="valid names: analytic, chgnet-energy, dft-gap, gap-model, hybrid"):
+        get_evaluator("dft")
+
+
+def test_dft_failure_is_minus_one_counted_and_logged(tmp_path):
+    store = Store(f"sqlite:///{tmp_path / 'rlcsp.db'}")
+    failing = DftGapEvaluator(DftSettings(ecutwfc=25.0, kpts="gamma", electron_maxstep=1),
+                              PwRunner(keep_failed=False), store=store, run_id=None)
+    result = failing.evaluate(bulk("NaCl", "rocksalt", a=5.64), 1.12, episode=1)
+    assert result.reward == -1.0 and result.dft_outcome == "scf_not_converged" and result.gap is None
+    assert failing.counts == {"evaluations": 1, "dft_calls": 1, "dft_failures": 1}
+    assert [c["outcome"] for c in store.fill_dft_calls(None)] == ["scf_not_converged"]
+
+
+@pytest.fixture(scope="module")
+def gap_model_state(shared_data):
+    model = GapModel(seed=0)
+    model.fit(perov5_samples(shared_data / "perov_5", 24, seed=0), epochs=60)
+    return model.state()
+
+
+def test_hybrid_calls_dft_exactly_every_kth_episode_and_logs_each(db_url, gap_model_state):
+    store = Store(db_url)
+    run_id = store.create_run({"test": "hybrid"}, "fill-test", "NaCl", "random", 0, "hybrid", "test")
+    model = GapModel(store=store, run_id=run_id, model_id="m").load_state(gap_model_state)
+    dft = DftGapEvaluator(CHEAP, store=store, run_id=run_id)
+    env = SkeletonFillEnv(bulk("NaCl", "rocksalt", a=5.64), HybridEvaluator(model, dft, every=3),
+                          vocabulary=VOCABULARY, target=1.12)
+    env.reset(seed=0)
+    sources, rewards = [], []
+    for episode in range(1, 10):
+        env.reset()
+        env.step(episode % 2)  # Li or Na
+        _, reward, terminated, _, info = env.step(2 + episode % 2)  # F or Cl
+        sources.append(info["evaluation"]["source"])
+        rewards.append(reward)
+        evaluation = info["evaluation"]
+        if evaluation["source"] == "dft":
+            assert reward == pytest.approx(math.exp(-(evaluation["dft_gap"] - 1.12) ** 2))
+            assert evaluation["model_gap"] is not None
+    assert sources == ["model", "model", "dft"] * 3
+    calls = store.fill_dft_calls(run_id)
+    assert [c["episode"] for c in calls] == [3, 6, 9]
+    assert all(c["outcome"] == "ok" and c["band_gap"] > 1 for c in calls)
+    assert env.evaluator.counts["dft_calls"] == 3 and env.evaluator.counts["dft_failures"] == 0
+    steps = store.finetune_steps("m")
+    assert len(steps) == 30 and [s["episode"] for s in steps[::10]] == [3, 6, 9]
+    assert [v["version"] for v in store.gap_models("m")] == [2, 3, 4]  # the loaded v1, then one per DFT label
+    assert np.isfinite(rewards).all()
+
+
+def test_odd_electron_count_fails_without_running_pw(tmp_path):
+    store = Store(f"sqlite:///{tmp_path / 'rlcsp.db'}")
+    runner = PwRunner()
+    evaluator = DftGapEvaluator(CHEAP, runner, store=store)
+    mgf = bulk("NaCl", "rocksalt", a=4.2)
+    mgf.set_chemical_symbols(["Mg", "F"])  # 10 + 7 valence electrons
+    result = evaluator.evaluate(mgf, 1.12, episode=4)
+    assert result.reward == -1.0 and result.dft_outcome == "wrong_charge" and runner.launches == 0
+    assert evaluator.counts["dft_failures"] == 1
+    assert [(c["episode"], c["outcome"]) for c in store.fill_dft_calls(None)] == [(4, "wrong_charge")]
+
+
+def test_chgnet_energy_and_paper_a_formula():
+    nacl = bulk("NaCl", "rocksalt", a=5.64)
+    chgnet = get_evaluator("chgnet-energy")
+    result = chgnet.evaluate(nacl, 1.12)
+    assert -3.0 < result.e_form < -1.0  # rock salt NaCl is stable (experiment: -2.13 eV/atom)
+    assert result.reward == pytest.approx(math.exp(-result.e_form / 5))
+    paper_a = AnalyticEvaluator(len, formula="paper-a")
+    reward, e_form = paper_a.gap_reward(nacl, 2.0, 1.12)
+    assert e_form == pytest.approx(result.e_form, abs=1e-4)
+    assert reward == pytest.approx(paper_a_reward(e_form, 2.0, 1.12), rel=1e-6)
+
+
+def test_chgnet_relaxation_before_dft(tmp_path):
+    squeezed = bulk("NaCl", "rocksalt", a=5.3)
+    evaluator = DftGapEvaluator(CHEAP, relax=True)
+    result = evaluator.evaluate(squeezed, 1.12)
+    assert result.dft_outcome == "ok"
+    relaxed_cell = np.array(evaluator.last.inputs["structure"]["cell"])
+    assert abs(np.linalg.det(relaxed_cell)) > 1.05 * squeezed.get_volume()  # CHGNet expanded it before pw.x
