@@ -85,8 +85,11 @@ def default_url(run_dir: str | Path | None = None) -> str:
 class Database:
     """One open connection with transactions that survive MySQL outages (retried, idempotent by design)."""
 
-    def __init__(self, url: str, outage_s: float = 120.0, connect_timeout: float = 5.0):
+    def __init__(self, url: str, outage_s: float = 120.0, connect_timeout: float = 5.0, create: bool = True):
+        """``create=False`` opens only a database that exists, read-only for SQLite, as ``rlcsp runs`` and
+        ``show`` need: they must never leave a new database behind."""
         self.url = parse_url(url)
+        self.create = create
         self.dialect = self.url.dialect
         self.outage_s = outage_s
         self.connect_timeout = connect_timeout
@@ -100,6 +103,15 @@ class Database:
             path = Path(self.url.database)
             if not path.parent.exists():
                 raise StoreError(f"SQLite database folder {str(path.parent)!r} does not exist")
+            if not self.create:
+                if not path.is_file():
+                    raise StoreError(f"no rlcsp database at {str(path)!r}")
+                # With no writer (no -wal file) the file cannot change while we read: immutable leaves no -shm
+                # behind; with one, a plain read-only connection sees its committed steps.
+                live = Path(f"{path}-wal").exists()
+                self._conn = sqlite3.connect(f"{path.resolve().as_uri()}?{'mode=ro' if live else 'immutable=1'}",
+                                             uri=True, timeout=60.0, isolation_level=None)
+                return
             self._conn = sqlite3.connect(path, timeout=60.0, isolation_level=None)
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=NORMAL")
@@ -127,8 +139,15 @@ class Database:
                                  "fix the host/port in the URL") from None
             raise
         cursor = conn.cursor()
-        cursor.execute(f"CREATE DATABASE IF NOT EXISTS `{u.database}` CHARACTER SET utf8mb4")  # name validated
-        cursor.execute(f"USE `{u.database}`")
+        if self.create:
+            cursor.execute(f"CREATE DATABASE IF NOT EXISTS `{u.database}` CHARACTER SET utf8mb4")  # name validated
+        try:
+            cursor.execute(f"USE `{u.database}`")
+        except mysql.connector.Error as err:
+            conn.close()
+            if err.errno == errorcode.ER_BAD_DB_ERROR:
+                raise StoreError(f"no database {u.database!r} on {u.host}:{u.port}") from None
+            raise
         cursor.execute("SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ZERO_DATE,ANSI_QUOTES'")
         cursor.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
         cursor.close()

@@ -44,9 +44,11 @@ def _cif(atoms: Atoms) -> str:
 class Store:
     """High-level access to the rlcsp schema; ``url`` is ``sqlite:///path`` or ``mysql://user@host/db``."""
 
-    def __init__(self, url: str, outage_s: float = 120.0):
-        self.db = Database(url, outage_s=outage_s)
-        create_schema(self.db)
+    def __init__(self, url: str, outage_s: float = 120.0, create: bool = True):
+        """``create=False``: open an existing store to read it, changing nothing (no database, file or schema)."""
+        self.db = Database(url, outage_s=outage_s, create=create)
+        if create:
+            create_schema(self.db)
 
     @property
     def url(self) -> str:

@@ -74,7 +74,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     out = args.out or str(Path("runs") / f"{config.name}-{config.policy}-seed{config.seed}")
     command = " ".join(["rlcsp", "run", *sys.argv[2:]]) if sys.argv[1:2] == ["run"] else None
     summary = execute(config, out, progress=not args.quiet, command=command, db_url=args.db, resume=args.resume,
-                      max_outage_s=args.max_outage, shared_policy=args.shared_policy)
+                      max_outage_s=args.max_outage, shared_policy=args.shared_policy, new_run=args.new_run)
     return 0 if summary["relaxations"] > 0 else 1
 
 
@@ -84,24 +84,40 @@ def cmd_demo(args: argparse.Namespace) -> int:
                  str(args.initial_population), "--seed", str(args.seed), "--out", args.out])
 
 
-def _store(args: argparse.Namespace):
-    from rlcsp.db import Store, default_url
+def _run(args: argparse.Namespace, write: bool = False):
+    """The store and run id a command names (a run folder, or an id with --db); read-only unless ``write``."""
+    from rlcsp.db import Store, locate_run
 
-    return Store(args.db or default_url())
+    url, run_id = locate_run(args.run, args.db)
+    store = Store(url, create=False)
+    if write:  # the database exists: now it may be written (its schema brought up to date)
+        store.close()
+        store = Store(url)
+    store.run_info(run_id)  # a clear error for an unknown id
+    return store, run_id
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    store = _store(args)
-    runs = store.list_runs()
-    print(f"{'id':>4} {'composition':12} {'policy':16} {'seed':>5} {'status':11} {'best (eV/atom)':>15} "
-          f"{'GM at':>6} {'relax.':>6}")
-    for r in runs:
-        best = "" if r["best_energy"] is None else f"{r['best_energy']:.6f}"
-        gm = "" if r["gm_relaxation"] is None else str(r["gm_relaxation"])
-        print(f"{r['id']:>4} {r['composition']:12} {r['policy']:16} {r['seed']:>5} {r['status']:11} {best:>15} "
-              f"{gm:>6} {r['relaxations']:>6}")
-    if not runs:
-        print(f"no runs in {store.url}")
+    from rlcsp.db import Store, known_stores, store_url
+
+    urls = [store_url(args.db)] if args.db else known_stores()
+    if not urls:
+        print("no rlcsp store here (./rlcsp.db) or under runs/; name one with --db FOLDER|FILE|URL")
+        return 1
+    for url in urls:
+        store = Store(url, create=False)
+        runs = store.list_runs()
+        store.close()
+        print(f"{url}: {len(runs)} run{'s' * (len(runs) != 1)}")
+        if not runs:
+            continue
+        print(f"{'id':>4} {'composition':12} {'policy':16} {'seed':>5} {'status':11} {'best (eV/atom)':>15} "
+              f"{'GM reached':>10} {'GM at':>6} {'relax.':>6}")
+        for r in runs:
+            best = "" if r["best_energy"] is None else f"{r['best_energy']:.6f}"
+            gm = "" if r["gm_relaxation"] is None else str(r["gm_relaxation"])
+            print(f"{r['id']:>4} {r['composition']:12} {r['policy']:16} {r['seed']:>5} {r['status']:11} {best:>15} "
+                  f"{'yes' if gm else 'no':>10} {gm:>6} {r['relaxations']:>6}")
     return 0
 
 
@@ -110,20 +126,22 @@ def cmd_show(args: argparse.Namespace) -> int:
     from rlcsp.csp.report import plot_energy
     from rlcsp.csp.run import records_from_rows
 
-    store = _store(args)
-    info = store.run_info(args.run)
-    records = records_from_rows(store.steps(args.run))
+    store, run_id = _run(args)
+    info = store.run_info(run_id)
+    print(f"{'store':14s} {store.url}")
     for key in ("id", "name", "composition", "policy", "seed", "calculator", "status", "best_energy",
                 "gm_relaxation", "relaxations"):
         print(f"{key:14s} {info[key]}")
     print(f"{'target':14s} {info['config'].get('target_energy')}")
-    out = Path(args.out or ".")
+    if args.out is None:
+        return 0  # read-only: plots only where asked for
+    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    path = out / f"run{args.run}_energy.png"
-    plot_energy(records, path, info["config"].get("target_energy"))
+    path = out / f"run{run_id}_energy.png"
+    plot_energy(records_from_rows(store.steps(run_id)), path, info["config"].get("target_energy"))
     print(f"{'plot':14s} {path}")
-    path = out / f"run{args.run}_probabilities.png"
-    if plot_action_probabilities(store, args.run, path, args.points):
+    path = out / f"run{run_id}_probabilities.png"
+    if plot_action_probabilities(store, run_id, path, args.points):
         print(f"{'probabilities':14s} {path}")
     return 0
 
@@ -142,19 +160,18 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     from ase.io import write
 
-    store = _store(args)
-    store.run_info(args.run)
-    out = Path(args.out or f"run{args.run}")
+    store, run_id = _run(args)
+    out = Path(args.out or f"run{run_id}")
     out.mkdir(parents=True, exist_ok=True)
     if args.format == "csv":
-        rows = store.steps(args.run)
+        rows = store.steps(run_id)
         with (out / "steps.csv").open("w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["relaxation"])
             writer.writeheader()
             writer.writerows(rows)
         print(f"{len(rows)} steps -> {out / 'steps.csv'}")
         return 0
-    structures = store.structures(args.run)
+    structures = store.structures(run_id)
     if args.format == "extxyz":
         for s in structures:
             s["atoms"].info.update(energy_per_atom=s["energy"], relaxation=s["relaxation"])
@@ -171,9 +188,8 @@ def cmd_dft(args: argparse.Namespace) -> int:
     """DFT-validate a run's lowest-energy structures; results are cached in the run's database."""
     from rlcsp.calculators.espresso import DftSettings, PwRunner, run_dft
 
-    store = _store(args)
-    store.run_info(args.run)
-    best = sorted(store.structures(args.run), key=lambda s: s["energy"])[:args.top]
+    store, run_id = _run(args, write=True)
+    best = sorted(store.structures(run_id), key=lambda s: s["energy"])[:args.top]
     runner = PwRunner(nprocs=args.nprocs, timeout_s=args.timeout)
     settings = DftSettings(kppa=args.kppa)
     print(f"{'relaxation':>10} {'formula':12} {'E model':>12} {'E DFT (eV/atom)':>16} {'gap (eV)':>9}  outcome")
@@ -233,6 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--db", help="database URL (default: RLCSP_DB_URL, else sqlite in the output folder)")
     p.add_argument("--resume", type=int, metavar="RUN_ID", help="continue a stored run from its last step")
+    p.add_argument("--new-run", action="store_true",
+                   help="start a new run in an --out folder that holds another search (its files move to run<ID>/)")
     p.add_argument("--shared-policy", metavar="ID",
                    help="share the learning policy with every walker naming this id in the same database")
     p.add_argument("--max-outage", type=float, default=600.0, metavar="SECONDS",
@@ -257,14 +275,16 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--out", help="folder for relaxed CIFs")
         p.set_defaults(func=func)
 
-    p = sub.add_parser("runs", help="list the runs in a store")
-    p.add_argument("--db", help="database URL (default: RLCSP_DB_URL, else ./rlcsp.db)")
+    run_help = "a run folder (runs/demo), or a run id with --db"
+    db_help = "the store: a run folder, an SQLite file or a URL (sqlite:///path, mysql://user@host:3306/name)"
+    p = sub.add_parser("runs", help="list stored runs (read-only)")
+    p.add_argument("--db", help=db_help + "; default: RLCSP_DB_URL, ./rlcsp.db and every runs/**/rlcsp.db")
     p.set_defaults(func=cmd_runs)
 
-    p = sub.add_parser("show", help="summary and energy plot of one stored run")
-    p.add_argument("run", type=int)
-    p.add_argument("--db")
-    p.add_argument("--out", help="folder for the plots (default: current folder)")
+    p = sub.add_parser("show", help="summary of one stored run, and its plots with --out (read-only)")
+    p.add_argument("run", help=run_help)
+    p.add_argument("--db", help=db_help)
+    p.add_argument("--out", help="write the energy and policy plots into this folder")
     p.add_argument("--points", type=int, default=3,
                    help="policy versions, spread over the run, at which a learning policy's move probabilities "
                         "are drawn against energy (default 3: first, middle, last)")
@@ -285,16 +305,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("export", help="export a stored run's structures or steps")
-    p.add_argument("run", type=int)
-    p.add_argument("--format", choices=["cif", "extxyz", "csv"], default="cif")
-    p.add_argument("--db")
+    p.add_argument("run", help=run_help)
+    p.add_argument("--format", choices=["cif", "extxyz", "csv"], default="cif",
+                   help="cif/extxyz: the run's distinct structures; csv: every step, as in steps.csv")
+    p.add_argument("--db", help=db_help)
     p.add_argument("--out", help="output folder (default: run<ID>)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("dft", help="Quantum ESPRESSO energies and band gaps of a run's best structures")
-    p.add_argument("run", type=int)
-    p.add_argument("--top", type=int, default=3)
-    p.add_argument("--db")
+    p.add_argument("run", help=run_help)
+    p.add_argument("--top", type=int, default=3, help="how many of the lowest-energy distinct structures")
+    p.add_argument("--db", help=db_help)
     p.add_argument("--kppa", type=float, default=1000.0, help="k-points per reciprocal atom")
     p.add_argument("--nprocs", type=int, default=1, help="MPI ranks for pw.x")
     p.add_argument("--timeout", type=float, default=3600.0, help="seconds per structure")

@@ -1,6 +1,7 @@
 """Run one search from a config: the store, progress bar, output files and summary (``rlcsp run``)."""
 from __future__ import annotations
 
+import json
 import sys
 import time
 from dataclasses import dataclass
@@ -10,6 +11,8 @@ from ase import Atoms
 
 from rlcsp import __version__
 from rlcsp.db.buffer import StepBuffer
+from rlcsp.db.locate import OWNER, folder_run
+from rlcsp.exceptions import ConfigError
 from rlcsp.csp.config import SearchConfig, make_config
 from rlcsp.csp.report import RunOutput
 from rlcsp.csp.search import Search
@@ -42,6 +45,17 @@ def summarise(config: SearchConfig, result: SearchResult, run_id: int | None = N
     }
 
 
+def _already_done(out: Path, run_id: int) -> dict:
+    """A finished run rerun with the same command: its summary, unchanged."""
+    summary = json.loads((out / "summary.json").read_text())
+    gm = (f"GM reached at relaxation {summary['gm_relaxation']}" if summary["gm_reached"]
+          else "GM not reached" if summary.get("target_energy") is not None else "no target energy")
+    print(f"{summary['name']} [{summary['policy']}, seed {summary['seed']}]: finished earlier (run {run_id}): best "
+          f"{summary['best_energy']:.6f} eV/atom, {gm}, {summary['relaxations']} relaxations; outputs in {out} are "
+          "unchanged. A larger --budget extends it.")
+    return summary
+
+
 def _lean_params(state: dict) -> dict:
     """Policy parameters without the per-walker episode and the reward history, which live in the checkpoint;
     a 2000-step run would otherwise store the 5000-reward history 2000 times (also inside a shared policy)."""
@@ -60,13 +74,55 @@ def records_from_rows(rows: list[dict]) -> list[StepRecord]:
     return out
 
 
+class RunFolderTaken(ConfigError):
+    """The output folder holds another run; nothing was changed."""
+
+
+def _same_search(stored: dict, wanted: dict) -> bool:
+    """Whether two configs describe the same search, a larger budget (and the population it implies) aside."""
+    ignore = ("budget", "initial_population")
+    return {k: v for k, v in stored.items() if k not in ignore} == {k: v for k, v in wanted.items() if k not in ignore}
+
+
+def _folder_decision(store, out: Path, config: SearchConfig, new_run: bool) -> tuple[str, int | None]:
+    """What to do with a folder a run already owns: ('done' | 'continue' | 'new', run id).
+
+    The same search rerun is done (its summary is shown) or, with a larger budget or after a stop, continued; any
+    other search is refused unless ``new_run``, and then the old files move to ``run<id>/`` first.
+    """
+    owner = folder_run(out)
+    if owner is None:
+        return "new", None
+    url, run_id = owner
+    info = store.run_info(run_id) if url == store.url else None
+    if info is not None and _same_search(info["config"], config.to_dict()):
+        finished = (info["status"] == "finished" and config.budget <= info["config"]["budget"]
+                    and (out / "summary.json").is_file())
+        return ("done" if finished else "continue"), run_id
+    if not new_run:
+        what = (f"run {run_id} ({info['name']}, {info['policy']}, seed {info['seed']}, {info['status']} after "
+                f"{info['relaxations']} relaxations)" if info is not None else f"run {run_id} of {url}")
+        raise RunFolderTaken(f"{out} holds {what}, a different search; nothing was changed. Choose another --out, "
+                             f"or add --new-run to start a new run there (the old files move to {out}/run{run_id}/)")
+    if (out / "pending_steps.jsonl").exists():
+        raise RunFolderTaken(f"run {run_id} in {out} still has steps waiting for its database; rerun its own command "
+                             "first, so that they are stored")
+    keep = out / f"run{run_id}"
+    keep.mkdir(exist_ok=True)
+    for path in out.iterdir():
+        if path.is_file() and path.name not in ("rlcsp.db", "rlcsp.db-wal", "rlcsp.db-shm"):
+            path.rename(keep / path.name)
+    return "new", None
+
+
 def execute(config: SearchConfig, out: str | Path, progress: bool = True, command: str | None = None,
             db_url: str | None = None, resume: int | None = None, outage_s: float = 5.0,
-            max_outage_s: float = 600.0, shared_policy: str | None = None) -> dict:
+            max_outage_s: float = 600.0, shared_policy: str | None = None, new_run: bool = False) -> dict:
     """Run (or continue) a search, recording every step in the store and writing outputs into ``out``.
 
-    Without ``resume``, an unfinished run with the identical configuration in the same store is continued, so
-    rerunning the same command after a crash picks up from the last committed step.
+    A folder belongs to one run. Rerunning the same command continues that run after a stop or crash, extends it
+    when the budget grew, and otherwise only prints its summary: a finished run is never overwritten. A folder
+    holding another search is refused (RunFolderTaken) unless ``new_run``.
     """
     from tqdm import tqdm
 
@@ -78,6 +134,12 @@ def execute(config: SearchConfig, out: str | Path, progress: bool = True, comman
     out.mkdir(parents=True, exist_ok=True)
     # Each write gives up quickly when the server is away; StepBuffer then queues steps until it is back.
     store = Store(db_url or config.db or default_url(out), outage_s=outage_s)
+    if resume is None:
+        decision, owner = _folder_decision(store, out, config, new_run)
+        if decision == "done":
+            store.close()
+            return _already_done(out, owner)
+        resume = owner
     if resume is not None:
         info = store.run_info(resume)
         config = make_config(info["config"], budget=max(config.budget, info["config"]["budget"]))
@@ -103,6 +165,7 @@ def execute(config: SearchConfig, out: str | Path, progress: bool = True, comman
     elif run_id is None:
         run_id = store.create_run(config.to_dict(), config.name, config.comp.label, config.policy, config.seed,
                                   config.calculator, __version__, policy_id=shared_policy)
+        (out / OWNER).write_text(json.dumps({"run_id": run_id, "db": store.url}) + "\n")
         if policy is not None:
             policy.run_id = run_id
         buffer = StepBuffer(store, run_id, out / "pending_steps.jsonl", max_outage_s)
