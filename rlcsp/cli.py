@@ -79,9 +79,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """The main job on the embedded defaults: a short Y2O3 search with the LAMMPS Buckingham engine."""
-    return main(["run", str(INPUTS / "y2o3.py"), "--budget", str(args.budget), "--initial-population",
-                 str(args.initial_population), "--seed", str(args.seed), "--out", args.out])
+    """The main job on the embedded defaults: SrTiO3 (inputs/srtio3.py) with the LAMMPS Buckingham engine, which
+    finds the cubic perovskite GM in seconds; rerunning it shows the finished run."""
+    return main(["run", str(INPUTS / "srtio3.py"), "--seed", str(args.seed), "--policy", args.policy,
+                 "--out", args.out])
 
 
 def _run(args: argparse.Namespace, write: bool = False):
@@ -133,6 +134,8 @@ def cmd_show(args: argparse.Namespace) -> int:
                 "gm_relaxation", "relaxations"):
         print(f"{key:14s} {info[key]}")
     print(f"{'target':14s} {info['config'].get('target_energy')}")
+    if args.top:
+        print_minima(store.structures(run_id), args.top, info)
     if args.out is None:
         return 0  # read-only: plots only where asked for
     out = Path(args.out)
@@ -146,6 +149,22 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def print_minima(structures: list[dict], n: int, info: dict) -> None:
+    """The ``n`` lowest distinct minima: energy per atom and per formula unit, space group, first relaxation."""
+    from rlcsp.composition import Composition
+    from rlcsp.csp.symmetry import distinct_minima, space_group
+
+    per_fu = Composition(info["config"]["composition"]).atoms_per_fu
+    print(f"\n{'rank':>4} {'E (eV/atom)':>12} {'E (eV/f.u.)':>12} {'dE (meV/atom)':>13} {'atoms':>5} "
+          f"{'space group (0.1 / 0.001)':28} {'found at':>8}")
+    minima = distinct_minima(structures, n)
+    for rank, s in enumerate(minima, 1):
+        groups = f"{space_group(s['atoms'], 0.1)} / {space_group(s['atoms'], 1e-3)}"
+        print(f"{rank:>4} {s['energy']:>12.6f} {s['energy'] * per_fu:>12.5f} "
+              f"{1000 * (s['energy'] - minima[0]['energy']):>13.1f} {len(s['atoms']):>5} {groups:28} "
+              f"{s['relaxation']:>8}")
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     from rlcsp.csp.compare import compare
 
@@ -156,31 +175,34 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    import csv
-
     from ase.io import write
 
     store, run_id = _run(args)
     out = Path(args.out or f"run{run_id}")
     out.mkdir(parents=True, exist_ok=True)
     if args.format == "csv":
-        rows = store.steps(run_id)
-        with (out / "steps.csv").open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["relaxation"])
-            writer.writeheader()
-            writer.writerows(rows)
-        print(f"{len(rows)} steps -> {out / 'steps.csv'}")
+        from rlcsp.csp.report import RunOutput
+        from rlcsp.csp.run import records_from_rows
+
+        records = records_from_rows(store.steps(run_id))
+        RunOutput(out, records).close()  # the columns and formats of the run's own steps.csv
+        print(f"{len(records)} steps -> {out / 'steps.csv'}")
         return 0
     structures = store.structures(run_id)
+    if args.top:
+        from rlcsp.csp.symmetry import distinct_minima
+
+        structures = distinct_minima(structures, args.top)
+    what = f"the {len(structures)} lowest distinct" if args.top else f"all {len(structures)} distinct"
     if args.format == "extxyz":
         for s in structures:
             s["atoms"].info.update(energy_per_atom=s["energy"], relaxation=s["relaxation"])
         write(out / "structures.extxyz", [s["atoms"] for s in structures], format="extxyz")
-        print(f"{len(structures)} structures -> {out / 'structures.extxyz'}")
+        print(f"{what} structures (energy per atom and first relaxation in info) -> {out / 'structures.extxyz'}")
     else:
         for s in structures:
-            (out / f"relaxation{s['relaxation']:05d}.cif").write_text(s["cif"])
-        print(f"{len(structures)} structures -> {out}/relaxation*.cif")
+            write(out / f"relaxation{s['relaxation']:05d}.cif", s["atoms"], format="cif")
+        print(f"{what} structures -> {out}/relaxation*.cif")
     return 0
 
 
@@ -257,11 +279,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stop cleanly (steps kept locally) if the database stays unreachable this long")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("demo", help="the main job on the embedded defaults: a short Y2O3 search")
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--budget", type=int, default=80)
-    p.add_argument("--initial-population", type=int, default=30)
-    p.add_argument("--out", default="runs/demo")
+    p = sub.add_parser("demo", help="the main job on the embedded defaults: an SrTiO3 search that finds the cubic "
+                                    "perovskite GM in seconds (inputs/srtio3.py)")
+    p.add_argument("--seed", type=int, default=1, help="random seed of the search (default 1)")
+    p.add_argument("--policy", default="uniform", help="move policy (default uniform)")
+    p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     p.set_defaults(func=cmd_demo)
 
     for name, func, helptext in (("energy", cmd_energy, "single-point energies of structure files"),
@@ -285,6 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help=run_help)
     p.add_argument("--db", help=db_help)
     p.add_argument("--out", help="write the energy and policy plots into this folder")
+    p.add_argument("--top", type=int, metavar="N", help="list the N lowest distinct minima (StructureMatcher) with "
+                   "energy per atom and per formula unit, space group and the relaxation that first found each")
     p.add_argument("--points", type=int, default=3,
                    help="policy versions, spread over the run, at which a learning policy's move probabilities "
                         "are drawn against energy (default 3: first, middle, last)")
@@ -308,6 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help=run_help)
     p.add_argument("--format", choices=["cif", "extxyz", "csv"], default="cif",
                    help="cif/extxyz: the run's distinct structures; csv: every step, as in steps.csv")
+    p.add_argument("--top", type=int, metavar="N", help="only the N lowest distinct minima (StructureMatcher)")
     p.add_argument("--db", help=db_help)
     p.add_argument("--out", help="output folder (default: run<ID>)")
     p.set_defaults(func=cmd_export)

@@ -53,6 +53,8 @@ class SearchConfig:
     quirks: list[str] = field(default_factory=list)  # FUSE behaviours switched on besides the profile's
     without: list[str] = field(default_factory=list)  # the profile's quirks switched off, for ablations
     offset_styles: list[str] = field(default_factory=lambda: ["cartesian"])  # gamma = 120 offset genes drawn
+    reference: str | None = None  # CIF of the known GM (relative to inputs/ or a path), to say whether it was found
+    reference_name: str | None = None  # what a chemist calls it, e.g. "cubic perovskite"
     db: str | None = None  # database URL; the password comes from RLCSP_DB_PASSWORD or ~/.my.cnf, never from here
 
     def __post_init__(self) -> None:
@@ -76,8 +78,11 @@ class SearchConfig:
         if self.budget <= self.initial_population:
             raise ConfigError(
                 f"budget={self.budget} relaxations leaves no search steps after the initial population of "
-                f"{self.initial_population}; the budget counts the initial population (as FUSE does)"
+                f"{self.initial_population}; the budget counts the initial population (as FUSE does), and a --budget "
+                "at or below a script's initial population halves that population unless --initial-population is given"
             )
+        if self.reference is not None and not Path(self.reference_path).is_file():
+            raise ConfigError(f"reference structure {self.reference!r} not found (a path, or a file in rlcsp.inputs)")
         if self.temperature <= 0:
             raise ConfigError("temperature must be positive")
         if self.db is not None:
@@ -92,6 +97,10 @@ class SearchConfig:
         if self.library is None:
             return None
         return str(resolve(self.library))
+
+    @property
+    def reference_path(self) -> str | None:
+        return None if self.reference is None else str(resolve(self.reference))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ase.io import write
 
+from rlcsp.csp.symmetry import write_conventional_cif
 from rlcsp.csp.walker import SearchResult, StepRecord, Walker
 
 CSV_COLUMNS = [f.name for f in fields(StepRecord)]
@@ -54,12 +55,16 @@ class RunOutput:
                 os.replace(tmp, self.out / name)
                 setattr(self, attr, atoms)
 
-    def finish(self, result: SearchResult, summary: dict) -> None:
+    def close(self) -> None:
         self._csv.close()
+
+    def finish(self, result: SearchResult, summary: dict) -> None:
+        self.close()
         self.structures(result.walker)
         tmp = self.out / "summary.json.tmp"
         tmp.write_text(json.dumps(summary, indent=2) + "\n")
         os.replace(tmp, self.out / "summary.json")
+        write_conventional_cif(result.walker.best_atoms, self.out / "lowest_energy_structure_conventional.cif")
         plot_energy(result.records, self.out / "energy.png", summary.get("target_energy"))
 
 

@@ -3,17 +3,18 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from ase import Atoms
+from ase.io import read
 
 from rlcsp import __version__
 from rlcsp.db.buffer import StepBuffer
 from rlcsp.db.locate import OWNER, folder_run
 from rlcsp.exceptions import ConfigError
 from rlcsp.csp.config import SearchConfig, make_config
+from rlcsp.csp.symmetry import same_structure, space_groups
 from rlcsp.csp.report import RunOutput
 from rlcsp.csp.search import Search
 from rlcsp.csp.walker import SearchResult, StepRecord
@@ -26,11 +27,18 @@ def interrupted(stop_reason: str) -> bool:
 
 def summarise(config: SearchConfig, result: SearchResult, run_id: int | None = None) -> dict:
     walker = result.walker
+    best = walker.best_atoms
     return {
         "run_id": run_id,
         "name": config.name,
         "composition": config.comp.label,
         "best_energy": round(walker.best_energy, 6),
+        "best_energy_per_fu": round(walker.best_energy * config.comp.atoms_per_fu, 6),
+        "best_formula": best.get_chemical_formula(mode="metal"),
+        "space_group": space_groups(best),
+        "reference": None if config.reference is None else {
+            "name": config.reference_name, "file": config.reference,
+            "matches": bool(same_structure(best, read(config.reference_path)))},
         "target_energy": config.target_energy,
         "gm_reached": walker.gm_relaxation is not None,
         "gm_relaxation": walker.gm_relaxation,
@@ -45,14 +53,25 @@ def summarise(config: SearchConfig, result: SearchResult, run_id: int | None = N
     }
 
 
+def outcome_line(summary: dict) -> str:
+    """What a run found, in words: the GM and which structure it is, or the best energy and its space group."""
+    group = summary["space_group"]["symprec 0.1"].split()[0]
+    best = f"best {summary['best_energy']:.6f} eV/atom ({summary['best_formula']}, {group})"
+    reference = summary.get("reference") or {}
+    if summary["gm_reached"]:
+        what = f"{reference['name']}, {group}" if reference.get("matches") and reference.get("name") else group
+        return f"found the GM ({what}) at relaxation {summary['gm_relaxation']}; {best}"
+    if summary.get("target_energy") is None:
+        return best
+    return f"GM not reached ({summary['target_energy']:.6f} eV/atom); {best}"
+
+
 def _already_done(out: Path, run_id: int) -> dict:
     """A finished run rerun with the same command: its summary, unchanged."""
     summary = json.loads((out / "summary.json").read_text())
-    gm = (f"GM reached at relaxation {summary['gm_relaxation']}" if summary["gm_reached"]
-          else "GM not reached" if summary.get("target_energy") is not None else "no target energy")
-    print(f"{summary['name']} [{summary['policy']}, seed {summary['seed']}]: finished earlier (run {run_id}): best "
-          f"{summary['best_energy']:.6f} eV/atom, {gm}, {summary['relaxations']} relaxations; outputs in {out} are "
-          "unchanged. A larger --budget extends it.")
+    print(f"{summary['name']} [{summary['policy']}, seed {summary['seed']}]: finished earlier (run {run_id}): "
+          f"{outcome_line(summary)}, {summary['relaxations']} relaxations; outputs in {out} are unchanged. "
+          "A larger --budget extends it.")
     return summary
 
 
@@ -178,7 +197,7 @@ def execute(config: SearchConfig, out: str | Path, progress: bool = True, comman
 
     def on_record(record: StepRecord, walker, new) -> None:
         best = walker.best_energy if walker is not None else (search.init_best[0] if search.init_best else None)
-        gm = walker.gm_relaxation if walker is not None else None
+        gm = walker.gm_relaxation if walker is not None else search.initial_gm()
         state = search.checkpoint()
         lean = _lean_params(state["policy"])
         params = lean if lean != last_params[0] else None  # only when they changed
@@ -193,7 +212,6 @@ def execute(config: SearchConfig, out: str | Path, progress: bool = True, comman
 
     stop_now: list[str] = []
     search.on_record = on_record
-    started = time.perf_counter()
     try:
         result = search.run(stop_file=out / "stop", extra_stop=lambda: stop_now[0] if stop_now else None)
     except BaseException:
@@ -213,11 +231,8 @@ def execute(config: SearchConfig, out: str | Path, progress: bool = True, comman
     summary["db"] = store.url
     output.finish(result, summary)
     store.close()
-    gm = (f"GM reached at relaxation {summary['gm_relaxation']}" if summary["gm_reached"]
-          else "GM not reached" if config.target_energy is not None else "no target energy")
-    print(f"{config.name} [{config.policy}, seed {config.seed}]: best {summary['best_energy']:.6f} eV/atom, "
-          f"{gm}, {summary['relaxations']} relaxations in {time.perf_counter() - started:.1f} s "
-          f"({result.stop_reason}); outputs in {out}")
+    print(f"{config.name} [{config.policy}, seed {config.seed}]: {outcome_line(summary)}, {summary['relaxations']} "
+          f"relaxations in {summary['wall_s']:.1f} s ({result.stop_reason}); outputs in {out}")
     kept = (f"every step is stored in {store.url} (run {run_id})" if not buffer.pending else
             f"{len(buffer.pending)} steps wait in {buffer.path} for {store.url} (run {run_id})")
     if stopped_early:

@@ -80,6 +80,8 @@ class Search:
         self.init_best: tuple[float, Genome, Atoms] | None = None
         self.init_energies: list[float] = []
         self.walker: Walker | None = None
+        self.elapsed = 0.0  # wall seconds of earlier segments of this run (a resumed run counts them all)
+        self._segment_start: float | None = None
         # Candidates built and those passing the checks, for random structures and for moves separately.
         self.tally = {"random": {"candidates": 0, "passed": 0}, "moves": {"candidates": 0, "passed": 0}}
 
@@ -244,7 +246,7 @@ class Search:
                 if self.init_best is None or result.energy_per_atom < self.init_best[0]:
                     self.init_best = (result.energy_per_atom, genome, result.atoms)
             e_best = self.init_best[0] if self.init_best else math.nan
-            self._record(StepRecord(self.init_count, "I", None, attempts, "accepted" if result.ok else "failed",
+            self._record(StepRecord(self.init_count, "I", None, attempts, "initial" if result.ok else "failed",
                                     result.energy_per_atom, e_best, e_best, cfg.temperature, new is not None,
                                     len(atoms), t1 - t0, t2 - t1, 0.0,
                                     result.failure.value if result.failure else ""), None, new)
@@ -252,10 +254,14 @@ class Search:
             raise SearchError(f"all {self.init_count} initial structures failed to relax; check the calculator")
         energy, genome, atoms = self.init_best
         walker = Walker(genome, atoms, energy, genome, atoms, energy, cfg.temperature, relaxations=self.init_count)
-        if self._target_reached(energy):
-            walker.gm_relaxation = next(r.relaxation for r in self.records if r.e_new == energy)
+        walker.gm_relaxation = self.initial_gm()
         self.policy.begin(self.init_energies)
         return walker
+
+    def initial_gm(self) -> int | None:
+        """The first initial structure that reached the target energy, if one did."""
+        return next((r.relaxation for r in self.records
+                     if r.kind == "I" and r.e_new is not None and self._target_reached(r.e_new)), None)
 
     def step(self, walker: Walker) -> StepRecord:
         cfg = self.config
@@ -337,8 +343,13 @@ class Search:
         return State(walker.energy, len(walker.atoms), self.config.max_atoms, walker.steps_since_downhill,
                      walker.temperature, walker.last_move)
 
+    def wall_s(self) -> float:
+        """Wall seconds of the whole run so far, across resumed segments."""
+        running = time.perf_counter() - self._segment_start if self._segment_start is not None else 0.0
+        return self.elapsed + running
+
     def run(self, stop_file: Path | None = None, extra_stop: Callable[[], str | None] | None = None) -> SearchResult:
-        started = time.perf_counter()
+        self._segment_start = time.perf_counter()
         cfg = self.config
         try:
             with StopRequest(stop_file, extra_stop) as stop:
@@ -360,7 +371,8 @@ class Search:
             if self._owns_relaxer:
                 self.relaxer.close()
         outcomes = {o: sum(r.outcome == o for r in self.records if r.kind == "S") for o in OUTCOMES}
-        return SearchResult(walker, self.records, reason, time.perf_counter() - started, outcomes)
+        self.elapsed, self._segment_start = self.wall_s(), None
+        return SearchResult(walker, self.records, reason, self.elapsed, outcomes)
 
     # -- checkpoints ----------------------------------------------------------------------------------
 
@@ -372,7 +384,7 @@ class Search:
             return {"genome": genome.to_dict(), "atoms": atoms_to_json(atoms)}
 
         state = {"rng": self.rng.bit_generator.state, "policy": self.policy.state_dict(), "tally": self.tally,
-                 "quirk_uses": self.quirk_uses,
+                 "quirk_uses": self.quirk_uses, "wall_s": self.wall_s(),
                  "init_count": self.init_count, "init_energies": self.init_energies, "init_best": None,
                  "walker": None}
         if self.init_best is not None:
@@ -399,6 +411,7 @@ class Search:
         self.policy.load_state_dict(state["policy"])
         self.tally = state["tally"]
         self.quirk_uses = dict(state.get("quirk_uses", {}))
+        self.elapsed = state.get("wall_s", 0.0)
         self.init_count = state["init_count"]
         self.init_energies = list(state["init_energies"])
         if state["init_best"] is not None:

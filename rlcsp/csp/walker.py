@@ -7,7 +7,7 @@ from ase import Atoms
 
 from rlcsp.csp.genome import Genome
 
-OUTCOMES = ("accepted", "metropolis", "rejected", "failed")
+OUTCOMES = ("accepted", "metropolis", "rejected", "failed")  # of search steps; initial structures are "initial"
 
 
 @dataclass

@@ -54,7 +54,7 @@ def test_rlcsp_dft_validates_a_runs_best_structures(tmp_path):
     run_id = store.create_run({"test": 1}, "Si", "Si", "original", 0, "lammps-buckingham", "test")
     for k, a in enumerate((5.43, 5.60), start=1):
         atoms = bulk("Si", "diamond", a=a)
-        record = StepRecord(k, "I", None, 1, "accepted", -1.0 * k, -1.0, -1.0, 0.02, True, 2, 0.0, 0.0, 0.0)
+        record = StepRecord(k, "I", None, 1, "initial", -1.0 * k, -1.0, -1.0, 0.02, True, 2, 0.0, 0.0, 0.0)
         store.record_step(run_id, record, {}, {"atoms": atoms, "energy": -1.0 * k, "genome": {}})
     out = subprocess.run([sys.executable, "-m", "rlcsp.cli", "dft", str(run_id), "--top", "1", "--db", url,
                           "--kppa", "100"], cwd=tmp_path, capture_output=True, text=True, timeout=300)

@@ -18,7 +18,7 @@ def step(relaxation: int, kind: str, move: int | None, attempts: int, outcome: s
 
 
 # An initial structure, then: rejected, downhill, downhill, rejected, uphill Metropolis, downhill, failed.
-STEPS = [step(1, "I", None, 9, "accepted", 5.0), step(2, "S", 1, 3, "rejected", 5.0),
+STEPS = [step(1, "I", None, 9, "initial", 5.0), step(2, "S", 1, 3, "rejected", 5.0),
          step(3, "S", 2, 2, "accepted", 4.0), step(4, "S", 1, 1, "accepted", 3.0), step(5, "S", 7, 4, "rejected", 3.0),
          step(6, "S", 7, 2, "metropolis", 6.0), step(7, "S", 1, 1, "accepted", 2.0), step(8, "S", 3, 5, "failed", 2.0)]
 
