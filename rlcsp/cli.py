@@ -259,12 +259,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("run", help="run a search from an input script (inputs/y2o3.py, ...)")
-    p.add_argument("script")
+    p.add_argument("script", help="input script with a CONFIG dict (inputs/y2o3.py, ...)")
     p.add_argument("--policy", help="move policy (original, uniform, random, ...)")
-    p.add_argument("--seed", type=int)
+    p.add_argument("--seed", type=int, help="random seed: the same seed and inputs give the same trajectory")
     p.add_argument("--budget", type=int, help="relaxations, counting the initial population")
-    p.add_argument("--initial-population", type=int)
-    p.add_argument("--calculator", help="energy engine (lammps-buckingham, gulp, chgnet)")
+    p.add_argument("--initial-population", type=int,
+                   help="random structures relaxed before the first move (counted in the budget)")
+    p.add_argument("--calculator", help="energy engine: lammps-buckingham (default), gulp, chgnet or espresso")
     p.add_argument("--target", type=float, help="target (GM) energy in eV/atom")
     add_mode_options(p)
     p.add_argument("--out", help="output folder (default runs/<name>-<policy>-seed<seed>)")
@@ -289,8 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
     for name, func, helptext in (("energy", cmd_energy, "single-point energies of structure files"),
                                  ("relax", cmd_relax, "relax structure files")):
         p = sub.add_parser(name, help=helptext)
-        p.add_argument("structures", nargs="+")
-        p.add_argument("--calculator", default="lammps-buckingham")
+        p.add_argument("structures", nargs="+", help="structure files ASE can read (CIF, POSCAR, extxyz, ...)")
+        p.add_argument("--calculator", default="lammps-buckingham",
+                       help="energy engine: lammps-buckingham (default), gulp, chgnet or espresso")
         p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                        help="calculator option, e.g. library=inputs/lib2.lib (repeatable)")
         if name == "relax":
@@ -315,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_show)
 
     p = sub.add_parser("compare", help="run many seeds of several policies on Dask and compare time-to-GM")
-    p.add_argument("script")
+    p.add_argument("script", help="input script with a CONFIG dict (inputs/y2o3.py, ...)")
     p.add_argument("--policies", nargs="+", required=True, metavar="POLICY",
                    help="policy names, a learning one optionally with ':baseline' (e.g. original ppo:value)")
     p.add_argument("--seeds", type=int, default=20, help="seeds 0..N-1 per policy (default 20)")
@@ -353,7 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("fill", help="an agent fills a crystal skeleton towards a target band gap "
                                     "(inputs/elpasolite.py, ...)")
-    p.add_argument("script")
+    p.add_argument("script", help="skeleton script with a FILL dict (inputs/elpasolite.py, ...)")
     add_arguments(p)
     p.set_defaults(func=cmd_fill)
 

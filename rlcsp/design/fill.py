@@ -243,24 +243,25 @@ def plot_fill(out: Path, target: float, store, run_id: int) -> list[Path]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--agent", choices=("dqn", "random"), default="dqn")
-    p.add_argument("--reward", choices=REWARDS, default="hybrid")
+    p.add_argument("--agent", choices=("dqn", "random"), default="dqn", help="who fills the sites (default dqn)")
+    p.add_argument("--reward", choices=REWARDS, default="hybrid", help="how a filling is scored (default hybrid)")
     p.add_argument("--target", type=float, help="target band gap in eV (default: the script's, else 1.12)")
-    p.add_argument("--episodes", type=int, default=1000)
+    p.add_argument("--episodes", type=int, default=1000, help="fillings to make; more continues a run")
     p.add_argument("--dft-every", type=int, default=30, help="hybrid: DFT on every k-th episode")
     p.add_argument("--pretrained", help="a checkpoint.pt whose Q-network starts the run (epsilon from 0.2)")
-    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--seed", type=int, default=1, help="random seed of the agent and the environment")
     p.add_argument("--out", help="output folder (default runs/fill-NAME-AGENT-REWARD-seedS)")
     p.add_argument("--db", help="store URL (default sqlite in --out, or RLCSP_DB_URL)")
     p.add_argument("--gap-model", help="a saved gap model (gap_model_initial.txt of another run)")
     p.add_argument("--perov5-samples", type=int, default=1000, help="perov_5 crystals to pre-train the gap model")
-    p.add_argument("--formula", choices=("paper-b", "paper-a"), default="paper-b")
+    p.add_argument("--formula", choices=("paper-b", "paper-a"), default="paper-b",
+                   help="reward formula of seed paper b (default) or a")
     p.add_argument("--relax", action="store_true", help="CHGNet FIRE relaxation before each DFT call")
-    p.add_argument("--finetune-steps", type=int, default=10)
-    p.add_argument("--finetune-lr", type=float, default=1e-3)
+    p.add_argument("--finetune-steps", type=int, default=10, help="Adam steps on the gap model per DFT label")
+    p.add_argument("--finetune-lr", type=float, default=1e-3, help="learning rate of that fine-tuning")
     p.add_argument("--dqn", action="append", default=[], metavar="KEY=VALUE",
                    help="a DQN setting (policies/dqn.py DQNConfig), e.g. --dqn learning_starts=500")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def run_from_args(script: str, args: argparse.Namespace) -> int:

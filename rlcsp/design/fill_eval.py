@@ -375,13 +375,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target", type=float, default=1.12, help="target band gap p_hat in eV (default 1.12)")
     p.add_argument("--condition-range", type=float, nargs=2, metavar=("LOW", "HIGH"),
                    help="conditional agents train on targets drawn per episode from [LOW, HIGH] eV")
-    p.add_argument("--agents", nargs="+", default=list(AGENTS), choices=list(AGENTS))
+    p.add_argument("--agents", nargs="+", default=list(AGENTS), choices=list(AGENTS),
+                   help="rows of the table (default all)")
     p.add_argument("--steps", type=int, default=200_000, help="gradient steps per agent (default: paper a's "
                    "200000; more than a previous run continues it)")
     p.add_argument("--batch-size", type=int, help="paper a: 1024")
     p.add_argument("--hidden", type=int, help="hidden width of the graph network (default 64)")
     p.add_argument("--blocks", type=int, help="MEGNet blocks (default 3)")
-    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--seed", type=int, default=1, help="random seed of training and filling")
     p.add_argument("--vocabulary", default="paper-a",
                    help="action space: paper-a (88 elements), paper-b (21) or a comma-separated list")
     p.add_argument("--train-limit", type=int, help="first N training rows only")
@@ -396,7 +397,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="a DFT setting (calculators.espresso.DftSettings), e.g. --dft-setting kpts=gamma")
     p.add_argument("--db", help="store URL (default sqlite in --out, or RLCSP_DB_URL)")
     p.add_argument("--cache", help="dataset cache folder (default --out/datasets)")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def _vocabulary(text: str) -> tuple[str, ...]:
