@@ -75,6 +75,43 @@ def dask_client(scheduler: str | None, workers: int | None, timeout_s: float = 5
         yield client
 
 
+def _follow(futures: dict, store, configs: dict, budget: int, failures: dict[str, str], echo) -> None:
+    """Wait for the walkers with a progress bar over walkers x relaxations, read from the shared store, showing
+    the best energy so far of each policy; one line per finished walker."""
+    from dask.distributed import wait
+    from tqdm import tqdm
+
+    policies = sorted({p for p, _ in configs})
+    wanted = {json.dumps(c.to_dict(), sort_keys=True) for c in configs.values()}
+    bar = tqdm(total=len(configs) * budget, unit="relax", desc="walkers", dynamic_ncols=True)
+    pending, done = set(futures), 0
+    try:
+        while pending:
+            try:
+                finished, pending = wait(list(pending), timeout=2.0, return_when="FIRST_COMPLETED")
+            except TimeoutError:  # none finished in the last 2 s: only the bar moves
+                finished = set()
+            rows = [r for r in store.db.query("SELECT policy, relaxations, best_energy, config FROM runs")
+                    if r[3] in wanted]
+            bar.n = sum(r[1] or 0 for r in rows)
+            best = {p: min((r[2] for r in rows if r[0] == p and r[2] is not None), default=None) for p in policies}
+            bar.set_postfix_str(" ".join(f"{p} {e:.4f}" for p, e in best.items() if e is not None))
+            bar.refresh()
+            for future in finished:
+                done += 1
+                p, s = futures[future]
+                if future.status == "error":
+                    failures[f"{p} seed {s}"] = repr(future.exception())
+                    bar.write(f"[{done}/{len(futures)}] {p} seed {s}: FAILED {failures[f'{p} seed {s}']}")
+                    continue
+                summary = future.result()
+                gm = f"GM at relaxation {summary['gm_relaxation']}" if summary["gm_reached"] else "GM not reached"
+                bar.write(f"[{done}/{len(futures)}] {p} seed {s}: {gm}, best {summary['best_energy']:.6f} eV/atom, "
+                          f"{summary['relaxations']} relaxations ({summary['stop_reason']})")
+    finally:
+        bar.close()
+
+
 def _cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
@@ -113,20 +150,8 @@ def compare(script: str | Path, policies: list[str], seeds: int, budget: int, ou
         with dask_client(scheduler, n_workers) as client:
             futures = {client.submit(run_walker, base, p, s, budget, str(walker_dir(out, p, s)), url,
                                      pure=False, retries=WALKER_RETRIES): (p, s) for p, s in pending}
-            from dask.distributed import as_completed
-
             try:
-                for done, future in enumerate(as_completed(futures), 1):
-                    p, s = futures[future]
-                    if future.status == "error":
-                        failures[f"{p} seed {s}"] = repr(future.exception())
-                        echo(f"[{done}/{len(pending)}] {p} seed {s}: FAILED {failures[f'{p} seed {s}']}")
-                        continue
-                    summary = future.result()
-                    gm = (f"GM at relaxation {summary['gm_relaxation']}" if summary["gm_reached"]
-                          else "GM not reached")
-                    echo(f"[{done}/{len(pending)}] {p} seed {s}: {gm}, best {summary['best_energy']:.6f} eV/atom, "
-                         f"{summary['relaxations']} relaxations ({summary['stop_reason']})")
+                _follow(futures, store, configs, budget, failures, echo)
             except KeyboardInterrupt:
                 echo("interrupted: rerun the same command to continue (finished walkers are skipped, the others "
                      "resume from their last stored step)")
@@ -158,7 +183,7 @@ def build_report(store, configs: dict[tuple[str, int], SearchConfig], policies: 
     plot_best_energy(walkers, budget, first.target_energy, out / plots["best_energy"])
     for policy, ws in walkers.items():
         name = f"probabilities_{_safe(policy)}.png"
-        if ws and plot_action_probabilities(store, ws[0]["run_id"], out / name):
+        if ws and plot_action_probabilities(store, [w["run_id"] for w in ws], out / name):
             plots[f"probabilities {policy}"] = name
     return {"script": script, "composition": first.comp.label, "target_energy": first.target_energy,
             "budget": budget, "seeds": seeds, "policies": policies, "db": store.url, "missing": missing,

@@ -50,41 +50,54 @@ def action_probabilities(policy: str, options: dict[str, Any], params: dict[str,
     return np.array([[p[a] for a in ACTIONS] for p in rows])
 
 
-def plot_action_probabilities(store, run_id: int, path: Path, points: int = 3) -> bool:
-    """Probability of each move versus energy at ``points`` versions of a run's policy, as RLCSP draws them.
+def plot_action_probabilities(store, run_ids: int | list[int], path: Path, points: int = 3) -> bool:
+    """Probability of each move versus energy at ``points`` versions of the runs' policies, as RLCSP draws them.
 
-    The energy axis spans the target and the run's relaxed energies (up to their 95th percentile); the other
-    features are those of a walker that just went downhill at the starting temperature with the run's median
-    size. Returns False (and draws nothing) for a policy without parameters or a run without stored versions.
+    With several runs (the seeds of one policy) the curves are pooled: the mean over runs of each run's own
+    version at the same fraction of its updates, with the range across runs shaded. The energy axis spans the
+    target and the runs' relaxed energies (up to their 95th percentile); the other features are those of a walker
+    that just went downhill at the starting temperature with the runs' median size. Returns False (and draws
+    nothing) for a policy without parameters or runs without stored versions.
     """
     from rlcsp.actions import MOVES
 
-    info = store.run_info(run_id)
-    config = info["config"]
-    if not is_learning(info["policy"], config["policy_options"]):
+    run_ids = [run_ids] if isinstance(run_ids, int) else list(run_ids)
+    infos = [store.run_info(r) for r in run_ids]
+    config = infos[0]["config"]
+    if not is_learning(infos[0]["policy"], config["policy_options"]):
         return False
-    versions = _param_versions(store, f"run{run_id}", points)
-    steps = store.steps(run_id)
+    versions = [v for v in (_param_versions(store, f"run{r}", points) for r in run_ids) if v]
+    steps = [s for r in run_ids for s in store.steps(r)]
     energies = [s["e_new"] for s in steps if s["e_new"] is not None and np.isfinite(s["e_new"])]
     if not versions or not energies:
         return False
     target = config.get("target_energy")
     grid = np.linspace(min(energies + ([target] if target is not None else [])), np.percentile(energies, 95), 80)
-    sizes = [s["n_atoms"] for s in steps]
-    state = State(0.0, int(np.median(sizes)), config["max_atoms"], 0, config["temperature"], None)
+    state = State(0.0, int(np.median([s["n_atoms"] for s in steps])), config["max_atoms"], 0, config["temperature"],
+                  None)
+    columns = min(len(v) for v in versions)
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(versions), figsize=(4.2 * len(versions), 3.8), sharey=True, squeeze=False)
-    for ax, (number, total, params) in zip(axes[0], versions):
-        probs = action_probabilities(info["policy"], config["policy_options"], params, grid, state)
+    fig, axes = plt.subplots(1, columns, figsize=(4.2 * columns, 3.8), sharey=True, squeeze=False)
+    for k, ax in enumerate(axes[0]):
+        chosen = [v[round(k * (len(v) - 1) / max(columns - 1, 1))] for v in versions]
+        probs = np.array([action_probabilities(infos[0]["policy"], config["policy_options"], params, grid, state)
+                          for _, _, params in chosen])
         for i, a in enumerate(ACTIONS):
-            ax.plot(grid, probs[:, i], lw=1.2, label=f"{a} {MOVES[a].name}")
+            line, = ax.plot(grid, probs[:, :, i].mean(axis=0), lw=1.2, label=f"{a} {MOVES[a].name}")
+            if len(probs) > 1:
+                ax.fill_between(grid, probs[:, :, i].min(axis=0), probs[:, :, i].max(axis=0),
+                                color=line.get_color(), alpha=0.12, lw=0)
         if target is not None:
             ax.axvline(target, c="k", ls="--", lw=0.7)
-        ax.set_title(f"version {number} of {total}", fontsize=9)
+        number, total, _ = chosen[0]
+        ax.set_title(f"update {number} of {total}" if len(chosen) == 1 else
+                     f"{k * 100 // max(columns - 1, 1)} % of the updates", fontsize=9)
         ax.set_xlabel("energy (eV/atom)")
     axes[0][0].set_ylabel("P(move)")
     axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
-    fig.suptitle(f"run {run_id}: {info['policy']}, seed {info['seed']}", fontsize=10)
+    who = (f"run {run_ids[0]}: {infos[0]['policy']}, seed {infos[0]['seed']}" if len(run_ids) == 1 else
+           f"{infos[0]['policy']}: mean of {len(versions)} seeds (shaded: their range)")
+    fig.suptitle(who, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -116,8 +129,9 @@ def plot_best_energy(walkers: dict[str, list[dict]], budget: int, target: float 
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     x = np.arange(1, budget + 1)
+    styles = ("-", "--", "-.", ":")
     for i, (policy, ws) in enumerate(walkers.items()):
-        colour = f"C{i % 10}"
+        colour, style = f"C{i % 10}", styles[i % len(styles)]
         traces = []
         for w in ws:
             trace = np.array([np.nan if e is None else e for e in w["best_energy_trace"]], dtype=float)[:budget]
@@ -127,7 +141,9 @@ def plot_best_energy(walkers: dict[str, list[dict]], budget: int, target: float 
         if traces:
             with warnings.catch_warnings():  # relaxations where no seed has a structure yet stay blank
                 warnings.simplefilter("ignore", RuntimeWarning)
-                ax.plot(x, np.nanmedian(np.array(traces), axis=0), c=colour, lw=2, label=policy)
+                # styles and staggered markers keep medians apart where several policies share one value
+                ax.plot(x, np.nanmedian(np.array(traces), axis=0), c=colour, lw=2, ls=style, label=f"{policy} (median)",
+                        marker="os^dv<>"[i % 7], markevery=(i * budget // (10 * len(walkers)) + 1, max(budget // 10, 1)))
     if target is not None:
         ax.axhline(target, c="k", ls="--", lw=0.8, label="target (GM)")
     finite = [e for ws in walkers.values() for w in ws for e in w["best_energy_trace"] if e is not None]
