@@ -42,7 +42,9 @@ def cmd_energy(args: argparse.Namespace) -> int:
         atoms.calc = calc
         e = atoms.get_potential_energy()
         fmax = float(np.abs(atoms.get_forces()).max())
-        print(f"{path}: {len(atoms)} atoms, E = {e / len(atoms):.6f} eV/atom, fmax = {fmax:.4f} eV/A")
+        gap = calc.results.get("band_gap")
+        print(f"{path}: {len(atoms)} atoms, E = {e / len(atoms):.6f} eV/atom, fmax = {fmax:.4f} eV/A"
+              + ("" if gap is None else f", band gap = {gap:.3f} eV"))
     return 0
 
 
@@ -206,17 +208,33 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+# One PBE SCF of the 10-atom Y2O3 cell at 2x2x2 took 172 s on one core of this machine kind (bench/dft_cost.py);
+# pw.x scales about as atoms^3 x k-points, which gives the up-front estimate below.
+_DFT_COST = (172.0, 10, 8)
+
+
 def cmd_dft(args: argparse.Namespace) -> int:
     """DFT-validate a run's lowest-energy structures; results are cached in the run's database."""
-    from rlcsp.calculators.espresso import DftSettings, PwRunner, run_dft
+    from tqdm import tqdm
+
+    from rlcsp.calculators.espresso import DftSettings, PwRunner, kpoint_mesh, run_dft
 
     store, run_id = _run(args, write=True)
     best = sorted(store.structures(run_id), key=lambda s: s["energy"])[:args.top]
     runner = PwRunner(nprocs=args.nprocs, timeout_s=args.timeout)
     settings = DftSettings(kppa=args.kppa)
-    print(f"{'relaxation':>10} {'formula':12} {'E model':>12} {'E DFT (eV/atom)':>16} {'gap (eV)':>9}  outcome")
+    seconds, atoms0, k0 = _DFT_COST
     for s in best:
-        result = run_dft(s["atoms"], settings, runner=runner, cache=store)
+        mesh = kpoint_mesh(s["atoms"], args.kppa)
+        estimate = seconds * (len(s["atoms"]) / atoms0) ** 3 * (int(np.prod(mesh)) / k0)
+        note = "" if estimate < args.timeout else f"; over --timeout {args.timeout:.0f} s: lower --kppa or raise it"
+        print(f"relaxation {s['relaxation']}: {len(s['atoms'])} atoms, k-mesh {'x'.join(map(str, mesh))}, "
+              f"about {estimate / 60:.0f} min on one core{note}")
+    rows = []
+    for s in tqdm(best, unit="structure", desc="pw.x"):
+        rows.append((s, run_dft(s["atoms"], settings, runner=runner, cache=store)))
+    print(f"{'relaxation':>10} {'formula':12} {'E model':>12} {'E DFT (eV/atom)':>16} {'gap (eV)':>9}  outcome")
+    for s, result in rows:
         e = "" if result.energy is None else f"{result.energy / len(s['atoms']):.4f}"
         gap = "" if result.band_gap is None else f"{result.band_gap:.3f}"
         print(f"{s['relaxation']:>10} {s['atoms'].get_chemical_formula():12} {s['energy']:>12.6f} {e:>16} "
@@ -343,7 +361,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help=run_help)
     p.add_argument("--top", type=int, default=3, help="how many of the lowest-energy distinct structures")
     p.add_argument("--db", help=db_help)
-    p.add_argument("--kppa", type=float, default=1000.0, help="k-points per reciprocal atom")
+    p.add_argument("--kppa", type=float, default=100.0,
+                   help="k-points per reciprocal atom (default 100: a 2x2x2 mesh for a 10-atom oxide, about 3 min)")
     p.add_argument("--nprocs", type=int, default=1, help="MPI ranks for pw.x")
     p.add_argument("--timeout", type=float, default=3600.0, help="seconds per structure")
     p.set_defaults(func=cmd_dft)

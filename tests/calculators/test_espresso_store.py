@@ -63,3 +63,16 @@ def test_rlcsp_dft_validates_a_runs_best_structures(tmp_path):
     assert line[0] == "2" and line[1] == "Si2" and line[-1] == "ok"  # the lower-energy structure, evaluated
     assert 0.0 < float(line[4]) < 1.5
     assert store.db.query("SELECT COUNT(*) FROM dft_calls")[0][0] >= 1
+    assert "relaxation 2: 2 atoms, k-mesh" in out.stdout and "min on one core" in out.stdout  # said up front
+
+
+def test_rlcsp_energy_with_espresso_prints_the_band_gap(tmp_path):
+    from ase.io import write
+
+    write(tmp_path / "si.cif", bulk("Si", "diamond", a=5.43))
+    out = subprocess.run([sys.executable, "-m", "rlcsp.cli", "energy", "si.cif", "--calculator", "espresso",
+                          "--option", "kppa=100", "--option", "ecutwfc=30"], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    gap = float(out.stdout.split("band gap = ")[1].split()[0])
+    assert 0.2 < gap < 1.2  # PBE underestimates silicon's 1.1 eV
