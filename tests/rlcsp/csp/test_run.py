@@ -73,6 +73,13 @@ def test_one_name_for_a_run_everywhere_and_read_only_commands_create_nothing(tmp
     listed = cli("runs", cwd=tmp_path)
     assert listed.returncode == 0 and "uniform" in listed.stdout and str(out / "rlcsp.db") in listed.stdout
     assert sorted(p.name for p in tmp_path.rglob("*")) == before  # nothing written by show or runs
+    assert "distinct minima" not in cli("show", "runs/demo", cwd=tmp_path).stdout
+    top = cli("show", "runs/demo", "--top", "2", cwd=tmp_path).stdout
+    assert "E (eV/f.u.)" in top and "found at" in top and len(top.split("space group")[1].splitlines()) == 3
+    exported = cli("export", "runs/demo", "--format", "csv", "--out", "csv", cwd=tmp_path)
+    assert exported.returncode == 0, exported.stderr
+    header = (out / "steps.csv").read_text().splitlines()[0]
+    assert (tmp_path / "csv" / "steps.csv").read_text().splitlines()[0] == header
 
     empty = tmp_path / "empty"
     empty.mkdir()
