@@ -1,10 +1,12 @@
 """Move 5: double the cell along a, b or c, fuse.md §2.2.
 
 The default mode builds the genome of the exact 2x supercell of the assembled structure along the drawn axis.
-FUSE's ``string_double`` quirk reproduces its string surgery, which is a supercell along c but, along a or b,
-repeats rows or single blocks in place (AABB rather than ABAB) and writes them out in the reversed order it read
-them in, giving a different structure: not a supercell even when na = nb (fuse.md §2.2 says it is then; for
-na = nb = 2 it is not, see tests/actions/test_moves.py).
+FUSE's string surgery differs by version and is a quirk for each; both are supercells along c.
+``string_double`` (1.04) repeats groups of na blocks of the reversed block list (a) or single blocks (b) and
+writes them out in that reversed order, which also reverses the layers: not a supercell even when na = nb
+(fuse.md §2.2 says it is then; for na = nb = 2 it is not, see tests/actions/test_moves.py). ``string_double_106``
+(1.06 reverses the list back first) repeats runs of nb blocks (a) or single blocks (b) in string order: rows or
+blocks in place (AABB rather than ABAB), an exact supercell whenever the doubled axis had one sub-module.
 """
 from __future__ import annotations
 
@@ -26,6 +28,16 @@ def double_instructions(ins: Instructions, axis: str) -> Instructions:
     if axis == "b":
         return replace(ins, nb=2 * ins.nb)
     return replace(ins, nc=2 * ins.nc, translations=ins.translations * 2)
+
+
+def fuse106_double(genome: Genome, axis: str) -> Genome:
+    """FUSE 1.06's version: in string order, repeat each run of nb blocks (a) or each block (b) in place."""
+    ins = genome.instructions
+    if axis == "c":
+        return Genome(genome.string * 2, double_instructions(ins, axis))
+    group = ins.nb if axis == "a" else 1
+    blocks = np.array(genome.string).reshape(-1, group, 4)
+    return Genome(tuple(np.repeat(blocks, 2, axis=0).reshape(-1)), double_instructions(ins, axis))
 
 
 def exact_double(genome: Genome, axis: str) -> Genome:
@@ -57,4 +69,6 @@ class Double(Move):
         if genome.n_atoms > ctx.max_atoms / 2:
             raise NotApplicable(f"{self.name}: {genome.n_atoms} atoms, more than max_atoms/2 = {ctx.max_atoms / 2}")
         axis = AXES[rng.integers(3)]
+        if ctx.quirk("string_double_106"):
+            return fuse106_double(genome, axis)
         return fuse_double(genome, axis) if ctx.quirk("string_double") else exact_double(genome, axis)

@@ -1,7 +1,10 @@
 """Atom-exchange moves 1 (swap two), 9 (swap several) and 10 (shuffle), fuse.md §2.1.
 
 For ionic systems each call draws which atoms take part: cations (p 4/9), anions (4/9) or any position (1/9),
-and whether vacancies join in (p 1/2). With vacancies, every vacancy in the string is a candidate position.
+and whether vacancies join in (p 1/2). With vacancies, every vacancy in the string is a candidate position. As in
+FUSE, a draw whose value set C (the species, plus a vacancy per species when vacancies join) has fewer than two
+entries is invalid for all three moves: FUSE skips it, so even under ``noop_moves`` move 10 never shuffles the
+oxygens of Y2Ti2O7 among themselves.
 """
 from __future__ import annotations
 
@@ -35,6 +38,8 @@ class _Exchange(Move):
                 species = comp.cations if subset == 0 else comp.anions
                 values = species + [VACANCY] * len(species) if with_vacancies else species
                 positions = np.flatnonzero(np.isin(string, values))
+                if len(values) < 2:
+                    raise InvalidMove(f"{self.name}: one candidate value under this draw")
                 if not ctx.quirk("noop_moves") and np.unique(string[positions]).size < 2:
                     raise InvalidMove(f"{self.name}: the drawn candidates all hold the same value")
                 new = self._among(string, positions, len(values), ctx, rng)
@@ -79,8 +84,8 @@ class SwapTwo(_Exchange):
     name, number = "swap2", 1
 
     def _among(self, string, positions, n_values, ctx, rng):
-        if n_values < 2 or len(positions) < 2:
-            raise InvalidMove(f"{self.name}: fewer than two values to swap under this draw")
+        if len(positions) < 2:
+            raise InvalidMove(f"{self.name}: fewer than two positions to swap under this draw")
         if ctx.quirk("noop_moves"):  # FUSE may pick two equal values: a no-op
             a, b = rng.choice(positions, 2, replace=False)
         else:

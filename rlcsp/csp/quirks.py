@@ -22,7 +22,10 @@ QUIRKS: dict[str, str] = {
                          "whose offset gene says lattice fractions (§1.4)",
     "plain_checks": "distances on a plain 2x2x2 supercell, coordination by minimum image within it (§1.7)",
     "block_reversal": "moves 2 and 4 rebuild the blocks in reverse order, a point reflection (§2.2)",
-    "string_double": "move 5 along a or b repeats string rows, not a supercell when na != nb (§2.2)",
+    "string_double": "move 5 along a or b repeats groups of the reversed block list and keeps that order (FUSE 1.04, "
+                     "§2.2): not a supercell, the layers reversed",
+    "string_double_106": "move 5 along a or b repeats runs of nb blocks or single blocks in string order (FUSE "
+                         "1.06): rows in place, AABB rather than ABAB",
     "noop_moves": "exchange moves may return the genome unchanged, with FUSE's ranges for k (§2.1)",
     "metropolis_global": "the Metropolis test compares the new energy with the global minimum, not the current "
                          "energy (§3.2)",
@@ -49,11 +52,12 @@ PROFILES: dict[str, frozenset[str]] = {
     "1.04": frozenset({"lattice_redraw", "uncapped_fus", "sub_capped_moves", "cartesian_offsets", "plain_checks", "block_reversal",
                        "string_double", "noop_moves", "metropolis_global", "redraw_each_attempt", "string_sizes",
                        "rattle_seed_42", "melt_bookkeeping", "gulp_inner_cut"}),
-    "1.06": frozenset({"lattice_redraw", "uncapped_fus", "cartesian_offsets", "plain_checks", "block_reversal", "string_double",
+    "1.06": frozenset({"lattice_redraw", "uncapped_fus", "cartesian_offsets", "plain_checks", "block_reversal",
+                       "string_double_106",
                        "noop_moves", "metropolis_global", "redraw_after_100", "move6_global_cells",
                        "rattle_seed_42", "melt_bookkeeping", "gulp_inner_cut"}),
 }
-EXCLUSIVE = (frozenset({"redraw_each_attempt", "redraw_after_100"}),)
+EXCLUSIVE = (frozenset({"redraw_each_attempt", "redraw_after_100"}), frozenset({"string_double", "string_double_106"}))
 
 
 def quirk_set(value: bool | str | Iterable[str] | None) -> frozenset[str]:

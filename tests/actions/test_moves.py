@@ -10,7 +10,7 @@ from ase.neighborlist import neighbor_list
 
 from rlcsp import actions
 from rlcsp.actions import MOVES, MoveContext, get_move
-from rlcsp.actions.double import exact_double, fuse_double
+from rlcsp.actions.double import exact_double, fuse106_double, fuse_double
 from rlcsp.composition import Composition
 from rlcsp.exceptions import InvalidMove, NotApplicable, UnknownName
 from rlcsp.csp.genome import VACANCY, Genome, Instructions, assemble, block_grid, random_genome
@@ -207,6 +207,31 @@ def test_fuse_double_follows_fuse_104_and_is_no_supercell_for_na_equal_nb(shape)
     if shape == (2, 2, 2):  # fuse.md §2.2 calls this case an exact supercell; it is not
         doubled = assemble(fuse_double(genome, "a"))
         assert not np.array_equal(distance_spectrum(doubled), distance_spectrum(assemble(genome).repeat((2, 1, 1))))
+
+
+def fuse_106_double(string: list[int], na: int, nb: int, nc: int, axis: str) -> list[int]:
+    """FUSE 1.06's move 5 along a or b, step by step: blocks popped from the end and put back in string order,
+    each layer's na runs of nb blocks emitted twice (a) or each block twice (b)."""
+    blocks = [string[4 * k:4 * k + 4] for k in range(len(string) // 4)]  # popped from the end, reversed back
+    out, n = [], 0
+    for _ in range(nc):
+        for _ in range(na):
+            run = blocks[n:n + nb]
+            n += nb
+            out += run * 2 if axis == "a" else [b for block in run for b in (block, block)]
+    return [v for block in out for v in block]
+
+
+@pytest.mark.parametrize("shape", [(1, 2, 2), (2, 1, 2), (2, 2, 2), (3, 2, 2), (2, 3, 4), (1, 1, 2)])
+def test_fuse106_double_follows_fuse_106_and_is_a_supercell_along_an_axis_of_one_submodule(shape):
+    na, nb, nc = shape
+    rng = np.random.default_rng(sum(shape))
+    string = [int(v) for v in rng.choice([39, 8, 120], size=4 * na * nb * nc)]
+    genome = Genome(string, Instructions(4.741, 3, na, nb, nc, (90, 90, 90), tuple(x % 2 for x in range(nc))))
+    for axis, reps, ones in (("a", (2, 1, 1), na == 1), ("b", (1, 2, 1), nb == 1)):
+        assert list(fuse106_double(genome, axis).string) == fuse_106_double(string, na, nb, nc, axis)
+        if ones:
+            assert same_structure(assemble(fuse106_double(genome, axis)), assemble(genome).repeat(reps))
 
 
 def test_new_structure_sizes():

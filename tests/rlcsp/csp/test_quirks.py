@@ -48,8 +48,9 @@ def test_profiles_are_quirk_sets_that_ablations_change_one_name_at_a_time():
     assert resolve("1.06") == PROFILES["1.06"] and "redraw_after_100" in PROFILES["1.06"]
     assert resolve("1.06", without="metropolis_global") == PROFILES["1.06"] - {"metropolis_global"}
     assert resolve(None, quirks="metropolis_global,rattle_seed_42") == {"metropolis_global", "rattle_seed_42"}
-    assert PROFILES["1.04"] - PROFILES["1.06"] == {"sub_capped_moves", "redraw_each_attempt", "string_sizes"}
-    assert PROFILES["1.06"] - PROFILES["1.04"] == {"redraw_after_100", "move6_global_cells"}
+    assert PROFILES["1.04"] - PROFILES["1.06"] == {"sub_capped_moves", "redraw_each_attempt", "string_sizes",
+                                                   "string_double"}
+    assert PROFILES["1.06"] - PROFILES["1.04"] == {"redraw_after_100", "move6_global_cells", "string_double_106"}
     with pytest.raises(UnknownName, match="1.04"):
         resolve("1.05")
     with pytest.raises(ConfigError, match="exclude each other"):
@@ -117,18 +118,21 @@ def test_the_default_draws_fuse_offsets_and_the_lattice_style_is_an_opt_in_gene(
 
 
 @pytest.mark.parametrize("number, name", [(2, "block_reversal"), (4, "block_reversal"), (5, "string_double"),
-                                          (1, "noop_moves"), (9, "noop_moves"), (10, "noop_moves")])
+                                          (5, "string_double_106"), (1, "noop_moves"), (9, "noop_moves"),
+                                          (10, "noop_moves")])
 def test_a_move_quirk_alone_reproduces_fuse_mode_and_the_rest_leave_the_move_alone(number, name):
     rng = np.random.default_rng(1)
     genomes = [random_genome(Y2TI2O7, 24, rng) for _ in range(6)]
+    profile = PROFILES["1.06" if name in PROFILES["1.06"] else "1.04"]
     differs = 0
     for genome in genomes:
         for seed in range(8):
-            fuse = attempt(MOVES[number], genome, True, seed)
+            fuse = attempt(MOVES[number], genome, profile, seed)
             assert attempt(MOVES[number], genome, [name], seed) == fuse
             default = attempt(MOVES[number], genome, False, seed)
             # noop_moves lets any move's no-op through, so it stays off here for the block moves
             rest = others(name) if name == "noop_moves" else others(name) - {"noop_moves"}
+            rest -= {"string_double", "string_double_106"}  # the other version's move 5
             assert attempt(MOVES[number], genome, rest, seed) == default
             differs += fuse != default
     assert differs > 0
