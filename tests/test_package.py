@@ -81,3 +81,17 @@ def test_the_front_door_runs_a_search_and_returns_its_best_structure(tmp_path):
     atoms.calc = calc
     assert atoms.get_potential_energy() / len(atoms) == pytest.approx(result.best_energy, abs=1e-6)
     assert result.gm_relaxation is None or result.gm_relaxation <= 16
+
+
+def test_the_wheel_holds_one_top_level_package_with_its_data(tmp_path):
+    import zipfile
+
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation", "-q",
+                           "-w", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    names = zipfile.ZipFile(next(tmp_path.glob("rlcsp-*.whl"))).namelist()
+    assert {n.split("/")[0] for n in names} == {"rlcsp", next(n.split("/")[0] for n in names if ".dist-info" in n)}
+    for path in ("rlcsp/calculators/__init__.py", "rlcsp/actions/double.py", "rlcsp/policies/fixed.py",
+                 "rlcsp/db/store.py", "rlcsp/csp/search.py", "rlcsp/design/fill.py", "rlcsp/inputs/lib2.lib",
+                 "rlcsp/inputs/structures/srtio3_perovskite.cif", "rlcsp/calculators/espresso/runner.py"):
+        assert path in names, path
