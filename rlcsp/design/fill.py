@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -138,7 +139,14 @@ def run_fill(script: str | Path, *, agent: str = "dqn", reward: str = "hybrid", 
 
         bar = tqdm(total=episodes, desc=f"fill {fill['name']} ({agent}, {reward})", unit="ep")
 
+    recent: list[float] = []
+
     def on_episode(row: dict[str, Any]) -> None:
+        recent.append(row["charts/episodic_return"])
+        if flat_rewards(recent) and len(recent) % FLAT_WINDOW == 0:
+            print(f"rlcsp fill: warning: the reward has been {recent[-1]:.4f} in each of the last {FLAT_WINDOW} "
+                  "episodes, so the agent has nothing to learn from; the gap model may predict one value for "
+                  "every filling (see gap_distribution.png)", file=sys.stderr)
         if bar is not None:
             bar.n = row["episode"]
             bar.set_postfix(reward=f"{row['charts/episodic_return']:.3f}", eps=f"{row['charts/epsilon']:.3f}",
@@ -160,6 +168,14 @@ def run_fill(script: str | Path, *, agent: str = "dqn", reward: str = "hybrid", 
     return summary
 
 
+FLAT_WINDOW = 50
+
+
+def flat_rewards(rewards: list[float], window: int = FLAT_WINDOW) -> bool:
+    """Whether the last ``window`` rewards are all the same: a reward that cannot teach."""
+    return len(rewards) >= window and float(np.ptp(rewards[-window:])) < 1e-9
+
+
 def summarise(out: Path, target: float, run_id: int, store, counts: dict[str, int]) -> dict[str, Any]:
     """paper b's Table 2 columns and the model-only metrics, from metrics.csv and the store."""
     from rlcsp.policies.training_log import read_metrics
@@ -174,6 +190,7 @@ def summarise(out: Path, target: float, run_id: int, store, counts: dict[str, in
     return {
         "episodes": len(rows), "mean_reward_last_100": float(rewards[-100:].mean()) if len(rows) else None,
         "best_reward": float(rewards.max()) if len(rows) else None,
+        "reward_spread_last_50": float(np.ptp(rewards[-FLAT_WINDOW:])) if len(rows) else None,
         "within_0.25_eV_last_100": (float(np.mean([abs(g - target) <= 0.25 for g in gaps])) if gaps else None),
         "dft_calls": len(calls), "dft_call_percent": 100.0 * len(calls) / max(len(rows), 1),
         "dft_success_percent": 100.0 * len(ok) / len(calls) if calls else None,

@@ -57,3 +57,11 @@ def test_fill_reports_bad_input_clearly(tmp_path, capsys):
                       '"vocabulary": ["Na", "Cs"]}\n')
     assert main(["fill", str(script), "--reward", "dft-gap", "--out", str(tmp_path / "o"), "--quiet"]) == 2
     assert "no pseudopotential for Cs" in capsys.readouterr().err
+
+
+def test_flat_rewards_are_flagged_only_after_fifty_identical_episodes():
+    from rlcsp.design.fill import flat_rewards
+
+    same = [0.2836] * 50
+    assert flat_rewards(same) and not flat_rewards(same[:49])
+    assert not flat_rewards([*same[:49], 0.29]) and flat_rewards([0.9, *same])
