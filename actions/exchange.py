@@ -94,7 +94,11 @@ class SwapTwo(_Exchange):
         return _swap(string, a, b)
 
     def _anywhere(self, string, ctx, rng, neutral):
-        a, b = _different_pair(string, rng)
+        if ctx.quirk("swap_first_uniform"):  # FUSE: a uniform first position, then one of another value
+            a = int(rng.integers(len(string)))
+            b = int(rng.choice(np.flatnonzero(string != string[a])))
+        else:
+            a, b = _different_pair(string, rng)
         return _swap(string, a, b)
 
 

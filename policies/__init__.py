@@ -42,6 +42,12 @@ def _takes_baseline(factory: Callable[..., Policy]) -> bool:
     return "baseline" in inspect.signature(factory).parameters
 
 
+def melt_option(name: str) -> bool:
+    """Whether a registered policy takes the search's ``melt_threshold`` (FUSE's fixed policies switch weights)."""
+    factory = _factories().get(name.partition(":")[0])
+    return factory is not None and "melt_threshold" in inspect.signature(factory).parameters
+
+
 def get_policy(name: str | Policy, **options) -> Policy:
     """A policy by registered name (or an instance, returned as is), e.g. ``get_policy('uniform')`` or
     ``get_policy('ppo:value')``."""

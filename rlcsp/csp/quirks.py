@@ -35,6 +35,10 @@ QUIRKS: dict[str, str] = {
                         "the default keeps it for max_failed_attempts (500, FUSE_RL) and then excludes it",
     "string_sizes": "initial structures take create_random_string's sizes (for Y2Ti2O7 about half are one "
                     "formula unit) instead of a formula-unit count drawn uniformly from 1..imax_fus (FUSE 1.04)",
+    "string_overflow_redraw": "moves 6 and 7 fail on a string with more cations than sub-modules (about half of the "
+                              "draws), and a new move is drawn (FUSE 1.04's create_random_string raises there)",
+    "swap_first_uniform": "move 1 over any positions draws the first position uniformly and the second among those "
+                          "holding another value, rather than a uniform pair of different values",
     "move6_global_cells": "move 6 draws its cell from the global sub-module limit; only its formula-unit count "
                           "comes from the current structure (FUSE 1.06's generate_random_structure call)",
     "rattle_seed_42": "every rattle is ASE's atoms.rattle with its fixed seed 42, so a genome always starts its "
@@ -49,13 +53,14 @@ QUIRKS: dict[str, str] = {
 
 # What each FUSE release does; everything else is rlcsp's default.
 PROFILES: dict[str, frozenset[str]] = {
-    "1.04": frozenset({"lattice_redraw", "uncapped_fus", "sub_capped_moves", "cartesian_offsets", "plain_checks", "block_reversal",
-                       "string_double", "noop_moves", "metropolis_global", "redraw_each_attempt", "string_sizes",
-                       "rattle_seed_42", "melt_bookkeeping", "gulp_inner_cut"}),
+    "1.04": frozenset({"lattice_redraw", "uncapped_fus", "sub_capped_moves", "cartesian_offsets", "plain_checks",
+                       "block_reversal", "string_double", "noop_moves", "metropolis_global", "redraw_each_attempt",
+                       "string_sizes", "string_overflow_redraw", "swap_first_uniform", "rattle_seed_42",
+                       "melt_bookkeeping", "gulp_inner_cut"}),
     "1.06": frozenset({"lattice_redraw", "uncapped_fus", "cartesian_offsets", "plain_checks", "block_reversal",
-                       "string_double_106",
-                       "noop_moves", "metropolis_global", "redraw_after_100", "move6_global_cells",
-                       "rattle_seed_42", "melt_bookkeeping", "gulp_inner_cut"}),
+                       "string_double_106", "noop_moves", "metropolis_global", "redraw_after_100",
+                       "move6_global_cells", "swap_first_uniform", "rattle_seed_42", "melt_bookkeeping",
+                       "gulp_inner_cut"}),
 }
 EXCLUSIVE = (frozenset({"redraw_each_attempt", "redraw_after_100"}), frozenset({"string_double", "string_double_106"}))
 

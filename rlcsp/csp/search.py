@@ -23,7 +23,7 @@ from rlcsp.actions import MOVES
 from rlcsp.actions.base import MoveContext
 from rlcsp.calculators import get_relaxer
 from rlcsp.calculators.relax import FailureReason, Relaxer, RelaxResult, failed
-from rlcsp.policies import ACTIONS, Policy, State, Transition, get_policy
+from rlcsp.policies import ACTIONS, Policy, State, Transition, get_policy, melt_option
 from rlcsp.csp.checks import CheckSettings, check_structure
 from rlcsp.csp.config import SearchConfig
 from rlcsp.exceptions import InvalidMove, NotApplicable, RlcspError
@@ -53,7 +53,8 @@ class Search:
             load_library(config.library_path).check_elements(self.composition.symbols)
         self._owns_relaxer = relaxer is None
         self.relaxer = relaxer or get_relaxer(config.calculator, **options)
-        self.policy = policy or get_policy(config.policy, **config.policy_options)
+        melt = {"melt_threshold": config.melt_threshold} if melt_option(config.policy) else {}
+        self.policy = policy or get_policy(config.policy, **melt, **config.policy_options)
         self.rng = np.random.default_rng(config.seed)
         self.quirks = quirks = config.quirk_set
         self.ctx = MoveContext(config.comp, config.max_atoms, fuse_compatible=quirks, vac_ratio=config.vac_ratio,

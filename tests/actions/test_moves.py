@@ -239,7 +239,8 @@ def test_new_structure_sizes():
     for ctx in (MoveContext(Y2O3, 80), MoveContext(Y2O3, 80, exact_fu_count=True)):
         sizes = {attempt(MOVES[6], genome, ctx, s).n_atoms for s in range(60)}
         assert sizes <= {5, 10, 15} and len(sizes) > 1
-    fuse = {attempt(MOVES[6], genome, MoveContext(Y2O3, 80, fuse_compatible=True), s).n_atoms for s in range(60)}
+    fuse = {attempt(MOVES[6], genome, MoveContext(Y2O3, 80, fuse_compatible=["uncapped_fus"]), s).n_atoms
+            for s in range(60)}
     assert max(fuse) > 15  # FUSE_RL's move 6 is not capped at the current size
     sizes = {attempt(MOVES[7], genome, MoveContext(Y2O3, 80), s).n_atoms for s in range(60)}
     assert max(sizes) > 15 and max(sizes) <= 80

@@ -49,7 +49,7 @@ def test_profiles_are_quirk_sets_that_ablations_change_one_name_at_a_time():
     assert resolve("1.06", without="metropolis_global") == PROFILES["1.06"] - {"metropolis_global"}
     assert resolve(None, quirks="metropolis_global,rattle_seed_42") == {"metropolis_global", "rattle_seed_42"}
     assert PROFILES["1.04"] - PROFILES["1.06"] == {"sub_capped_moves", "redraw_each_attempt", "string_sizes",
-                                                   "string_double"}
+                                                   "string_double", "string_overflow_redraw"}
     assert PROFILES["1.06"] - PROFILES["1.04"] == {"redraw_after_100", "move6_global_cells", "string_double_106"}
     with pytest.raises(UnknownName, match="1.04"):
         resolve("1.05")
@@ -123,7 +123,7 @@ def test_the_default_draws_fuse_offsets_and_the_lattice_style_is_an_opt_in_gene(
 def test_a_move_quirk_alone_reproduces_fuse_mode_and_the_rest_leave_the_move_alone(number, name):
     rng = np.random.default_rng(1)
     genomes = [random_genome(Y2TI2O7, 24, rng) for _ in range(6)]
-    profile = PROFILES["1.06" if name in PROFILES["1.06"] else "1.04"]
+    profile = PROFILES["1.06" if name in PROFILES["1.06"] else "1.04"] - {"swap_first_uniform"}  # move 1's other
     differs = 0
     for genome in genomes:
         for seed in range(8):
@@ -132,7 +132,7 @@ def test_a_move_quirk_alone_reproduces_fuse_mode_and_the_rest_leave_the_move_alo
             default = attempt(MOVES[number], genome, False, seed)
             # noop_moves lets any move's no-op through, so it stays off here for the block moves
             rest = others(name) if name == "noop_moves" else others(name) - {"noop_moves"}
-            rest -= {"string_double", "string_double_106"}  # the other version's move 5
+            rest -= {"string_double", "string_double_106", "swap_first_uniform"}  # the others at the same site
             assert attempt(MOVES[number], genome, rest, seed) == default
             differs += fuse != default
     assert differs > 0
@@ -268,3 +268,39 @@ def test_melt_bookkeeping_counts_ca_as_fuse_does(e_new, fuse_ca, rlcsp_ca):
     for quirks, expected in ((["melt_bookkeeping"], fuse_ca), ([], rlcsp_ca)):
         search = Search(make_config(base, quirks=quirks), relaxer=object())
         assert search._melt_count(7, outcome, e_new, walker_at(search, genome, -35.0, -35.1)) == expected
+
+
+def test_string_overflow_redraw_fails_about_half_of_fuse_104s_new_structures():
+    """FUSE 1.04's create_random_string raises for SrY2O4 in 45-60 % of draws (measured with FUSE's own function)."""
+    sry2o4 = Composition.from_formula("SrY2O4", OX)
+    genome = random_genome(sry2o4, 50, np.random.default_rng(0), target_fus=2)
+    failed = {}
+    for quirks in (["uncapped_fus"], ["uncapped_fus", "string_overflow_redraw"]):
+        ctx = MoveContext(sry2o4, 50, fuse_compatible=quirks)
+        failed[len(quirks)] = sum(attempt_ctx(MOVES[7], genome, ctx, seed) is InvalidMove for seed in range(200))
+    assert failed[1] == 0 and 60 < failed[2] < 140
+
+
+def attempt_ctx(move, genome, ctx, seed):
+    try:
+        return move.apply(genome, ctx, np.random.default_rng(seed))
+    except (InvalidMove, NotApplicable) as exc:
+        return type(exc)
+
+
+def test_swap_first_uniform_draws_vacancy_pairs_as_fuse_does():
+    """With a 20-site SrY2O4 string FUSE swaps O with a vacancy more often (0.537) than a uniform pair does (0.487)."""
+    sry2o4 = Composition.from_formula("SrY2O4", OX)
+    string = np.array([38, 8, 8, 8, 39, 8, 120, 120, 39, 120, 120, 8, 120, 120, 120, 120, 120, 120, 120, 120])
+    rates = {}
+    for quirks in ([], ["swap_first_uniform"]):
+        ctx = MoveContext(sry2o4, 50, fuse_compatible=quirks)
+        swapped = [MOVES[1]._anywhere(string, ctx, np.random.default_rng(seed), False) for seed in range(3000)]
+        rates[bool(quirks)] = np.mean([set(new[new != string]) == {8, 120} for new in swapped])
+    assert rates[True] - rates[False] > 0.02
+
+
+def test_the_melt_threshold_reaches_fuse_s_fixed_policies():
+    base = load_script(Y2TI2O7_SCRIPT)
+    assert Search(make_config(base, policy="uniform", melt_threshold=7), relaxer=object()).policy.melt_threshold == 7
+    assert Search(make_config(base, policy="reinforce", melt_threshold=7), relaxer=object()).policy is not None
