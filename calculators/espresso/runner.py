@@ -26,7 +26,7 @@ from ase.calculators.espresso import Espresso, EspressoProfile
 from rlcsp.calculators.espresso.cache import DftCache
 from rlcsp.calculators.espresso.inputs import DftSettings, MissingPseudopotential, PwInputs, resolve_inputs
 from rlcsp.calculators.espresso.results import HOW_TO_GET_PW, DftOutcome, DftResult, classify_output, read_output
-from rlcsp.calculators.gulp.calculator import kill_process_group
+from rlcsp.calculators.processes import kill_process_group
 from rlcsp.exceptions import CalculatorNotFound, InvalidStructure
 
 LAUNCHERS = ("mpirun", "mpiexec", "srun")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 
 from ase import Atoms
 
+from rlcsp.calculators.processes import kill_process_group
 from rlcsp.calculators.gulp.files import PREFIX, GulpOutput, check_periodic, parse_dump, parse_gout, write_gin
 from rlcsp.calculators.library import DEFAULT_LIBRARY, load_library
 from rlcsp.calculators.relax import FailureReason, Relaxer, RelaxResult, failed, min_distance
@@ -101,18 +101,6 @@ class _StageFailed(Exception):
     def __init__(self, reason: FailureReason, message: str):
         super().__init__(message)
         self.reason = reason
-
-
-def kill_process_group(proc: subprocess.Popen) -> None:
-    """SIGKILL ``proc``'s whole process group and reap it: for GULP the template's shell, GULP and any mpirun.
-
-    Public because the Quantum ESPRESSO runner ends a pw.x session with it too.
-    """
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.communicate()
 
 
 class GulpRelaxer(Relaxer):
