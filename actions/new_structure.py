@@ -26,8 +26,7 @@ def _new_genome(genome: Genome, ctx: MoveContext, rng: np.random.Generator, max_
         candidate = random_genome(ctx.composition, ctx.max_atoms, rng, max_fus=cells_fus or max_fus,
                                   target_fus=target, vac_ratio=ctx.vac_ratio, ap=genome.instructions.ap,
                                   fuse_compatible=ctx.fuse_compatible, styles=ctx.offset_styles,
-                                  overflow=(InvalidMove("more cations than sub-modules: FUSE 1.04 draws another move")
-                                            if ctx.quirk("string_overflow_redraw") else None))
+                                  overflow_fails=ctx.quirk("string_overflow_redraw"))
         if tries == 1 or ctx.passes(candidate):
             return candidate
     raise InvalidMove(f"no structure of {target} formula units passed the checks in {tries} builds")

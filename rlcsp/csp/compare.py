@@ -75,7 +75,8 @@ def dask_client(scheduler: str | None, workers: int | None, timeout_s: float = 5
         yield client
 
 
-def _follow(futures: dict, store, configs: dict, budget: int, failures: dict[str, str], echo) -> None:
+def _follow(futures: dict, store, configs: dict, budget: int, failures: dict[str, str],
+            echo: Callable[[str], None]) -> None:
     """Wait for the walkers with a progress bar over walkers x relaxations, read from the shared store, showing
     the best energy so far of each policy; one line per finished walker."""
     from dask.distributed import wait
@@ -102,12 +103,15 @@ def _follow(futures: dict, store, configs: dict, budget: int, failures: dict[str
                 p, s = futures[future]
                 if future.status == "error":
                     failures[f"{p} seed {s}"] = repr(future.exception())
-                    bar.write(f"[{done}/{len(futures)}] {p} seed {s}: FAILED {failures[f'{p} seed {s}']}")
-                    continue
-                summary = future.result()
-                gm = f"GM at relaxation {summary['gm_relaxation']}" if summary["gm_reached"] else "GM not reached"
-                bar.write(f"[{done}/{len(futures)}] {p} seed {s}: {gm}, best {summary['best_energy']:.6f} eV/atom, "
-                          f"{summary['relaxations']} relaxations ({summary['stop_reason']})")
+                    line = f"[{done}/{len(futures)}] {p} seed {s}: FAILED {failures[f'{p} seed {s}']}"
+                else:
+                    summary = future.result()
+                    gm = (f"GM at relaxation {summary['gm_relaxation']}" if summary["gm_reached"]
+                          else "GM not reached")
+                    line = (f"[{done}/{len(futures)}] {p} seed {s}: {gm}, best {summary['best_energy']:.6f} eV/atom, "
+                            f"{summary['relaxations']} relaxations ({summary['stop_reason']})")
+                with bar.external_write_mode():  # the caller's echo, without tearing the bar
+                    echo(line)
     finally:
         bar.close()
 

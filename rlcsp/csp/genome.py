@@ -26,7 +26,7 @@ import numpy as np
 from ase import Atoms
 
 from rlcsp.composition import Composition
-from rlcsp.exceptions import CompositionError, InvalidStructure
+from rlcsp.exceptions import CompositionError, InvalidMove, InvalidStructure
 from rlcsp.csp.quirks import quirk_set
 
 VACANCY = 120
@@ -205,15 +205,16 @@ def _random_translations(nc: int, gamma: float, rng: np.random.Generator) -> tup
 def random_genome(composition: Composition, max_atoms: int, rng: np.random.Generator, *, max_fus: int | None = None,
                   target_fus: int | None = None, vac_ratio: float = 4, ap: float | None = None,
                   fuse_compatible: bool | Iterable[str] = False, styles: Iterable[str] = ("cartesian",),
-                  overflow: Exception | None = None) -> Genome:
+                  overflow_fails: bool = False) -> Genome:
     """Random genome as ``create_random_string`` + ``create_random_instructions`` build it (fuse.md §1.6).
 
     ``max_fus`` (default: as many as fit in ``max_atoms``) sets the largest sub-module count; the default mode
     also caps the formula-unit count at it and keeps the lattice type the size was drawn for, whereas FUSE's
     quirks ``uncapped_fus`` and ``lattice_redraw`` leave the count uncapped and re-draw the type. ``target_fus``
     asks for exactly that many formula units (FUSE 1.06). ``ap`` defaults to ``composition.ap()``; ``styles`` are
-    the γ = 120 offset genes drawn (``offset_styles``). ``overflow``, when given, is raised for a draw with more
-    cations than sub-modules instead of drawing again.
+    the γ = 120 offset genes drawn (``offset_styles``). ``overflow_fails`` makes a draw with more cations than
+    sub-modules raise InvalidMove instead of drawing again (FUSE 1.04's moves 6 and 7 fail there, an IndexError
+    it catches, and draw another move).
     """
     quirks = quirk_set(fuse_compatible)
     apf = composition.atoms_per_fu
@@ -224,6 +225,7 @@ def random_genome(composition: Composition, max_atoms: int, rng: np.random.Gener
         raise CompositionError(f"target_fus={target_fus} is outside 1..max_fus={max_fus}")
     max_sub = math.floor(max_fus * apf * (1 + vac_ratio) / 4)
     ap = composition.ap() if ap is None else ap
+    cations_per_fu = sum(z in set(composition.cations) for z in composition.fu)
     for _ in range(_MAX_DRAWS):
         lattice = int(rng.integers(len(LATTICE_TYPES)))
         sizes = _sorted_sizes(lattice)
@@ -238,9 +240,8 @@ def random_genome(composition: Composition, max_atoms: int, rng: np.random.Gener
         if target_fus is not None and fus != target_fus:
             continue
         string = _fill_string(composition, fus, n_sub, rng)
-        cations = sum(z in set(composition.cations) for z in composition.fu) * fus
-        if string is None and overflow is not None and cations > n_sub:
-            raise overflow  # FUSE 1.04's moves 6 and 7 fail here (an IndexError it catches) and draw another move
+        if string is None and overflow_fails and cations_per_fu * fus > n_sub:
+            raise InvalidMove(f"{cations_per_fu * fus} cations for {n_sub} sub-modules (FUSE 1.04 draws another move)")
         if string is None:
             continue
         instructions = random_instructions(n_sub, ap, rng, lattice=None if "lattice_redraw" in quirks else lattice,

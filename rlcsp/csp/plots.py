@@ -142,8 +142,9 @@ def plot_best_energy(walkers: dict[str, list[dict]], budget: int, target: float 
             with warnings.catch_warnings():  # relaxations where no seed has a structure yet stay blank
                 warnings.simplefilter("ignore", RuntimeWarning)
                 # styles and staggered markers keep medians apart where several policies share one value
-                ax.plot(x, np.nanmedian(np.array(traces), axis=0), c=colour, lw=2, ls=style, label=f"{policy} (median)",
-                        marker="os^dv<>"[i % 7], markevery=(i * budget // (10 * len(walkers)) + 1, max(budget // 10, 1)))
+                ax.plot(x, np.nanmedian(np.array(traces), axis=0), c=colour, lw=2, ls=style,
+                        label=f"{policy} (median)", marker="os^dv<>"[i % 7],
+                        markevery=(i * budget // (10 * len(walkers)) + 1, max(budget // 10, 1)))
     if target is not None:
         ax.axhline(target, c="k", ls="--", lw=0.8, label="target (GM)")
     finite = [e for ws in walkers.values() for w in ws for e in w["best_energy_trace"] if e is not None]

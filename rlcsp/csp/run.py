@@ -13,7 +13,7 @@ from rlcsp import __version__
 from rlcsp.db.buffer import StepBuffer
 from rlcsp.db.locate import OWNER, folder_run
 from rlcsp.exceptions import ConfigError
-from rlcsp.csp.config import SearchConfig, make_config
+from rlcsp.csp.config import SearchConfig, load_script, make_config
 from rlcsp.csp.symmetry import same_structure, space_groups
 from rlcsp.csp.report import RunOutput
 from rlcsp.csp.search import Search
@@ -244,7 +244,6 @@ def execute(config: SearchConfig, out: str | Path, progress: bool = True, comman
     return summary
 
 
-
 @dataclass
 class RunResult:
     """What ``rlcsp.search`` returns: the run's summary (as in summary.json), its best structure and folder."""
@@ -273,7 +272,6 @@ def search(script: str | Path | dict | SearchConfig, out: str | Path | None = No
     """Run (or continue) one search: an input script, its CONFIG dict or a SearchConfig, with overrides such as
     ``policy="uniform", seed=3, budget=300, fuse="1.06"``; outputs go to ``out`` (default
     runs/<name>-<policy>-seed<seed>), every step to the store, exactly as ``rlcsp run`` does."""
-    from rlcsp.csp.config import load_script
     from rlcsp.db import Store
 
     if isinstance(script, SearchConfig):

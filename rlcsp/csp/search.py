@@ -33,6 +33,7 @@ from rlcsp.csp.stop import StopRequest
 from rlcsp.csp.uniqueness import UniquenessIndex
 from rlcsp.csp.walker import OUTCOMES, SearchResult, StepRecord, Walker
 
+
 class SearchError(RlcspError):
     """The search cannot continue (e.g. no valid random structure can be built at all)."""
 
@@ -69,7 +70,7 @@ class Search:
         self.uniform_sizes = "string_sizes" not in quirks
         self.redraw_after = (1 if "redraw_each_attempt" in quirks else 100 if "redraw_after_100" in quirks
                              else config.max_failed_attempts)
-        self.excludes_moves = self.redraw_after == config.max_failed_attempts  # FUSE_RL's exclusions, §4.5
+        self.excludes_moves = not ({"redraw_each_attempt", "redraw_after_100"} & quirks)  # FUSE_RL's rule, §4.5
         self.inner_cut = (InnerCut.from_library(config.library_path, set(config.comp.symbols))
                           if "gulp_inner_cut" in quirks else None)
         self.quirk_uses: dict[str, int] = {}

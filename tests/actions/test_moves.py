@@ -182,6 +182,13 @@ def test_fuse_double_quirk():
                           distance_spectrum(atoms.repeat((2, 1, 1))))
 
 
+def block_genome(shape: tuple[int, int, int]) -> tuple[list[int], Genome]:
+    """A random orthorhombic genome of na x nb x nc sub-modules, and its string."""
+    na, nb, nc = shape
+    string = [int(v) for v in np.random.default_rng(sum(shape)).choice([39, 8, 120], size=4 * na * nb * nc)]
+    return string, Genome(string, Instructions(4.741, 3, na, nb, nc, (90, 90, 90), tuple(x % 2 for x in range(nc))))
+
+
 def fuse_104_double(string: list[int], na: int, nb: int, nc: int, axis: str) -> list[int]:
     """FUSE 1.04's move 5 along a or b, step by step as fuse.md §2.2 and its loops describe it: blocks popped from
     the end of the string, each layer's nb groups of na blocks emitted twice (a) or each block twice (b), the
@@ -199,9 +206,7 @@ def fuse_104_double(string: list[int], na: int, nb: int, nc: int, axis: str) -> 
 @pytest.mark.parametrize("shape", [(1, 2, 2), (2, 1, 2), (2, 2, 2), (3, 2, 2), (2, 3, 4), (1, 1, 2)])
 def test_fuse_double_follows_fuse_104_and_is_no_supercell_for_na_equal_nb(shape):
     na, nb, nc = shape
-    rng = np.random.default_rng(sum(shape))
-    string = [int(v) for v in rng.choice([39, 8, 120], size=4 * na * nb * nc)]
-    genome = Genome(string, Instructions(4.741, 3, na, nb, nc, (90, 90, 90), tuple(x % 2 for x in range(nc))))
+    string, genome = block_genome(shape)
     for axis in ("a", "b"):
         assert list(fuse_double(genome, axis).string) == fuse_104_double(string, na, nb, nc, axis)
     if shape == (2, 2, 2):  # fuse.md §2.2 calls this case an exact supercell; it is not
@@ -225,9 +230,7 @@ def fuse_106_double(string: list[int], na: int, nb: int, nc: int, axis: str) -> 
 @pytest.mark.parametrize("shape", [(1, 2, 2), (2, 1, 2), (2, 2, 2), (3, 2, 2), (2, 3, 4), (1, 1, 2)])
 def test_fuse106_double_follows_fuse_106_and_is_a_supercell_along_an_axis_of_one_submodule(shape):
     na, nb, nc = shape
-    rng = np.random.default_rng(sum(shape))
-    string = [int(v) for v in rng.choice([39, 8, 120], size=4 * na * nb * nc)]
-    genome = Genome(string, Instructions(4.741, 3, na, nb, nc, (90, 90, 90), tuple(x % 2 for x in range(nc))))
+    string, genome = block_genome(shape)
     for axis, reps, ones in (("a", (2, 1, 1), na == 1), ("b", (1, 2, 1), nb == 1)):
         assert list(fuse106_double(genome, axis).string) == fuse_106_double(string, na, nb, nc, axis)
         if ones:
