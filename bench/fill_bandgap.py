@@ -1,8 +1,9 @@
 """Composition filling on the Rb3ScF6 elpasolite skeleton towards a 1.12 eV gap (seed paper b, Table 2).
 
 (0) labels: the gap model is pre-trained on perov_5 and on every cached DFT gap. perov_5 (transition-metal
-    oxides and nitrides, 96 % metals) alone teaches it to answer 0 eV for every filling of this skeleton, so the
-    bench first runs DFT on ``--labels`` random fillings (the random policy's own crystals, even electron counts).
+    oxides and nitrides, 96 % metals) holds none of this skeleton's chemistry: its model's gaps for these fillings
+    vary (gap_model.py) but are extrapolations, so the bench first runs DFT on ``--labels`` random fillings (the
+    random policy's own crystals, even electron counts).
 (1) model-only reward (paper b's experiment 1): the DQN against the gap model alone; episodes until the mean
     reward of 100 episodes reaches 90 % of the optimum (1.0), and the fraction of the last 100 crystals within
     +-0.25 eV of the target according to the model.
