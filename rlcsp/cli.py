@@ -172,7 +172,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     report = compare(args.script, args.policies, args.seeds, args.budget, out=args.out, db_url=args.db,
                      scheduler=args.scheduler, workers=args.workers,
-                     mode={"fuse": args.fuse, "quirks": args.quirks, "without": args.without})
+                     mode={"fuse": args.fuse, "quirks": args.quirks, "without": args.without},
+                     lockstep=args.lockstep, device=args.device, build_workers=args.build_workers)
     return 1 if report["missing"] else 0
 
 
@@ -344,7 +345,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output folder (default runs/compare-<name>)")
     p.add_argument("--scheduler", metavar="ADDRESS", help="existing Dask scheduler, e.g. tcp://host:8786 "
                                                          "(default: a local cluster)")
-    p.add_argument("--workers", type=int, help="local worker processes (default: one per core)")
+    p.add_argument("--workers", type=int, help="local worker processes (default: one per core; with --lockstep, "
+                                               "1: every walker in this process, N: N shares of the walkers)")
+    p.add_argument("--lockstep", action="store_true",
+                   help="advance the walkers together and relax each round's candidates as one batch; every "
+                        "walker's trajectory stays the one it has alone")
+    p.add_argument("--device", help="relax the lockstep batches on this device, e.g. cuda (implies --lockstep; "
+                                    "cpu: the script's engine as it is)")
+    p.add_argument("--build-workers", type=int, metavar="N",
+                   help="build the lockstep walkers' candidates in N processes (implies --lockstep; default: in "
+                        "the walkers' own process)")
     add_mode_options(p)
     p.set_defaults(func=cmd_compare)
 

@@ -5,6 +5,8 @@ becomes '-'), and all of them record into one store, from which the report is co
 when the store holds a finished run with its exact configuration: its summary.json alone is not enough, because
 the report reads the stored steps (a walker whose last steps are still queued locally is rerun, and ``execute``
 then flushes them and marks the run finished). An unfinished walker is continued by ``execute`` itself.
+With ``lockstep`` the walkers are the same runs, advanced together by rlcsp.csp.lockstep so that their
+candidates relax as one batch (a GPU relaxer's), and resumed the same way.
 """
 from __future__ import annotations
 
@@ -40,15 +42,27 @@ def walker_dir(out: Path, policy: str, seed: int) -> Path:
 
 # -- running the walkers --------------------------------------------------------------------------------
 
-def run_walker(base: dict[str, Any], policy: str, seed: int, budget: int, folder: str, db_url: str) -> dict:
-    """One walker, on a Dask worker: its own output goes to ``<folder>/walker.log``."""
+def run_share(base: dict[str, Any], walkers: list[tuple[str, int]], budget: int, out: str, db_url: str,
+              lockstep: dict[str, Any] | None = None, progress: bool = False,
+              on_done: Callable[[int, dict], None] | None = None) -> list[dict]:
+    """A share of the walkers, as one Dask task (or, for a single local lockstep share, here): their summaries.
+
+    Alone (``lockstep`` None) a share is one walker, so that Dask spreads and retries walkers one by one, and its
+    output goes to ``<folder>/walker.log``; in lockstep (``lockstep``: run_lockstep's ``device`` and
+    ``build_workers``) every walker of the share relaxes in one batch per round, whether the share is all the
+    walkers on one device or one of many.
+    """
+    runs = [(make_config(base, policy=p, seed=s, budget=budget), walker_dir(Path(out), p, s)) for p, s in walkers]
+    if lockstep is not None:
+        from rlcsp.csp.lockstep import run_lockstep
+
+        return run_lockstep(runs, db_url, progress=progress, on_done=on_done, **lockstep)
     from rlcsp.csp.run import execute
 
-    config = make_config(base, policy=policy, seed=seed, budget=budget)
-    Path(folder).mkdir(parents=True, exist_ok=True)
-    with open(Path(folder) / "walker.log", "a") as log, contextlib.redirect_stdout(log), \
-            contextlib.redirect_stderr(log):
-        return execute(config, folder, progress=False, db_url=db_url)
+    [(config, folder)] = runs
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "walker.log", "a") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+        return [execute(config, folder, progress=False, db_url=db_url)]
 
 
 def finished_run(store, config: SearchConfig) -> int | None:
@@ -57,8 +71,10 @@ def finished_run(store, config: SearchConfig) -> int | None:
 
 
 @contextlib.contextmanager
-def dask_client(scheduler: str | None, workers: int | None, timeout_s: float = 5.0):
-    """A client of the given scheduler, or of a LocalCluster of ``workers`` single-threaded processes."""
+def dask_client(scheduler: str | None, workers: int | None, timeout_s: float = 5.0, daemon: bool = True):
+    """A client of the given scheduler, or of a LocalCluster of ``workers`` single-threaded processes (not
+    ``daemon`` ones when their tasks start processes of their own, as lockstep's build workers)."""
+    import dask
     from dask.distributed import Client, LocalCluster
 
     if scheduler is not None:
@@ -70,20 +86,31 @@ def dask_client(scheduler: str | None, workers: int | None, timeout_s: float = 5
         with client:
             yield client
         return
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                      silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
+    with dask.config.set({"distributed.worker.daemon": daemon}), \
+            LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                         silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
         yield client
+
+
+def walker_line(policy: str, seed: int, summary: dict) -> str:
+    """One finished (or failed) walker in words."""
+    if "error" in summary:
+        return f"{policy} seed {seed}: FAILED {summary['error']}"
+    gm = f"GM at relaxation {summary['gm_relaxation']}" if summary["gm_reached"] else "GM not reached"
+    return (f"{policy} seed {seed}: {gm}, best {summary['best_energy']:.6f} eV/atom, {summary['relaxations']} "
+            f"relaxations ({summary['stop_reason']})")
 
 
 def _follow(futures: dict, store, configs: dict, budget: int, failures: dict[str, str],
             echo: Callable[[str], None]) -> None:
-    """Wait for the walkers with a progress bar over walkers x relaxations, read from the shared store, showing
-    the best energy so far of each policy; one line per finished walker."""
+    """Wait for the shares of walkers with a progress bar over walkers x relaxations, read from the shared store,
+    showing the best energy so far of each policy; one line per finished walker."""
     from dask.distributed import wait
     from tqdm import tqdm
 
     policies = sorted({p for p, _ in configs})
     wanted = {json.dumps(c.to_dict(), sort_keys=True) for c in configs.values()}
+    total = sum(len(walkers) for walkers in futures.values())
     bar = tqdm(total=len(configs) * budget, unit="relax", desc="walkers", dynamic_ncols=True)
     pending, done = set(futures), 0
     try:
@@ -99,19 +126,15 @@ def _follow(futures: dict, store, configs: dict, budget: int, failures: dict[str
             bar.set_postfix_str(" ".join(f"{p} {e:.4f}" for p, e in best.items() if e is not None))
             bar.refresh()
             for future in finished:
-                done += 1
-                p, s = futures[future]
-                if future.status == "error":
-                    failures[f"{p} seed {s}"] = repr(future.exception())
-                    line = f"[{done}/{len(futures)}] {p} seed {s}: FAILED {failures[f'{p} seed {s}']}"
-                else:
-                    summary = future.result()
-                    gm = (f"GM at relaxation {summary['gm_relaxation']}" if summary["gm_reached"]
-                          else "GM not reached")
-                    line = (f"[{done}/{len(futures)}] {p} seed {s}: {gm}, best {summary['best_energy']:.6f} eV/atom, "
-                            f"{summary['relaxations']} relaxations ({summary['stop_reason']})")
-                with bar.external_write_mode():  # the caller's echo, without tearing the bar
-                    echo(line)
+                walkers = futures[future]
+                summaries = (future.result() if future.status != "error"
+                             else [{"error": repr(future.exception())}] * len(walkers))
+                for (p, s), summary in zip(walkers, summaries):
+                    done += 1
+                    if "error" in summary:
+                        failures[f"{p} seed {s}"] = summary["error"]
+                    with bar.external_write_mode():  # the caller's echo, without tearing the bar
+                        echo(f"[{done}/{total}] {walker_line(p, s, summary)}")
     finally:
         bar.close()
 
@@ -123,10 +146,14 @@ def _cores() -> int:
 def compare(script: str | Path, policies: list[str], seeds: int, budget: int, out: str | Path | None = None,
             db_url: str | None = None, scheduler: str | None = None, workers: int | None = None,
             echo: Callable[[str], None] = print, run_missing: bool = True,
-            mode: dict[str, Any] | None = None) -> dict[str, Any]:
+            mode: dict[str, Any] | None = None, lockstep: bool = False, device: str | None = None,
+            build_workers: int | None = None) -> dict[str, Any]:
     """Run every missing (policy, seed) walker, then write report.md, report.html, report.json and the plots.
 
     ``mode`` sets the search mode of every walker (``fuse``, ``quirks``, ``without``; None keeps the script's).
+    ``lockstep`` (implied by ``device`` and ``build_workers``) relaxes the walkers' candidates in batches
+    (rlcsp.csp.lockstep): all in this process, or split into one share per Dask worker (``workers`` local ones,
+    or every worker of ``scheduler``), each share with its own relaxer on ``device``.
 
     Everything is validated (script, budget, policy and baseline names) before a cluster starts. With
     ``run_missing=False`` only the walkers already finished are reported (the rest are listed as missing).
@@ -149,11 +176,27 @@ def compare(script: str | Path, policies: list[str], seeds: int, budget: int, ou
     pending = [(p, s) for s in range(seeds) for p in policies if finished_run(store, configs[p, s]) is None]
     echo(f"{len(configs) - len(pending)} of {len(configs)} walkers already finished in {store.url}")
     failures: dict[str, str] = {}
-    if pending and run_missing:
+    batched = ({"device": device, "build_workers": build_workers}
+               if lockstep or device is not None or build_workers is not None else None)
+    if pending and run_missing and batched is not None and scheduler is None and (workers or 1) == 1:
+        from rlcsp.csp.run import interrupted
+
+        def on_done(i: int, summary: dict) -> None:
+            if "error" in summary:
+                failures[f"{pending[i][0]} seed {pending[i][1]}"] = summary["error"]
+            echo(f"[lockstep] {walker_line(*pending[i], summary)}")
+
+        summaries = run_share(base, pending, budget, str(out), url, batched, progress=True, on_done=on_done)
+        if any(interrupted(s.get("stop_reason", "")) for s in summaries):
+            echo("stopped: rerun the same command to continue (every unfinished walker resumes from its last stored "
+                 "step)")
+    elif pending and run_missing:
         n_workers = workers or min(_cores(), len(pending))
-        with dask_client(scheduler, n_workers) as client:
-            futures = {client.submit(run_walker, base, p, s, budget, str(walker_dir(out, p, s)), url,
-                                     pure=False, retries=WALKER_RETRIES): (p, s) for p, s in pending}
+        with dask_client(scheduler, n_workers, daemon=not build_workers) as client:
+            n_shares = max(1, len(client.scheduler_info()["workers"])) if batched is not None else len(pending)
+            shares = [share for k in range(n_shares) if (share := pending[k::n_shares])]
+            futures = {client.submit(run_share, base, share, budget, str(out), url, batched, pure=False,
+                                     retries=WALKER_RETRIES): share for share in shares}
             try:
                 _follow(futures, store, configs, budget, failures, echo)
             except KeyboardInterrupt:

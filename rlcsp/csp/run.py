@@ -10,6 +10,8 @@ from ase import Atoms
 from ase.io import read
 
 from rlcsp import __version__
+from rlcsp.calculators.relax import Relaxer
+from rlcsp.db import Store, default_url
 from rlcsp.db.buffer import StepBuffer
 from rlcsp.db.locate import OWNER, folder_run
 from rlcsp.exceptions import ConfigError
@@ -134,6 +136,150 @@ def _folder_decision(store, out: Path, config: SearchConfig, new_run: bool) -> t
     return "new", None
 
 
+class WalkerRun:
+    """One search as a run in the store and its folder, whoever advances it: ``execute`` alone, or
+    rlcsp.csp.lockstep with other walkers (a shared ``store`` and ``relaxer``, and ``batched`` writes).
+
+    Opening decides about the folder, creates or resumes the run and restores the search from its last stored
+    step; ``done`` is then the summary of a run that had already finished (nothing else happens). Each record is
+    queued with the checkpoint it leaves and written by ``flush``: at once unless ``batched``, when the driver
+    flushes every walker after each batch of relaxations.
+    """
+
+    def __init__(self, config: SearchConfig, out: str | Path, progress: bool = True, db_url: str | None = None,
+                 resume: int | None = None, outage_s: float = 5.0, max_outage_s: float = 600.0,
+                 shared_policy: str | None = None, new_run: bool = False, store: Store | None = None,
+                 relaxer: Relaxer | None = None, batched: bool = False):
+        from tqdm import tqdm
+
+        self.out = out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        self.done: dict | None = None
+        self.max_outage_s = max_outage_s
+        self.batched = batched
+        self._owns_store = store is None
+        # Each write gives up quickly when the server is away; StepBuffer then queues steps until it is back.
+        self.store = store = store or Store(db_url or config.db or default_url(out), outage_s=outage_s)
+        if resume is None:
+            decision, owner = _folder_decision(store, out, config, new_run)
+            if decision == "done":
+                self.close()
+                self.done = _already_done(out, owner)
+                return
+            resume = owner
+        if resume is not None:
+            info = store.run_info(resume)
+            config = make_config(info["config"], budget=max(config.budget, info["config"]["budget"]))
+            run_id = resume
+        else:
+            run_id = store.find_run(config.to_dict())
+            info = store.run_info(run_id) if run_id is not None else None
+        policy = None
+        if shared_policy:
+            from rlcsp.policies import get_policy
+            from rlcsp.policies.shared import SharedPolicy
+
+            policy = SharedPolicy(get_policy(config.policy, **config.policy_options), store, shared_policy, run_id)
+        self.config = config
+        self.search = search = Search(config, relaxer=relaxer, policy=policy, on_record=self._on_record)
+        self.buffer = (StepBuffer(store, run_id, out / "pending_steps.jsonl", max_outage_s) if run_id is not None
+                       else None)
+        if self.buffer is not None:
+            info = store.run_info(run_id)  # after flushing steps buffered during an earlier outage
+        if info is not None and info["state"] is not None:
+            records = records_from_rows(store.steps(run_id))
+            search.restore(info["state"], records, [(s["energy"], s["atoms"]) for s in store.structures(run_id)])
+            print(f"resuming run {run_id} ({config.name}, {config.policy}, seed {config.seed}) after relaxation "
+                  f"{info['relaxations']} from {store.url}", file=sys.stderr)
+        elif run_id is None:
+            run_id = store.create_run(config.to_dict(), config.name, config.comp.label, config.policy, config.seed,
+                                      config.calculator, __version__, policy_id=shared_policy)
+            (out / OWNER).write_text(json.dumps({"run_id": run_id, "db": store.url}) + "\n")
+            if policy is not None:
+                policy.run_id = run_id
+            self.buffer = StepBuffer(store, run_id, out / "pending_steps.jsonl", max_outage_s)
+        self.run_id = run_id
+        store.set_status(run_id, "running")
+        self.output = RunOutput(out, search.records)
+        self.bar = tqdm(total=config.budget, initial=len(search.records), unit="relax", disable=not progress,
+                        dynamic_ncols=True, desc=f"{config.name} {config.policy} seed {config.seed}")
+        self.stop_file = out / "stop"
+        self._stop_now: list[str] = []
+        self._queue: list[tuple] = []
+        self._last_params: dict | None = None
+
+    def extra_stop(self) -> str | None:
+        """Why the run must stop besides a signal or its stop file: the database away for too long."""
+        return self._stop_now[0] if self._stop_now else None
+
+    def _on_record(self, record: StepRecord, walker, new) -> None:
+        search = self.search
+        best = walker.best_energy if walker is not None else (search.init_best[0] if search.init_best else None)
+        gm = walker.gm_relaxation if walker is not None else search.initial_gm()
+        state = search.checkpoint()
+        lean = _lean_params(state["policy"])
+        params = lean if lean != self._last_params else None  # only when they changed
+        self._last_params = lean
+        self._queue.append((record, state, new, {"best_energy": best, "gm_relaxation": gm, "policy_params": params}))
+        if not self.batched:
+            self.flush()
+        self.output.record(record, walker)
+        self.bar.update(1)
+        if best is not None:
+            self.bar.set_postfix(best=f"{best:.6f}")
+
+    def flush(self) -> None:
+        """Store the queued records in order (StepBuffer keeps them locally while the database is away)."""
+        for record, state, new, fields in self._queue:
+            self.buffer.record(record, state, new, **fields)
+        self._queue.clear()
+        if self.buffer.expired and not self._stop_now:
+            self._stop_now.append(f"database unreachable for over {self.max_outage_s:.0f} s")
+
+    def close(self) -> None:
+        if self._owns_store:
+            self.store.close()
+
+    def abort(self) -> None:
+        """The driver failed: the run is marked interrupted, and a rerun resumes it from its last stored step."""
+        self.bar.close()
+        try:
+            self.store.set_status(self.run_id, "interrupted")
+        finally:
+            self.close()
+
+    def finish(self, result: SearchResult, command: str | None = None) -> dict:
+        """Store what is queued, mark the run, write summary.json and the other outputs; the summary."""
+        config, search, buffer, store, out = self.config, self.search, self.buffer, self.store, self.out
+        self.bar.close()
+        self.flush()
+        stopped_early = interrupted(result.stop_reason)
+        self.stop_file.unlink(missing_ok=True)  # the run has stopped: rerunning the same command continues it
+        if buffer.flush():
+            store.set_status(self.run_id, "interrupted" if stopped_early else "finished")
+        summary = summarise(config, result, self.run_id)
+        summary["candidate_acceptance"] = search.tally
+        summary["settings"] = search.effective_settings()
+        moves = [r.move for r in result.records if r.kind == "S"]
+        summary["relaxations_per_move"] = {str(m): moves.count(m) for m in sorted(set(moves))}
+        summary["db"] = store.url
+        self.output.finish(result, summary)
+        self.close()
+        print(f"{config.name} [{config.policy}, seed {config.seed}]: {outcome_line(summary)}, "
+              f"{summary['relaxations']} relaxations in {summary['wall_s']:.1f} s ({result.stop_reason}); "
+              f"outputs in {out}")
+        kept = (f"every step is stored in {store.url} (run {self.run_id})" if not buffer.pending else
+                f"{len(buffer.pending)} steps wait in {buffer.path} for {store.url} (run {self.run_id})")
+        if stopped_early:
+            print(f"Stopped cleanly after relaxation {summary['relaxations']}: {result.stop_reason}; {kept}. "
+                  f"To continue, rerun {command or 'the same command'} or add --resume {self.run_id}.",
+                  file=sys.stderr)
+        elif buffer.pending:
+            print(f"The search finished but the database is away: {kept}. Rerun {command or 'the same command'} "
+                  "when it is back to store them.", file=sys.stderr)
+        return summary
+
+
 def execute(config: SearchConfig, out: str | Path, progress: bool = True, command: str | None = None,
             db_url: str | None = None, resume: int | None = None, outage_s: float = 5.0,
             max_outage_s: float = 600.0, shared_policy: str | None = None, new_run: bool = False) -> dict:
@@ -143,105 +289,19 @@ def execute(config: SearchConfig, out: str | Path, progress: bool = True, comman
     when the budget grew, and otherwise only prints its summary: a finished run is never overwritten. A folder
     holding another search is refused (RunFolderTaken) unless ``new_run``.
     """
-    from tqdm import tqdm
-
-    from rlcsp.db import Store, default_url
     from rlcsp.threads import limit_blas_threads
 
     limit_blas_threads()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    # Each write gives up quickly when the server is away; StepBuffer then queues steps until it is back.
-    store = Store(db_url or config.db or default_url(out), outage_s=outage_s)
-    if resume is None:
-        decision, owner = _folder_decision(store, out, config, new_run)
-        if decision == "done":
-            store.close()
-            return _already_done(out, owner)
-        resume = owner
-    if resume is not None:
-        info = store.run_info(resume)
-        config = make_config(info["config"], budget=max(config.budget, info["config"]["budget"]))
-        run_id = resume
-    else:
-        run_id = store.find_run(config.to_dict())
-        info = store.run_info(run_id) if run_id is not None else None
-    policy = None
-    if shared_policy:
-        from rlcsp.policies import get_policy
-        from rlcsp.policies.shared import SharedPolicy
-
-        policy = SharedPolicy(get_policy(config.policy, **config.policy_options), store, shared_policy, run_id)
-    search = Search(config, policy=policy)
-    buffer = StepBuffer(store, run_id, out / "pending_steps.jsonl", max_outage_s) if run_id is not None else None
-    if buffer is not None:
-        info = store.run_info(run_id)  # after flushing steps buffered during an earlier outage
-    if info is not None and info["state"] is not None:
-        records = records_from_rows(store.steps(run_id))
-        search.restore(info["state"], records, [(s["energy"], s["atoms"]) for s in store.structures(run_id)])
-        print(f"resuming run {run_id} ({config.name}, {config.policy}, seed {config.seed}) after relaxation "
-              f"{info['relaxations']} from {store.url}", file=sys.stderr)
-    elif run_id is None:
-        run_id = store.create_run(config.to_dict(), config.name, config.comp.label, config.policy, config.seed,
-                                  config.calculator, __version__, policy_id=shared_policy)
-        (out / OWNER).write_text(json.dumps({"run_id": run_id, "db": store.url}) + "\n")
-        if policy is not None:
-            policy.run_id = run_id
-        buffer = StepBuffer(store, run_id, out / "pending_steps.jsonl", max_outage_s)
-    store.set_status(run_id, "running")
-    output = RunOutput(out, search.records)
-    bar = tqdm(total=config.budget, initial=len(search.records), unit="relax", disable=not progress,
-               dynamic_ncols=True, desc=f"{config.name} {config.policy} seed {config.seed}")
-
-    last_params: list = [None]
-
-    def on_record(record: StepRecord, walker, new) -> None:
-        best = walker.best_energy if walker is not None else (search.init_best[0] if search.init_best else None)
-        gm = walker.gm_relaxation if walker is not None else search.initial_gm()
-        state = search.checkpoint()
-        lean = _lean_params(state["policy"])
-        params = lean if lean != last_params[0] else None  # only when they changed
-        last_params[0] = lean
-        buffer.record(record, state, new, best_energy=best, gm_relaxation=gm, policy_params=params)
-        output.record(record, walker)
-        if buffer.expired:
-            stop_now.append(f"database unreachable for over {max_outage_s:.0f} s")
-        bar.update(1)
-        if best is not None:
-            bar.set_postfix(best=f"{best:.6f}")
-
-    stop_now: list[str] = []
-    search.on_record = on_record
+    run = WalkerRun(config, out, progress=progress, db_url=db_url, resume=resume, outage_s=outage_s,
+                    max_outage_s=max_outage_s, shared_policy=shared_policy, new_run=new_run)
+    if run.done is not None:
+        return run.done
     try:
-        result = search.run(stop_file=out / "stop", extra_stop=lambda: stop_now[0] if stop_now else None)
+        result = run.search.run(stop_file=run.stop_file, extra_stop=run.extra_stop)
     except BaseException:
-        store.set_status(run_id, "interrupted")
+        run.abort()
         raise
-    finally:
-        bar.close()
-    stopped_early = interrupted(result.stop_reason)
-    (out / "stop").unlink(missing_ok=True)  # the run has stopped: rerunning the same command continues it
-    if buffer.flush():
-        store.set_status(run_id, "interrupted" if stopped_early else "finished")
-    summary = summarise(config, result, run_id)
-    summary["candidate_acceptance"] = search.tally
-    summary["settings"] = search.effective_settings()
-    moves = [r.move for r in result.records if r.kind == "S"]
-    summary["relaxations_per_move"] = {str(m): moves.count(m) for m in sorted(set(moves))}
-    summary["db"] = store.url
-    output.finish(result, summary)
-    store.close()
-    print(f"{config.name} [{config.policy}, seed {config.seed}]: {outcome_line(summary)}, {summary['relaxations']} "
-          f"relaxations in {summary['wall_s']:.1f} s ({result.stop_reason}); outputs in {out}")
-    kept = (f"every step is stored in {store.url} (run {run_id})" if not buffer.pending else
-            f"{len(buffer.pending)} steps wait in {buffer.path} for {store.url} (run {run_id})")
-    if stopped_early:
-        print(f"Stopped cleanly after relaxation {summary['relaxations']}: {result.stop_reason}; {kept}. "
-              f"To continue, rerun {command or 'the same command'} or add --resume {run_id}.", file=sys.stderr)
-    elif buffer.pending:
-        print(f"The search finished but the database is away: {kept}. Rerun {command or 'the same command'} "
-              "when it is back to store them.", file=sys.stderr)
-    return summary
+    return run.finish(result, command)
 
 
 @dataclass
@@ -272,8 +332,6 @@ def search(script: str | Path | dict | SearchConfig, out: str | Path | None = No
     """Run (or continue) one search: an input script, its CONFIG dict or a SearchConfig, with overrides such as
     ``policy="uniform", seed=3, budget=300, fuse="1.06"``; outputs go to ``out`` (default
     runs/<name>-<policy>-seed<seed>), every step to the store, exactly as ``rlcsp run`` does."""
-    from rlcsp.db import Store
-
     if isinstance(script, SearchConfig):
         config = make_config(script.to_dict(), **overrides) if overrides else script
     else:

@@ -19,41 +19,48 @@ from typing import Callable
 import numpy as np
 from ase import Atoms
 
-from rlcsp.actions import MOVES
 from rlcsp.actions.base import MoveContext
 from rlcsp.calculators import get_relaxer
-from rlcsp.calculators.relax import FailureReason, Relaxer, RelaxResult, failed
-from rlcsp.policies import ACTIONS, Policy, State, Transition, get_policy, melt_option
-from rlcsp.csp.checks import CheckSettings, check_structure
+from rlcsp.calculators.relax import Relaxer, RelaxResult
+from rlcsp.policies import Policy, State, Transition, get_policy, melt_option
+from rlcsp.csp.checks import CheckSettings
 from rlcsp.csp.config import SearchConfig
-from rlcsp.exceptions import InvalidMove, NotApplicable, RlcspError
-from rlcsp.csp.genome import Genome, assemble, random_genome
+from rlcsp.csp.genome import Genome
 from rlcsp.csp.inner_cut import InnerCut
+from rlcsp.csp.propose import Proposal, Proposer, SearchError, relax_proposals
 from rlcsp.csp.stop import StopRequest
 from rlcsp.csp.uniqueness import UniquenessIndex
 from rlcsp.csp.walker import OUTCOMES, SearchResult, StepRecord, Walker
 
-
-class SearchError(RlcspError):
-    """The search cannot continue (e.g. no valid random structure can be built at all)."""
+__all__ = ["Search", "SearchError", "relaxer_options"]
 
 
-class Search:
-    """One basin-hopping walker over a composition, with a relaxer and a move policy."""
+def relaxer_options(config: SearchConfig) -> dict:
+    """The engine options a config's relaxer is made with: its own, plus the Buckingham library it names."""
+    options = dict(config.calculator_options)
+    if config.library_path and config.calculator in ("lammps-buckingham", "torch-buckingham", "gulp"):
+        options.setdefault("library", config.library_path)
+    return options
+
+
+class Search(Proposer):
+    """One basin-hopping walker over a composition, with a relaxer and a move policy.
+
+    Every relaxation is ``propose`` (rlcsp.csp.propose), a relaxation, then ``settle``; ``run`` does them one
+    at a time, rlcsp.csp.lockstep drives many walkers' relaxations as one batch. ``lockstep`` says which.
+    """
 
     def __init__(self, config: SearchConfig, relaxer: Relaxer | None = None, policy: Policy | None = None,
                  on_record: Callable[[StepRecord, Walker | None, dict | None], None] | None = None):
         self.config = config
         self.composition = config.comp
-        options = dict(config.calculator_options)
-        if config.library_path and config.calculator in ("lammps-buckingham", "gulp"):
-            options.setdefault("library", config.library_path)
         if config.library_path and config.calculator == "lammps-buckingham":
             from rlcsp.calculators.library import load_library
 
             load_library(config.library_path).check_elements(self.composition.symbols)
         self._owns_relaxer = relaxer is None
-        self.relaxer = relaxer or get_relaxer(config.calculator, **options)
+        self.relaxer = relaxer or get_relaxer(config.calculator, **relaxer_options(config))
+        self.lockstep = False  # set by rlcsp.csp.lockstep, which relaxes this walker's candidates with others'
         melt = {"melt_threshold": config.melt_threshold} if melt_option(config.policy) else {}
         self.policy = policy or get_policy(config.policy, **melt, **config.policy_options)
         self.rng = np.random.default_rng(config.seed)
@@ -87,9 +94,6 @@ class Search:
         # Candidates built and those passing the checks, for random structures and for moves separately.
         self.tally = {"random": {"candidates": 0, "passed": 0}, "moves": {"candidates": 0, "passed": 0}}
 
-    def _used(self, quirk: str) -> None:
-        self.quirk_uses[quirk] = self.quirk_uses.get(quirk, 0) + 1
-
     def effective_settings(self) -> dict:
         """What this search actually runs with, read from the objects the loop uses, and how often each quirk
         acted so far (summary.json's ``settings``)."""
@@ -107,118 +111,12 @@ class Search:
             "move_exclusion": self.excludes_moves,
             "inner_cut": None if self.inner_cut is None else self.inner_cut.describe(),
             "quirk_uses": dict(sorted(self.quirk_uses.items())),
+            "lockstep": self.lockstep,
+            "device": str(getattr(self.relaxer, "device", "cpu")),
+            "relaxer": self.relaxer.name,
         }
 
-    # -- building candidates -------------------------------------------------------------------------
-
-    def _check(self, genome: Genome, max_atoms: int, kind: str) -> Atoms | None:
-        atoms = assemble(genome, fuse_compatible=self.ctx.fuse_compatible)
-        self.tally[kind]["candidates"] += 1
-        if check_structure(atoms, self.composition, max_atoms, self.checks) is not None:
-            return None
-        self.tally[kind]["passed"] += 1
-        return atoms
-
-    def _passes(self, genome: Genome) -> bool:
-        """The checks, for moves that build until a candidate passes; the one that passes is tallied by _check."""
-        atoms = assemble(genome, fuse_compatible=self.ctx.fuse_compatible)
-        if check_structure(atoms, self.composition, self.config.max_atoms, self.checks) is None:
-            return True
-        self.tally["moves"]["candidates"] += 1
-        return False
-
-    def random_structure(self) -> tuple[Genome, Atoms, int]:
-        """A random genome that passes the checks, with the number of candidates it took.
-
-        By default (and in FUSE 1.06) the formula-unit count is drawn uniformly from 1..imax_fus and kept for up to
-        ``ctx.size_attempts`` builds, so that every size is as likely as in 1.06: create_random_string's own sizes
-        (``string_sizes``, FUSE 1.04) make 47 % of passing Y2Ti2O7 structures one formula unit, a cell that cannot
-        hold the 22-atom GM.
-        """
-        cfg = self.config
-        imax_fus = self.composition.max_fus(cfg.imax_atoms)
-        target = None
-        for attempt in range(1, cfg.max_build_attempts + 1):
-            if self.uniform_sizes and (attempt - 1) % self.ctx.size_attempts == 0:
-                target = int(self.rng.integers(1, imax_fus + 1))
-            genome = random_genome(self.composition, cfg.imax_atoms, self.rng, vac_ratio=cfg.vac_ratio,
-                                   fuse_compatible=self.ctx.fuse_compatible, styles=self.ctx.offset_styles,
-                                   max_fus=imax_fus, target_fus=target)
-            atoms = self._check(genome, cfg.imax_atoms, "random")
-            if atoms is not None:
-                if not self.uniform_sizes:
-                    self._used("string_sizes")
-                return genome, atoms, attempt
-        raise SearchError(f"no random {self.composition.label} structure passed the checks in "
-                          f"{cfg.max_build_attempts} attempts; check max_atoms and the composition")
-
-    def _rattle(self, atoms: Atoms) -> Atoms:
-        atoms = atoms.copy()
-        if self.config.rattle > 0 and self.fixed_rattle:
-            atoms.rattle(stdev=self.config.rattle, seed=42)
-            self._used("rattle_seed_42")
-        elif self.config.rattle > 0:
-            atoms.positions += self.rng.normal(scale=self.config.rattle, size=atoms.positions.shape)
-        return atoms
-
-    def allowed_moves(self, genome: Genome) -> list[int]:
-        allowed = list(ACTIONS)
-        if genome.instructions.nc <= 2:
-            allowed.remove(4)
-        if 2 * genome.n_atoms > self.config.max_atoms:
-            allowed.remove(5)
-        return allowed
-
-    def build(self, walker: Walker, state: State) -> tuple[int, Genome, Atoms, int, float]:
-        """Choose a move and apply it until a candidate passes the checks.
-
-        By default a move is kept for ``max_failed_attempts`` failed builds and then excluded (FUSE_RL, fuse.md
-        §4.5); FUSE 1.04 draws a new move after every failure and 1.06 after 100, without exclusions, so there the
-        moves that get relaxed are weighted by their pass rates.
-        """
-        cfg = self.config
-        allowed = self.allowed_moves(walker.genome)
-        excluded: set[int] = set()
-        total = 0
-        policy_s = 0.0
-        while True:
-            choices = [a for a in allowed if a not in excluded]
-            if not choices:
-                excluded.clear()
-                choices = allowed
-            t0 = time.perf_counter()
-            action = self.policy.select(state, choices, self.rng)
-            policy_s += time.perf_counter() - t0
-            move = MOVES[action]
-            for attempt in range(1, self.redraw_after + 1):
-                total += 1
-                if total > cfg.max_build_attempts:
-                    raise SearchError(f"no valid candidate after {total} attempts from the current structure")
-                try:
-                    genome = move.apply(walker.genome, self.ctx, self.rng)
-                except NotApplicable:
-                    break
-                except InvalidMove:
-                    continue
-                atoms = self._check(genome, cfg.max_atoms, "moves")
-                if atoms is not None:
-                    return action, genome, atoms, total, policy_s
-            if self.excludes_moves:
-                excluded.add(action)
-            else:
-                self._used("redraw_each_attempt" if self.redraw_after == 1 else "redraw_after_100")
-
-    # -- the loop ------------------------------------------------------------------------------------
-
-    def _relax(self, atoms: Atoms) -> RelaxResult:
-        started = time.perf_counter()
-        atoms = self._rattle(atoms)
-        if self.inner_cut is not None:
-            pair = self.inner_cut.pair_inside(atoms)
-            if pair:
-                self._used("gulp_inner_cut")
-                return failed(atoms, FailureReason.EXPLODED, f"collapses under GULP's inner cut: {pair}", started)
-        return self.relaxer.relax([atoms])[0]
+    # -- one relaxation: propose (rlcsp.csp.propose), relax, settle ---------------------------------------
 
     def _record(self, record: StepRecord, walker: Walker | None, new: dict | None) -> None:
         self.records.append(record)
@@ -229,33 +127,36 @@ class Search:
         target = self.config.target_energy
         return target is not None and energy <= target + self.config.target_tolerance
 
-    def initial_population(self, stop: Callable[[], str | None]) -> Walker:
+    def advance(self, stop: Callable[[], str | None]) -> str | None:
+        """None when this walker's next relaxation is due, else why its run ends (checked before every one).
+
+        The initial population ends early only once it holds a usable structure (a stop before that would leave
+        nothing to continue from); the walker then starts from its best structure.
+        """
         cfg = self.config
-        while self.init_count < cfg.initial_population:
-            if self.init_best and (stop() or self._target_reached(self.init_best[0])):
-                break  # a stop before any usable structure exists would leave nothing to continue from
-            t0 = time.perf_counter()
-            genome, atoms, attempts = self.random_structure()
-            t1 = time.perf_counter()
-            result = self._relax(atoms)
-            t2 = time.perf_counter()
-            self.init_count += 1
-            new = None
-            if result.ok:
-                self.init_energies.append(result.energy_per_atom)
-                if self.unique.add(result.atoms, result.energy_per_atom):
-                    new = {"atoms": result.atoms, "energy": result.energy_per_atom, "genome": genome.to_dict()}
-                if self.init_best is None or result.energy_per_atom < self.init_best[0]:
-                    self.init_best = (result.energy_per_atom, genome, result.atoms)
-            e_best = self.init_best[0] if self.init_best else math.nan
-            self._record(StepRecord(self.init_count, "I", None, attempts, "initial" if result.ok else "failed",
-                                    result.energy_per_atom, e_best, e_best, cfg.temperature, new is not None,
-                                    len(atoms), t1 - t0, t2 - t1, 0.0,
-                                    result.failure.value if result.failure else ""), None, new)
+        if self.walker is None:
+            if self.init_count < cfg.initial_population and not (
+                    self.init_best and (stop() or self._target_reached(self.init_best[0]))):
+                return None
+            self.walker = self._start_walker()
+        walker = self.walker
+        reason = stop()
+        if reason is not None:
+            return reason
+        if self._target_reached(walker.best_energy):
+            return "target energy reached"
+        if walker.relaxations >= cfg.budget:
+            return "budget exhausted"
+        if cfg.rmax is not None and walker.steps_since_best >= cfg.rmax:
+            return f"rmax: {cfg.rmax} steps without a new best"
+        return None
+
+    def _start_walker(self) -> Walker:
         if self.init_best is None:
             raise SearchError(f"all {self.init_count} initial structures failed to relax; check the calculator")
         energy, genome, atoms = self.init_best
-        walker = Walker(genome, atoms, energy, genome, atoms, energy, cfg.temperature, relaxations=self.init_count)
+        walker = Walker(genome, atoms, energy, genome, atoms, energy, self.config.temperature,
+                        relaxations=self.init_count)
         walker.gm_relaxation = self.initial_gm()
         self.policy.begin(self.init_energies)
         return walker
@@ -265,14 +166,21 @@ class Search:
         return next((r.relaxation for r in self.records
                      if r.kind == "I" and r.e_new is not None and self._target_reached(r.e_new)), None)
 
-    def step(self, walker: Walker) -> StepRecord:
-        cfg = self.config
-        state = self.state(walker)
-        t0 = time.perf_counter()
-        action, genome, atoms, attempts, policy_s = self.build(walker, state)
-        t1 = time.perf_counter()
-        result = self._relax(atoms)
-        t2 = time.perf_counter()
+    def step(self) -> StepRecord:
+        """One relaxation of this walker alone, as a batch of one (rlcsp.csp.lockstep batches many walkers)."""
+        proposal = self.propose()
+        [(result, relax_s)] = relax_proposals(self.relaxer, [proposal])
+        return self.settle(proposal, result, relax_s)
+
+    def settle(self, proposal: Proposal, result: RelaxResult, relax_s: float) -> StepRecord:
+        """Everything after the relaxation: accept or reject, melt, the policy's turn and the record.
+
+        ``relax_s`` is the relaxation's wall time; in a batch, the batch's wall time divided by its size.
+        """
+        if proposal.kind == "I":
+            return self._settle_initial(proposal, result, relax_s)
+        cfg, walker = self.config, self.walker
+        genome, state, action = proposal.genome, proposal.state, proposal.action
         walker.relaxations += 1
         walker.last_move = action
         e_old = walker.energy
@@ -310,16 +218,33 @@ class Search:
             walker.steps_since_best += 1
         if walker.steps_since_downhill >= cfg.melt_threshold:
             walker.temperature = round(walker.temperature + self.rng.uniform(0, cfg.melt_step), 6)
-        t3 = time.perf_counter()
-        self.policy.observe(Transition(state, action, self.state(walker), e_new, outcome, unique, attempts,
+        started = time.perf_counter()
+        self.policy.observe(Transition(state, action, self.state(walker), e_new, outcome, unique, proposal.attempts,
                                        {"e_old": e_old, "failure": result.failure.value if result.failure else ""}))
         if (walker.relaxations - self.init_count) % self.policy.episode_length == 0:  # search steps only
             self.policy.update()
-        policy_s += time.perf_counter() - t3
-        record = StepRecord(walker.relaxations, "S", action, attempts, outcome, e_new, walker.energy,
-                            walker.best_energy, walker.temperature, unique, len(atoms), t1 - t0 - policy_s,
-                            t2 - t1, policy_s, result.failure.value if result.failure else "")
+        policy_s = proposal.policy_s + time.perf_counter() - started
+        record = StepRecord(walker.relaxations, "S", action, proposal.attempts, outcome, e_new, walker.energy,
+                            walker.best_energy, walker.temperature, unique, len(proposal.atoms), proposal.build_s,
+                            relax_s, policy_s, result.failure.value if result.failure else "")
         self._record(record, walker, new)
+        return record
+
+    def _settle_initial(self, proposal: Proposal, result: RelaxResult, relax_s: float) -> StepRecord:
+        self.init_count += 1
+        new = None
+        if result.ok:
+            self.init_energies.append(result.energy_per_atom)
+            if self.unique.add(result.atoms, result.energy_per_atom):
+                new = {"atoms": result.atoms, "energy": result.energy_per_atom, "genome": proposal.genome.to_dict()}
+            if self.init_best is None or result.energy_per_atom < self.init_best[0]:
+                self.init_best = (result.energy_per_atom, proposal.genome, result.atoms)
+        e_best = self.init_best[0] if self.init_best else math.nan
+        record = StepRecord(self.init_count, "I", None, proposal.attempts, "initial" if result.ok else "failed",
+                            result.energy_per_atom, e_best, e_best, self.config.temperature, new is not None,
+                            len(proposal.atoms), proposal.build_s, relax_s, 0.0,
+                            result.failure.value if result.failure else "")
+        self._record(record, None, new)
         return record
 
     def _melt_count(self, ca: int, outcome: str, e_new: float | None, walker: Walker) -> int:
@@ -350,31 +275,25 @@ class Search:
         running = time.perf_counter() - self._segment_start if self._segment_start is not None else 0.0
         return self.elapsed + running
 
-    def run(self, stop_file: Path | None = None, extra_stop: Callable[[], str | None] | None = None) -> SearchResult:
+    def start_segment(self) -> None:
+        """Start the wall clock of this segment of the run (a resumed run adds its earlier segments)."""
         self._segment_start = time.perf_counter()
-        cfg = self.config
+
+    def end_segment(self, reason: str) -> SearchResult:
+        outcomes = {o: sum(r.outcome == o for r in self.records if r.kind == "S") for o in OUTCOMES}
+        self.elapsed, self._segment_start = self.wall_s(), None
+        return SearchResult(self.walker, self.records, reason, self.elapsed, outcomes)
+
+    def run(self, stop_file: Path | None = None, extra_stop: Callable[[], str | None] | None = None) -> SearchResult:
+        self.start_segment()
         try:
             with StopRequest(stop_file, extra_stop) as stop:
-                if self.walker is None:
-                    self.walker = self.initial_population(stop)
-                walker = self.walker
-                reason = stop()
-                while reason is None:
-                    if self._target_reached(walker.best_energy):
-                        reason = "target energy reached"
-                    elif walker.relaxations >= cfg.budget:
-                        reason = "budget exhausted"
-                    elif cfg.rmax is not None and walker.steps_since_best >= cfg.rmax:
-                        reason = f"rmax: {cfg.rmax} steps without a new best"
-                    else:
-                        self.step(walker)
-                        reason = stop()
+                while (reason := self.advance(stop)) is None:
+                    self.step()
         finally:
             if self._owns_relaxer:
                 self.relaxer.close()
-        outcomes = {o: sum(r.outcome == o for r in self.records if r.kind == "S") for o in OUTCOMES}
-        self.elapsed, self._segment_start = self.wall_s(), None
-        return SearchResult(walker, self.records, reason, self.elapsed, outcomes)
+        return self.end_segment(reason)
 
     # -- checkpoints ----------------------------------------------------------------------------------
 

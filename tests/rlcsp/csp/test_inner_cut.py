@@ -7,6 +7,7 @@ from ase import Atoms
 from rlcsp.calculators.relax import FailureReason
 from rlcsp.csp.config import load_script, make_config
 from rlcsp.csp.inner_cut import InnerCut
+from rlcsp.csp.propose import Proposal, relax_proposals
 from rlcsp.csp.search import Search
 
 from ...conftest import ROOT
@@ -37,7 +38,10 @@ def test_the_quirk_fails_a_collapsing_start_without_relaxing_it():
     base = load_script(ROOT / "inputs" / "sry2o4.py")
     search = Search(make_config(base, quirks=["gulp_inner_cut"], rattle=0.0), relaxer=Untouchable())
     atoms = Atoms("SrO", positions=[[0, 0, 0], [1.18, 0, 0]], cell=[6, 6, 6], pbc=True)
-    result = search._relax(atoms)
+    start, screened = search.screen(atoms)
+    proposal = Proposal("I", search.random_structure()[0], start, 1, 0.0, screened=screened)
+    [(result, relax_s)] = relax_proposals(search.relaxer, [proposal])
+    assert result is screened and relax_s == 0.0
     assert not result.ok and result.failure is FailureReason.EXPLODED and "Sr-O at 1.180 A" in result.message
     assert search.quirk_uses == {"gulp_inner_cut": 1}
     assert search.effective_settings()["inner_cut"] == "O-Sr < 1.2 A, O-Y < 1.2 A"

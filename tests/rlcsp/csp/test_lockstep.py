@@ -1,0 +1,140 @@
+"""Lockstep walkers take exactly the steps they take alone, with one shared relaxer, and resume after a SIGKILL."""
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from rlcsp.csp.config import load_script, make_config
+from rlcsp.csp.lockstep import run_lockstep, shared_relaxer
+from rlcsp.csp.run import execute
+from rlcsp.db import Store
+from rlcsp.exceptions import ConfigError
+
+from ...conftest import ROOT
+
+SRTIO3 = {**load_script(ROOT / "inputs" / "srtio3.py"), "target_energy": None}  # no early GM: steps to compare
+Y2O3 = {"composition": {"Y": [2, 3], "O": [3, -2]}, "max_atoms": 20, "target_energy": -27.394619}
+# Two compositions, three policies, two modes, and phases that overlap: B is searching while A and C still build
+# their initial populations, and finishes first; C's FUSE 1.06 starts include ones failed by GULP's inner cut
+# (relaxations 1, 5 and 8), which never reach the relaxer's batch.
+WALKERS = {
+    "A": make_config(SRTIO3, policy="uniform", seed=0, budget=12, initial_population=6),
+    "B": make_config(SRTIO3, policy="reinforce-rlcsp", seed=1, budget=10, initial_population=3),
+    "C": make_config(Y2O3, policy="uniform", seed=7, budget=11, initial_population=8, fuse="1.06"),
+}
+
+
+def trajectory(db_url: str, run_id: int) -> list[dict]:
+    """A run's stored steps without their timings: everything a walker decided, energies to the last bit."""
+    store = Store(db_url, create=False)
+    try:
+        return [{k: v for k, v in row.items() if not k.endswith("_s")} for row in store.steps(run_id)]
+    finally:
+        store.close()
+
+
+@pytest.fixture(scope="module")
+def alone(tmp_path_factory) -> dict[str, list[dict]]:
+    root = tmp_path_factory.mktemp("alone")
+    out = {}
+    for name, config in WALKERS.items():
+        summary = execute(config, root / name, progress=False)
+        assert summary["settings"]["lockstep"] is False and summary["settings"]["device"] == "cpu"
+        out[name] = trajectory(summary["db"], summary["run_id"])
+    return out
+
+
+def test_lockstep_walkers_take_the_steps_they_take_alone(tmp_path, alone):
+    url = f"sqlite:///{tmp_path / 'lockstep.db'}"
+    finished = []
+    summaries = run_lockstep([(config, tmp_path / name) for name, config in WALKERS.items()], url,
+                             on_done=lambda i, summary: finished.append(i))
+    assert finished[0] == 1  # B's budget ends first; the others carry on without it
+    assert alone["C"][0]["failure"] == "exploded"
+    for (name, config), summary in zip(WALKERS.items(), summaries):
+        assert trajectory(url, summary["run_id"]) == alone[name], name
+        assert summary["relaxations"] == config.budget and summary["stop_reason"] == "budget exhausted"
+        assert summary["settings"]["lockstep"] is True and summary["settings"]["device"] == "cpu"
+        saved = json.loads((tmp_path / name / "summary.json").read_text())
+        assert saved["settings"]["lockstep"] is True
+        rows = (tmp_path / name / "steps.csv").read_text().strip().splitlines()
+        assert len(rows) == config.budget + 1
+    store = Store(url, create=False)
+    assert [r["status"] for r in store.list_runs()] == ["finished"] * 3
+    store.close()
+
+
+def test_proposals_built_in_worker_processes_are_the_same_and_a_walker_that_cannot_build_drops_out(tmp_path,
+                                                                                                   alone):
+    url = f"sqlite:///{tmp_path / 'pool.db'}"
+    stuck = make_config(SRTIO3, seed=3, budget=12, initial_population=6, max_build_attempts=1, max_atoms=5)
+    walkers = [(WALKERS["B"], tmp_path / "B"), (stuck, tmp_path / "stuck"), (WALKERS["A"], tmp_path / "A")]
+    summaries = run_lockstep(walkers, url, build_workers=2)
+    assert "SearchError: no random SrTiO3 structure passed the checks in 1 attempts" in summaries[1]["error"]
+    assert trajectory(url, summaries[0]["run_id"]) == alone["B"]
+    assert trajectory(url, summaries[2]["run_id"]) == alone["A"]
+
+
+def test_one_relaxer_for_all_walkers_and_a_device_only_for_engines_that_take_one():
+    with pytest.raises(ConfigError, match="engines differ"):
+        shared_relaxer([WALKERS["A"], make_config(SRTIO3, calculator_options={"fmax": 1e-3})])
+    if torch.cuda.is_available():  # the Buckingham engine moves to its torch twin on a GPU
+        assert shared_relaxer([WALKERS["A"]], device="cuda").name == "torch"
+    else:
+        with pytest.raises(ConfigError, match="torch-buckingham cannot run on cuda.*no CUDA GPU"):
+            shared_relaxer([WALKERS["A"]], device="cuda")
+    with pytest.raises(ConfigError, match="gulp cannot run on cuda"):  # an engine without a device option
+        shared_relaxer([make_config(SRTIO3, calculator="gulp")], device="cuda")
+    relaxer = shared_relaxer(list(WALKERS.values()), device="cpu")  # one library, two compositions
+    relaxer.close()
+
+
+SCRIPT = {"composition": {"Sr": [1, 2], "Ti": [1, 4], "O": [3, -2]}, "library": "lib2.lib", "max_atoms": 20,
+          "initial_population": 5}
+POLICIES = ("uniform", "reinforce-rlcsp")
+
+
+def stored_steps(db) -> int:
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+            return conn.execute("SELECT COUNT(*) FROM steps").fetchone()[0]
+    except sqlite3.Error:  # not created yet
+        return 0
+
+
+def test_compare_in_lockstep_resumes_every_walker_exactly_after_a_sigkill(tmp_path):
+    script = tmp_path / "srtio3_small.py"
+    script.write_text(f"CONFIG = {SCRIPT!r}\n")
+    out = tmp_path / "cmp"
+    command = [sys.executable, "-m", "rlcsp.cli", "compare", str(script), "--policies", *POLICIES, "--seeds", "2",
+               "--budget", "12", "--out", str(out), "--device", "cpu"]
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and stored_steps(out / "rlcsp.db") < 18 and proc.poll() is None:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = stored_steps(out / "rlcsp.db")
+    assert 18 <= killed_at < 48, killed_at
+
+    rerun = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "0 of 4 walkers already finished" in rerun.stdout
+    report = json.loads((out / "report.json").read_text())
+    assert report["missing"] == [] and report["failures"] == {}
+    url = f"sqlite:///{out / 'rlcsp.db'}"
+    for policy in POLICIES:
+        for seed in (0, 1):
+            folder = out / f"{policy}-seed{seed}"
+            summary = json.loads((folder / "summary.json").read_text())
+            assert summary["settings"]["lockstep"] is True and summary["settings"]["device"] == "cpu"
+            config = make_config(SCRIPT, policy=policy, seed=seed, budget=12)
+            reference = execute(config, tmp_path / "alone" / folder.name, progress=False)
+            assert trajectory(url, summary["run_id"]) == trajectory(reference["db"], reference["run_id"])
