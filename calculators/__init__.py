@@ -45,6 +45,18 @@ def _buckingham_relaxer(relaxer: str = "lammps", stages=None, timeout_s: float =
     raise UnknownName("Buckingham relaxer", relaxer, ["lammps", "ase"])
 
 
+def _torch_calculator(library=None, device: str = "cpu", dtype: str = "float64", **options):
+    from rlcsp.calculators.torch_buckingham import TorchBuckinghamCalculator
+
+    return TorchBuckinghamCalculator(library, device=device, dtype=dtype, **options)
+
+
+def _torch_relaxer(**options) -> Relaxer:
+    from rlcsp.calculators.torch_relax import TorchRelaxer
+
+    return TorchRelaxer(**options)
+
+
 def _gulp_calculator(**options):
     from rlcsp.calculators.gulp import gulp_calculator
 
@@ -83,6 +95,8 @@ def _espresso_relaxer(**options) -> Relaxer:
 
 LAMMPS_BUCKINGHAM = Engine("lammps-buckingham", _buckingham_calculator, _buckingham_relaxer,
                            "rigid-ion Buckingham + Ewald (GULP conventions) on LAMMPS; library=GULP .lib")
+TORCH_BUCKINGHAM = Engine("torch-buckingham", _torch_calculator, _torch_relaxer,
+                          "the same GULP model in PyTorch, batched on CPU or CUDA (device='cuda'); no LAMMPS needed")
 GULP = Engine("gulp", _gulp_calculator, _gulp_relaxer, "the real GULP binary (opti) via ASE conventions")
 CHGNET = Engine("chgnet", _chgnet_calculator, _chgnet_relaxer, "CHGNet universal potential (pretrained)")
 ESPRESSO = Engine("espresso", _espresso_calculator, _espresso_relaxer,
@@ -93,7 +107,7 @@ def _engines() -> dict[str, Engine]:
     engines: dict[str, Engine] = {}
     for ep in entry_points(group="rlcsp.calculators"):
         engines[ep.name] = ep.load()
-    for builtin in (LAMMPS_BUCKINGHAM, GULP, CHGNET, ESPRESSO):  # also when running from a source tree
+    for builtin in (LAMMPS_BUCKINGHAM, TORCH_BUCKINGHAM, GULP, CHGNET, ESPRESSO):  # also when running from a source tree
         engines.setdefault(builtin.name, builtin)
     return engines
 

@@ -1,0 +1,210 @@
+"""Relaxations per second of the batched torch engine on real search candidates, against LAMMPS on one core.
+
+Candidates are built as the search builds them: half initial-population genomes (random, checked, rattled), half
+move products (a policy's move applied to such a genome, checked, rattled). ``candidates`` writes them once
+(a process pool; random genomes pass the checks 1 time in 25-700); ``relax`` relaxes them with the torch engine at
+several in-flight batch sizes (optimiser and below-1.2 Å convention as options), and, with ``--peer``, the first
+``--peer-n`` of them with ``LammpsRelaxer`` on one core in the same run, for the ratio and the same-minimum rate.
+
+    python bench/gpu_throughput.py candidates --n 2048 --workers 16 --out runs/candidates
+    python bench/gpu_throughput.py relax --candidates runs/candidates --device cuda --batch 512 2048 8192
+    python bench/gpu_throughput.py relax --candidates runs/candidates --device cpu --batch 64 --limit 64 --peer
+    python bench/gpu_throughput.py report bench/results/gpu_throughput_*.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import time
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+TARGETS = {"y2ti2o7": -35.153743, "sry2o4": -24.428313, "y2o3": -27.394619}
+SAME = 1e-4  # eV/atom: two relaxers reached the same minimum
+
+
+def commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return os.environ.get("RLCSP_COMMIT", "unknown")
+
+
+def _candidates(job: tuple[str, int, int]) -> list:
+    """``n`` candidates of one composition from one seed: even ones random genomes, odd ones move products."""
+    comp, seed, n = job
+    from rlcsp.csp.config import load_script, make_config
+    from rlcsp.csp.search import Search
+    from rlcsp.csp.walker import Walker
+
+    search = Search(make_config(load_script(ROOT / "inputs" / f"{comp}.py"), seed=seed), relaxer=object())
+    out = []
+    while len(out) < n:
+        genome, atoms, _ = search.random_structure()
+        kind = "random"
+        if len(out) % 2:
+            walker = Walker(genome, atoms, 0.0, genome, atoms, 0.0, search.config.temperature)
+            _, genome, atoms, _, _ = search.build(walker, search.state(walker))
+            kind = "move"
+        atoms = search._rattle(atoms)
+        atoms.info.update(kind=kind, comp=comp)
+        out.append(atoms)
+    return out
+
+
+def make_candidates(args: argparse.Namespace) -> None:
+    from ase.io import write
+    from tqdm import tqdm
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    per = max(1, args.n // args.workers)
+    for comp in args.compositions:
+        jobs = [(comp, 1000 + w, per) for w in range(args.workers)]
+        with ProcessPoolExecutor(args.workers) as pool:
+            structures = [a for chunk in tqdm(pool.map(_candidates, jobs), total=len(jobs), desc=comp) for a in chunk]
+        write(args.out / f"{comp}.extxyz", structures)
+        print(f"{comp}: {len(structures)} candidates, median {statistics.median(len(a) for a in structures)} atoms")
+
+
+def _plain(value):
+    """numpy scalars as Python numbers, for JSON."""
+    return value.item()
+
+
+def summarise(results: list, target: float, wall: float) -> dict:
+    ok = [r.energy_per_atom for r in results if r.ok]
+    steps = [r.steps for r in results if r.failure is None or r.failure.value != "atoms_too_close"]
+    fails = Counter(r.failure.value for r in results if r.failure is not None)
+    n = len(results)
+    return {"n": n, "wall_s": round(wall, 3), "relax_per_s": round(n / wall, 2),
+            "median_steps": float(statistics.median(steps)) if steps else None,
+            "p90_steps": float(np.percentile(steps, 90)) if steps else None,
+            "converged": sum(r.ok for r in results), "failures": dict(fails),
+            "collapse_rate": round(fails.get("exploded", 0) / n, 4),
+            "gm": int(sum(e <= target + 1e-5 for e in ok)), "within_0.05": int(sum(e <= target + 0.05 for e in ok)),
+            "median_energy": float(statistics.median(ok)) if ok else None}
+
+
+def relax(args: argparse.Namespace) -> None:
+    import torch
+    from ase.io import read
+
+    from rlcsp.calculators.torch_relax import TorchRelaxer
+
+    rows = []
+    for comp in args.compositions:
+        structures = read(args.candidates / f"{comp}.extxyz", index=":")
+        for batch in args.batch:
+            pool = (structures * (1 + max(batch, args.limit or 0) // len(structures)))[:max(batch, args.limit or batch)]
+            for optimizer in args.optimizers:
+                for inner in args.inner:
+                    relaxer = TorchRelaxer(device=args.device, dtype=args.dtype, optimizer=optimizer, inner=inner,
+                                           batch_size=batch, batch_atoms=batch * 80, timed=True)
+                    if args.device == "cuda":
+                        relaxer.relax(pool[:8])  # warm-up: CUDA context and kernels
+                        torch.cuda.synchronize()
+                    start = time.perf_counter()
+                    if args.profile and not rows:
+                        results = profiled(relaxer, pool, args.output.with_suffix(".profile.txt"))
+                    else:
+                        results = relaxer.relax(pool)
+                    if args.device == "cuda":
+                        torch.cuda.synchronize()
+                    row = {"composition": comp, "device": args.device, "dtype": args.dtype, "batch": batch,
+                           "optimizer": optimizer, "inner": inner, "threads": torch.get_num_threads(),
+                           "commit": commit(), **summarise(results, TARGETS[comp], time.perf_counter() - start),
+                           "engine_steps": relaxer.stats["steps"], "pair_rebuilds": relaxer.stats["rebuilds"],
+                           "time_s": {k: round(v, 2) for k, v in relaxer.stats.items() if k.endswith("_s")}}
+                    if args.peer:
+                        row["peer"] = peer(pool[:args.peer_n], results[:args.peer_n], TARGETS[comp], row)
+                    rows.append(row)
+                    print(json.dumps(row, default=_plain), flush=True)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(rows, indent=1, default=_plain) + "\n")
+    print(table(rows))
+
+
+def profiled(relaxer, pool: list, out: Path) -> list:
+    """One relaxation run under torch.profiler; the kernels and host calls that cost most go to ``out``."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        results = relaxer.relax(pool)
+    text = (prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=30) + "\n"
+            + prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=30))
+    out.write_text(text)
+    print(text[:6000])
+    return results
+
+
+def peer(structures: list, mine: list, target: float, row: dict) -> dict:
+    """LammpsRelaxer on one core on the same candidates: its rate, and how often both reach the same minimum."""
+    from rlcsp.calculators import get_relaxer
+
+    lammps = get_relaxer("lammps-buckingham")
+    start = time.perf_counter()
+    theirs = lammps.relax(structures)
+    out = summarise(theirs, target, time.perf_counter() - start)
+    both = [(a.energy_per_atom, b.energy_per_atom) for a, b in zip(mine, theirs) if a.ok and b.ok]
+    out["same_minimum"] = sum(abs(a - b) < SAME for a, b in both)
+    out["both_converged"] = len(both)
+    out["torch_lower"] = sum(a < b - SAME for a, b in both)
+    row["ratio_vs_lammps"] = round(row["relax_per_s"] / out["relax_per_s"], 2)
+    return out
+
+
+def table(rows: list[dict]) -> str:
+    head = ("| composition | device | batch | optimizer | inner | relax/s | × LAMMPS core | median steps | p90 | "
+            "collapse | converged | GM | commit |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rows:
+        lines.append(f"| {r['composition']} | {r['device']} | {r['batch']} | {r['optimizer']} | {r['inner']} | "
+                     f"{r['relax_per_s']} | {r.get('ratio_vs_lammps', '')} | {r['median_steps']} | {r['p90_steps']} | "
+                     f"{r['collapse_rate']:.1%} | {r['converged']}/{r['n']} | {r['gm']} | {r['commit']} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    cand = sub.add_parser("candidates", help="build search candidates once")
+    cand.add_argument("--n", type=int, default=2048, help="candidates per composition")
+    cand.add_argument("--workers", type=int, default=os.cpu_count(), help="processes building them")
+    cand.add_argument("--out", type=Path, default=ROOT / "runs" / "candidates", help="folder for <comp>.extxyz")
+    cand.add_argument("--compositions", nargs="+", default=list(TARGETS), help="input scripts by name")
+    rel = sub.add_parser("relax", help="relax the candidates and write JSON")
+    rel.add_argument("--candidates", type=Path, default=ROOT / "runs" / "candidates", help="folder from candidates")
+    rel.add_argument("--compositions", nargs="+", default=list(TARGETS), help="which candidate files")
+    rel.add_argument("--device", default="cpu", help="torch device: cpu or cuda")
+    rel.add_argument("--dtype", default="float64", choices=("float64", "float32"), help="engine precision")
+    rel.add_argument("--batch", type=int, nargs="+", default=[512], help="structures in flight")
+    rel.add_argument("--limit", type=int, default=None, help="relax this many (default: the batch size)")
+    rel.add_argument("--optimizers", nargs="+", default=["lbfgs"], choices=("fire", "lbfgs"), help="optimisers")
+    rel.add_argument("--inner", nargs="+", default=["keep"], choices=("keep", "gulp"),
+                     help="exponential below 1.2 Å while minimising: kept (LAMMPS) or cut (GULP's model)")
+    rel.add_argument("--profile", action="store_true", help="profile the first row (torch.profiler)")
+    rel.add_argument("--peer", action="store_true", help="also LammpsRelaxer on one core, same candidates")
+    rel.add_argument("--peer-n", type=int, default=64, help="candidates the peer relaxes")
+    rel.add_argument("--output", type=Path, default=RESULTS / "gpu_throughput.json", help="JSON rows")
+    rep = sub.add_parser("report", help="print the table of earlier JSON files")
+    rep.add_argument("files", nargs="+", type=Path, help="JSON files from relax")
+    args = parser.parse_args()
+    if args.command == "candidates":
+        make_candidates(args)
+    elif args.command == "relax":
+        relax(args)
+    else:
+        print(table([row for f in args.files for row in json.loads(f.read_text())]))
+
+
+if __name__ == "__main__":
+    main()

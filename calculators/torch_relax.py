@@ -1,0 +1,335 @@
+"""Batched variable-cell relaxation of many structures at once on the torch Buckingham engine (CPU or CUDA).
+
+Structures wait in a queue; a batch holds as many as ``batch_atoms`` allows, concatenated without padding. Every
+``swap_every`` steps the finished ones (converged, failed or at the step cap) leave and queued ones take their
+places, so the batch stays full while stragglers finish (TorchSim's in-flight batching). A structure's pair list
+is rebuilt only when its atoms or cell have moved by more than the skin allows. The contract is
+:class:`~rlcsp.calculators.relax.Relaxer`'s: same thresholds and failure classes as ``LammpsRelaxer``, energies of
+the exact GULP model.
+
+``inner`` chooses what the minimiser sees below GULP's 1.2 Å inner cut of the exponential: ``'keep'`` (the
+exponential continues inward, as in LAMMPS' minimiser) or ``'gulp'`` (cut, as the model is defined; cations and
+anions that get that close then collapse). Reported energies always use the exact model.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from ase import Atoms
+from ase.units import GPa
+
+from rlcsp.calculators.library import Library
+from rlcsp.calculators.relax import FailureReason, RelaxResult, Relaxer, failed
+from rlcsp.calculators.torch_buckingham import Batch, Neighbours, TorchBuckingham, det3, inv3
+from rlcsp.calculators.torch_optim import Dofs, FireState, LbfgsState, fire_step, lbfgs_step
+from rlcsp.exceptions import InvalidStructure, LibraryError, UnknownName
+
+OPTIMIZERS = ("fire", "lbfgs")
+
+
+@dataclass
+class _Flight:
+    """The structures in flight: model batch, filter variables, optimiser state and bookkeeping per structure."""
+
+    batch: Batch
+    nbrs: Neighbours
+    u: torch.Tensor  # [N,3] positions in the reference frame
+    F: torch.Tensor  # [S,3,3] deformation gradient
+    H0: torch.Tensor  # [S,3,3] reference cells
+    r_ref: torch.Tensor  # [N,3] positions when the pair list was built
+    H_ref: torch.Tensor  # [S,3,3] cells when the pair list was built
+    e0: torch.Tensor  # [S] first energy
+    e_prev: torch.Tensor
+    steps: torch.Tensor
+    done: torch.Tensor  # [S] bool: frozen until the next swap
+    reason: torch.Tensor  # [S] 0 converged, 1 exploded, 2 step cap
+    energy: torch.Tensor
+    dmin: torch.Tensor
+    state: FireState | LbfgsState
+    index: list[int]  # input position of each structure
+
+    def positions(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Current Cartesian positions and cells: r = u·Fᵀ, H = H0·Fᵀ."""
+        Ft = self.F.transpose(1, 2)
+        return torch.einsum("nj,njk->nk", self.u, Ft[self.batch.system]), torch.bmm(self.H0, Ft)
+
+
+class TorchRelaxer(Relaxer):
+    """Relax at zero pressure with a batched L-BFGS or FIRE on a unit-cell filter; thresholds as LammpsRelaxer.
+
+    Like ``LammpsRelaxer``, the minimiser works on a cheaper copy of the model (``min_cutoff`` real-space cutoff,
+    ``min_accuracy`` Ewald accuracy; about half the pairs and k-vectors) to ``tighten`` times the thresholds;
+    each finished structure is then evaluated once with the exact model, which gives the reported energy, fmax
+    and stress, and decides ``converged`` against the thresholds themselves.
+    """
+
+    name = "torch"
+
+    def __init__(self, library: str | Path | Library | None = None, device: str = "cpu", dtype: str = "float64",
+                 optimizer: str = "lbfgs", fmax: float = 5e-3, smax_gpa: float = 0.05, max_steps: int = 3000,
+                 maxstep: float = 0.2, inner: str = "keep", skin: float = 1.5, batch_atoms: int = 4096,
+                 batch_size: int | None = None, swap_every: int = 5, min_distance: float = 0.5,
+                 collapse_distance: float = 0.5, max_energy_drop: float = 50.0, accuracy: float = 1e-10,
+                 min_cutoff: float = 8.0, min_accuracy: float = 1e-6, tighten: float = 0.5, timed: bool = False):
+        if optimizer not in OPTIMIZERS:
+            raise UnknownName("torch optimizer", optimizer, list(OPTIMIZERS))
+        dt = getattr(torch, dtype)
+        self.exact = TorchBuckingham(library, accuracy=accuracy, device=device, dtype=dt, inner="gulp")
+        self.model = TorchBuckingham(self.exact.library, accuracy=max(accuracy, min_accuracy), device=device,
+                                     dtype=dt, inner=inner, skin=skin, cutoff=min(min_cutoff, self.exact.cutoff))
+        self.optimizer = optimizer
+        self.fmax, self.smax, self.tighten = fmax, smax_gpa * GPa, tighten
+        self.max_steps, self.maxstep = max_steps, maxstep
+        self.batch_atoms, self.batch_size, self.swap_every = batch_atoms, batch_size, swap_every
+        self.min_distance, self.collapse_distance = min_distance, collapse_distance
+        self.max_energy_drop = max_energy_drop
+        self.timed = timed
+        self.device = self.model.device
+        self.stats: dict = {}
+
+    def _tick(self, phase: str, since: float) -> float:
+        """Add the time since ``since`` to a phase (synchronising the GPU first when ``timed``)."""
+        if self.timed and self.model.device.type == "cuda":
+            torch.cuda.synchronize()
+        now = time.perf_counter()
+        self.stats[phase] = self.stats.get(phase, 0.0) + now - since
+        return now
+
+    def relax_one(self, atoms: Atoms) -> RelaxResult:
+        return self.relax([atoms])[0]
+
+    # -- the in-flight loop --------------------------------------------------------------------------
+
+    def relax(self, structures: list[Atoms]) -> list[RelaxResult]:
+        started = time.perf_counter()
+        results: list[RelaxResult | None] = [None] * len(structures)
+        queue = []
+        for k, atoms in enumerate(structures):
+            try:
+                self.model.batch([atoms])
+                queue.append(k)
+            except (InvalidStructure, LibraryError) as err:
+                results[k] = failed(atoms, FailureReason.INVALID_STRUCTURE, str(err), started)
+        queue.reverse()  # pop() from the end keeps the input order
+        flight: _Flight | None = None
+        step = 0
+        self.stats = {"steps": 0, "rebuilds": 0, "evaluations": 0}
+        while queue or flight is not None:
+            if flight is None or step % self.swap_every == 0:
+                t = time.perf_counter()
+                flight = self._swap(flight, queue, structures, results, started)
+                self._tick("swap_s", t)
+                if flight is None:
+                    continue
+            self._step(flight, step % self.swap_every == 0)
+            step += 1
+        self.stats["steps"] = step
+        self.stats["wall_s"] = wall = time.perf_counter() - started
+        for result in results:  # one batch's time, shared
+            result.wall_s = wall / len(results)
+        return results
+
+    def _step(self, fl: _Flight, swap: bool) -> None:
+        t = time.perf_counter()
+        r, H = fl.positions()
+        self._refresh(fl, r, H, 0.5 if swap else 1.0)
+        t = self._tick("neighbours_s", t)
+        batch = Batch(r, H, fl.batch.species, fl.batch.system, fl.batch.counts)
+        ev = self.model.evaluate(batch, fl.nbrs)
+        t = self._tick("evaluate_s", t)
+        self.stats["evaluations"] += 1
+        S, system, counts = batch.n_systems, batch.system, batch.counts
+        zeros = torch.zeros(S, dtype=r.dtype, device=r.device)
+        fmax = zeros.scatter_reduce(0, system, ev.forces.abs().amax(1), "amax")
+        smax = (ev.virial / det3(H).abs()[:, None, None]).abs().amax((1, 2))
+        e = ev.energy
+        live = ~fl.done
+        first = fl.steps == 0
+        fl.e0 = torch.where(first, e, fl.e0)
+        converged = (fmax <= self.tighten * self.fmax) & (smax <= self.tighten * self.smax)
+        exploded = (~torch.isfinite(e) | (e / counts < fl.e0 / counts - self.max_energy_drop)
+                    | (ev.min_distance < self.collapse_distance))
+        capped = fl.steps >= self.max_steps
+        finish = live & (converged | exploded | capped)
+        fl.reason = torch.where(finish, torch.where(converged, 0, torch.where(exploded, 1, 2)), fl.reason)
+        for name, value in (("energy", e), ("dmin", ev.min_distance)):
+            setattr(fl, name, torch.where(live, value, getattr(fl, name)))
+        fl.done = fl.done | finish
+        moving = ~fl.done
+        # unit-cell-filter gradient: dE/du = −f·F, dE/d(cF) = W·F⁻ᵀ / c
+        grad = Dofs(-torch.einsum("nj,njk->nk", ev.forces, fl.F[system]),
+                    torch.bmm(ev.virial, inv3(fl.F).transpose(1, 2)) / counts[:, None, None])
+        x = Dofs(fl.u, fl.F * counts[:, None, None])
+        if self.optimizer == "fire":
+            delta = fire_step(fl.state, Dofs(-grad.atoms, -grad.cell), system, S, maxstep=self.maxstep)
+        else:
+            uphill = ~first & (e > fl.e_prev + 1e-9 * e.abs())
+            fl.state.forget(uphill)
+            delta = lbfgs_step(fl.state, x, grad, system, S, maxstep=self.maxstep)
+        fl.e_prev = e
+        go = moving.to(r.dtype)
+        fl.u = fl.u + go[system, None] * delta.atoms
+        fl.F = fl.F + go[:, None, None] * delta.cell / counts[:, None, None]
+        fl.steps = fl.steps + moving.long()
+        self._tick("optimizer_s", t)
+
+    def _refresh(self, fl: _Flight, r: torch.Tensor, H: torch.Tensor, share: float) -> None:
+        """Rebuild the pair lists of structures that used up ``share`` of the skin.
+
+        A list is exact until its structure has used the whole skin; rebuilding the ones past half of it at swap
+        steps (share 0.5) gathers most rebuilds into a few large calls, since each call costs more in launches
+        than in arithmetic; between swaps only the lists about to break are rebuilt (share 1).
+        """
+        S = fl.batch.n_systems
+        disp = torch.zeros(S, dtype=r.dtype, device=r.device).scatter_reduce(
+            0, fl.batch.system, torch.linalg.norm(r - fl.r_ref, dim=1), "amax")
+        strain = torch.linalg.matrix_norm(torch.bmm(inv3(fl.H_ref), H) - torch.eye(3, dtype=r.dtype,
+                                                                                         device=r.device))
+        stale = 2.0 * disp + strain * (self.model.cutoff + self.model.skin) > share * self.model.skin
+        if not bool(stale.any()):
+            return
+        self.stats["rebuilds"] += int(stale.sum())
+        sys_idx = torch.nonzero(stale).squeeze(1)
+        atom_mask = stale[fl.batch.system]
+        atom_idx = torch.nonzero(atom_mask).squeeze(1)
+        sub = Batch(r[atom_idx], H[sys_idx], fl.batch.species[atom_idx],
+                    torch.cumsum(stale.long(), 0)[fl.batch.system[atom_idx]] - 1, fl.batch.counts[sys_idx])
+        fresh = self.model.neighbours(sub).remap(atom_idx, sys_idx)
+        keep_sys = torch.where(stale, -1, torch.arange(S, device=r.device))
+        fl.nbrs = fl.nbrs.remap(torch.arange(len(r), device=r.device), keep_sys).join(fresh)
+        fl.r_ref = torch.where(atom_mask[:, None], r, fl.r_ref)
+        fl.H_ref = torch.where(stale[:, None, None], H, fl.H_ref)
+
+    # -- retire and admit ----------------------------------------------------------------------------
+
+    def _swap(self, fl: _Flight | None, queue: list[int], structures: list[Atoms], results: list,
+              started: float) -> _Flight | None:
+        budget = self.batch_atoms
+        if fl is not None:
+            self._retire(fl, structures, results, started)
+            keep = ~fl.done
+            fl = self._take(fl, keep) if bool(keep.any()) else None
+            budget -= 0 if fl is None else len(fl.u)
+        new: list[int] = []
+        room = (self.batch_size or len(structures)) - (0 if fl is None else fl.batch.n_systems)
+        while queue and (not new and fl is None or (len(structures[queue[-1]]) <= budget and len(new) < room)):
+            k = queue.pop()
+            new.append(k)
+            budget -= len(structures[k])
+        if not new:
+            return fl
+        admitted = self._admit([structures[k] for k in new], new, results, started)
+        if admitted is None:
+            return fl
+        return admitted if fl is None else self._merge(fl, admitted)
+
+    def _retire(self, fl: _Flight, structures: list[Atoms], results: list, started: float) -> None:
+        finished = torch.nonzero(fl.done).squeeze(1).tolist()
+        if not finished:
+            return
+        r, H = fl.positions()
+        ptr = torch.cat([fl.batch.counts.new_zeros(1), torch.cumsum(fl.batch.counts, 0)]).tolist()
+        r, H = r.detach().cpu().numpy(), H.detach().cpu().numpy()
+        host = {name: getattr(fl, name).cpu().tolist() for name in ("steps", "energy", "reason", "dmin")}
+        done = []
+        for s in finished:
+            k = fl.index[s]
+            atoms = structures[k].copy()
+            atoms.set_cell(H[s], scale_atoms=False)
+            atoms.positions = r[ptr[s]:ptr[s + 1]]
+            atoms.wrap()
+            if host["reason"][s] == 1:
+                results[k] = failed(atoms, FailureReason.EXPLODED,
+                                    f"collapsed: {host['energy'][s] / len(atoms):.3f} eV/atom, closest pair "
+                                    f"{host['dmin'][s]:.2f} A", started, host["steps"][s])
+            else:
+                done.append((k, atoms, host["steps"][s]))
+        if not done:
+            return
+        # the exact model decides: energy, fmax, stress
+        batch = self.exact.batch([atoms for _, atoms, _ in done])
+        ev = self.exact.evaluate(batch, self.exact.neighbours(batch))
+        counts = batch.counts.cpu().tolist()
+        fmax = torch.zeros(len(done), dtype=ev.energy.dtype, device=ev.energy.device).scatter_reduce(
+            0, batch.system, ev.forces.abs().amax(1), "amax").cpu().tolist()
+        smax = ev.stress(batch.cells).abs().amax((1, 2)).cpu().tolist()
+        energy = ev.energy.cpu().tolist()
+        for (k, atoms, steps), e, n, f, sm in zip(done, energy, counts, fmax, smax):
+            converged = f <= self.fmax and sm <= self.smax
+            results[k] = RelaxResult(
+                atoms=atoms, energy_per_atom=e / n, converged=converged, steps=steps, wall_s=0.0,
+                failure=None if converged else FailureReason.NOT_CONVERGED,
+                message="" if converged else f"after {steps} steps fmax {f:.3g} eV/A, max stress {sm / GPa:.3g} GPa",
+                fmax=f, max_stress=sm)
+
+    def _admit(self, atoms_list: list[Atoms], index: list[int], results: list, started: float) -> _Flight | None:
+        batch = self.model.batch(atoms_list)
+        nbrs = self.model.neighbours(batch)
+        self.stats["rebuilds"] += len(atoms_list)
+        ev = self.model.evaluate(batch, nbrs, forces=False)
+        close = (ev.min_distance < self.min_distance).tolist()
+        if any(close):  # refused up front, as LammpsRelaxer does
+            for k, c in zip(index, close):
+                if c:
+                    results[k] = failed(atoms_list[index.index(k)], FailureReason.TOO_CLOSE,
+                                        f"atoms closer than {self.min_distance} A; refusing to relax", started)
+            kept = [a for a, c in zip(atoms_list, close) if not c]
+            return self._admit(kept, [k for k, c in zip(index, close) if not c], results, started) if kept else None
+        S, N = batch.n_systems, len(batch.positions)
+        dev, dt = batch.positions.device, batch.positions.dtype
+        eye = torch.eye(3, dtype=dt, device=dev).expand(S, 3, 3).clone()
+        like = Dofs(batch.positions, batch.cells)
+        state = FireState.new(like, S) if self.optimizer == "fire" else LbfgsState.new(like, S)
+        zeros = torch.zeros(S, dtype=dt, device=dev)
+        return _Flight(batch, nbrs, batch.positions.clone(), eye, batch.cells.clone(), batch.positions.clone(),
+                       batch.cells.clone(), zeros.clone(), zeros.clone(), torch.zeros(S, dtype=torch.long, device=dev),
+                       torch.zeros(S, dtype=torch.bool, device=dev), torch.zeros(S, dtype=torch.long, device=dev),
+                       zeros.clone(), zeros.clone(), state, list(index))
+
+    @staticmethod
+    def _take(fl: _Flight, keep: torch.Tensor) -> _Flight:
+        """The structures under ``keep``, renumbered."""
+        b = fl.batch
+        atom_keep = keep[b.system]
+        atom_idx, sys_idx = torch.nonzero(atom_keep).squeeze(1), torch.nonzero(keep).squeeze(1)
+        atom_map = torch.full_like(b.system, -1)
+        atom_map[atom_idx] = torch.arange(len(atom_idx), device=atom_map.device)
+        sys_map = torch.full_like(b.counts, -1)
+        sys_map[sys_idx] = torch.arange(len(sys_idx), device=sys_map.device)
+        batch = Batch(b.positions[atom_idx], b.cells[sys_idx], b.species[atom_idx], sys_map[b.system[atom_idx]],
+                      b.counts[sys_idx])
+        per_sys = ("H0", "H_ref", "e0", "e_prev", "steps", "done", "reason", "energy", "dmin", "F")
+        fields = {name: getattr(fl, name)[sys_idx] for name in per_sys}
+        return _Flight(batch=batch, nbrs=fl.nbrs.remap(atom_map, sys_map), u=fl.u[atom_idx],
+                       r_ref=fl.r_ref[atom_idx], state=fl.state.take(atom_idx, sys_idx),
+                       index=[fl.index[s] for s in sys_idx.tolist()], **fields)
+
+    @staticmethod
+    def _merge(a: _Flight, b: _Flight) -> _Flight:
+        """One flight from two; ``b``'s atoms and structures are numbered after ``a``'s."""
+        n_atoms, n_sys = len(a.u), a.batch.n_systems
+        cat = torch.cat
+        batch = Batch(cat([a.batch.positions, b.batch.positions]), cat([a.batch.cells, b.batch.cells]),
+                      cat([a.batch.species, b.batch.species]), cat([a.batch.system, b.batch.system + n_sys]),
+                      cat([a.batch.counts, b.batch.counts]))
+        shifted = b.nbrs.remap(torch.arange(len(b.u), device=b.u.device) + n_atoms,
+                               torch.arange(b.batch.n_systems, device=b.u.device) + n_sys)
+        per = ("u", "r_ref", "H0", "H_ref", "e0", "e_prev", "steps", "done", "reason", "energy", "dmin", "F")
+        fields = {name: cat([getattr(a, name), getattr(b, name)]) for name in per}
+        return _Flight(batch=batch, nbrs=a.nbrs.join(shifted), state=_join_states(a.state, b.state),
+                       index=a.index + b.index, **fields)
+
+
+def _join_states(a: FireState | LbfgsState, b: FireState | LbfgsState) -> FireState | LbfgsState:
+    cat = torch.cat
+    join = lambda x, y: Dofs(cat([x.atoms, y.atoms]), cat([x.cell, y.cell]))  # noqa: E731
+    if isinstance(a, FireState):
+        return FireState(join(a.v, b.v), cat([a.dt, b.dt]), cat([a.a, b.a]), cat([a.n_pos, b.n_pos]))
+    # b is fresh (no history): its slots are invalid, so ring positions need not agree
+    return LbfgsState([join(x, y) for x, y in zip(a.s, b.s)], [join(x, y) for x, y in zip(a.y, b.y)],
+                      cat([a.rho, b.rho], 1), cat([a.valid, b.valid], 1), join(a.x_prev, b.x_prev),
+                      join(a.g_prev, b.g_prev), cat([a.has_prev, b.has_prev]), a.head)

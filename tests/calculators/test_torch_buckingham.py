@@ -1,0 +1,138 @@
+"""The torch engine against the published energies, LAMMPS, finite differences, and itself in batches (CPU)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from ase.build import bulk
+from ase.calculators.fd import calculate_numerical_forces, calculate_numerical_stress
+from ase.io import read
+
+from rlcsp.calculators import get_calculator, get_relaxer
+from rlcsp.calculators.relax import FailureReason
+from rlcsp.calculators.torch_buckingham import TorchBuckingham
+from rlcsp.exceptions import CalculatorFailed, InvalidStructure, LibraryError
+
+from ..conftest import TARGETS
+from .test_buckingham import GM_FILES, gm
+
+
+@pytest.fixture(scope="module")
+def model() -> TorchBuckingham:
+    return TorchBuckingham()
+
+
+def reference_cifs(shared_data, n: int = 20) -> list:
+    """Every composition's FUSE reference CIFs, spread over the policies: 20 in all, 11 to 80 atoms."""
+    files = sorted((shared_data / "fuse_reference").glob("*/*/lowest_energy_structure_*.cif"))
+    return [read(f) for f in files[:: len(files) // n][:n]]
+
+
+def test_gm_energies_match_the_published_targets(model):
+    structures = [gm(c) for c in GM_FILES]
+    energies = model.energies(structures)  # one batch of 14 to 40 atoms
+    for composition, atoms, energy in zip(GM_FILES, structures, energies):
+        assert energy / len(atoms) == pytest.approx(TARGETS[composition], abs=1.5e-6)
+
+
+def test_twenty_reference_cifs_match_lammps(model, shared_data):
+    structures = reference_cifs(shared_data)
+    assert len(structures) == 20 and len({len(a) for a in structures}) > 5
+    lammps = get_calculator("lammps-buckingham")
+    for atoms, energy in zip(structures, model.energies(structures)):
+        atoms = atoms.copy()
+        atoms.calc = lammps
+        assert energy / len(atoms) == pytest.approx(atoms.get_potential_energy() / len(atoms), abs=2e-6)
+
+
+def test_forces_and_stress_match_finite_differences():
+    atoms = gm("Y2Ti2O7").copy()
+    atoms.rattle(0.05, seed=1)
+    atoms.set_cell(atoms.cell.array @ np.array([[1.02, 0.01, 0], [0, 0.99, 0.02], [0, 0, 1.01]]), scale_atoms=True)
+    atoms.calc = get_calculator("torch-buckingham")
+    forces, stress = atoms.get_forces(), atoms.get_stress()
+    assert np.abs(forces).max() > 1.0 and np.abs(stress).max() > 1e-3  # far from a minimum, so the test bites
+    assert np.abs(forces - calculate_numerical_forces(atoms, 1e-4)).max() < 1e-5
+    assert np.abs(stress - calculate_numerical_stress(atoms, 1e-5)).max() < 1e-7
+
+
+def test_ewald_splitting_does_not_change_the_energy():
+    """The C6 and Coulomb Ewald sums at two splittings agree, so neither reciprocal term can be off by a factor."""
+    atoms = [gm("SrY2O4"), gm("Y2O3")]
+    loose, tight = TorchBuckingham(accuracy=1e-8).energies(atoms), TorchBuckingham(accuracy=1e-14).energies(atoms)
+    assert np.abs((loose - tight) / [len(a) for a in atoms]).max() < 1e-7
+
+
+def test_a_batch_of_mixed_sizes_equals_each_structure_alone(model):
+    structures = [gm("SrY2O4"), gm("Y2O3"), bulk("SrO", "rocksalt", a=5.2), gm("Y2Ti2O7")]
+    structures[0].rattle(0.05, seed=3)
+    batch = model.batch(structures)
+    together = model.evaluate(batch, model.neighbours(batch))
+    start = 0
+    for k, atoms in enumerate(structures):
+        alone_batch = model.batch([atoms])
+        alone = model.evaluate(alone_batch, model.neighbours(alone_batch))
+        assert float(together.energy[k]) == pytest.approx(float(alone.energy[0]), abs=1e-9)
+        assert torch.allclose(together.forces[start:start + len(atoms)], alone.forces, atol=1e-10)
+        assert torch.allclose(together.virial[k], alone.virial[0], atol=1e-9)
+        start += len(atoms)
+
+
+def test_bad_input_is_named(model):
+    with pytest.raises(InvalidStructure, match="no charge or potential for \\['Cu'\\]"):
+        model.batch([bulk("Cu")])
+    with pytest.raises(LibraryError, match="shell-model species"):
+        model.batch([bulk("BaO", "rocksalt", a=5.5)])
+    if not torch.cuda.is_available():
+        with pytest.raises(CalculatorFailed, match="no CUDA GPU"):
+            TorchBuckingham(device="cuda")
+
+
+@pytest.mark.parametrize("optimizer", ["lbfgs", "fire"])
+def test_rattled_minima_relax_back_in_one_batch(optimizer):
+    structures = []
+    for seed in range(3):
+        atoms = gm("Y2Ti2O7").copy()
+        atoms.rattle(0.1, seed=seed)
+        atoms.set_cell(atoms.cell * (1.02 + 0.01 * seed), scale_atoms=True)
+        structures.append(atoms)
+    structures.append(gm("SrY2O4").copy())
+    structures[-1].rattle(0.08, seed=5)
+    relaxer = get_relaxer("torch-buckingham", optimizer=optimizer, batch_size=2)  # refills: 4 through 2 slots
+    results = relaxer.relax(structures)
+    for result, target in zip(results, [TARGETS["Y2Ti2O7"]] * 3 + [TARGETS["SrY2O4"]]):
+        assert result.ok, result.message
+        assert result.energy_per_atom == pytest.approx(target, abs=1e-5)
+        assert result.fmax <= 5e-3 and result.max_stress <= 0.05 * 0.0062415
+    assert relaxer.stats["rebuilds"] >= 4
+
+
+def test_same_inputs_same_results_and_batch_neighbours_do_not_matter():
+    base = gm("Y2O3").copy()
+    base.rattle(0.15, seed=2)
+    other = gm("SrY2O4").copy()
+    other.rattle(0.2, seed=4)
+    relaxer = get_relaxer("torch-buckingham")
+    alone = relaxer.relax([base])[0]
+    again = relaxer.relax([base])[0]
+    mixed = relaxer.relax([other, base])[1]
+    assert alone.energy_per_atom == again.energy_per_atom == mixed.energy_per_atom
+    assert np.array_equal(alone.atoms.positions, mixed.atoms.positions)
+
+
+def test_failures_are_classified_not_hung():
+    close = gm("SrY2O4").copy()
+    close.positions[1] = close.positions[0] + [0.3, 0, 0]
+    collapse = gm("SrY2O4").copy()  # a cation on top of an oxygen, under GULP's inner cut: Coulomb collapse
+    symbols = collapse.get_chemical_symbols()
+    o, y = symbols.index("O"), symbols.index("Y")
+    collapse.positions[y] = collapse.positions[o] + [0.7, 0.0, 0.0]
+    capped = gm("Y2Ti2O7").copy()
+    capped.rattle(0.2, seed=1)
+    relaxer = get_relaxer("torch-buckingham", inner="gulp", max_steps=5)
+    too_close, collapsed, not_converged = relaxer.relax([close, collapse, capped])
+    assert too_close.failure is FailureReason.TOO_CLOSE
+    assert not_converged.failure is FailureReason.NOT_CONVERGED and not_converged.steps == 5
+    assert "fmax" in not_converged.message
+    collapsed = get_relaxer("torch-buckingham", inner="gulp").relax([collapse])[0]
+    assert collapsed.failure is FailureReason.EXPLODED and "collapsed" in collapsed.message
