@@ -32,11 +32,14 @@ SAME = 1e-4  # eV/atom: two relaxers reached the same minimum
 
 
 def commit() -> str:
+    """The commit measured: RLCSP_COMMIT where the tree was copied without its history (the GPU machine)."""
+    if os.environ.get("RLCSP_COMMIT"):
+        return os.environ["RLCSP_COMMIT"]
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
                               check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
-        return os.environ.get("RLCSP_COMMIT", "unknown")
+        return "unknown"
 
 
 def _candidates(job: tuple[str, int, int]) -> list:

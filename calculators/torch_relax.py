@@ -74,7 +74,8 @@ class TorchRelaxer(Relaxer):
                  maxstep: float = 0.2, inner: str = "keep", skin: float = 1.5, batch_atoms: int = 4096,
                  batch_size: int | None = None, swap_every: int = 5, min_distance: float = 0.5,
                  collapse_distance: float = 0.5, max_energy_drop: float = 50.0, accuracy: float = 1e-10,
-                 min_cutoff: float = 8.0, min_accuracy: float = 1e-6, tighten: float = 0.5, timed: bool = False):
+                 min_cutoff: float = 8.0, min_accuracy: float = 1e-6, tighten: float = 0.5, cell_factor: float = 1.0,
+                 max_volume: float = 200.0, timed: bool = False):
         if optimizer not in OPTIMIZERS:
             raise UnknownName("torch optimizer", optimizer, list(OPTIMIZERS))
         dt = getattr(torch, dtype)
@@ -87,6 +88,8 @@ class TorchRelaxer(Relaxer):
         self.batch_atoms, self.batch_size, self.swap_every = batch_atoms, batch_size, swap_every
         self.min_distance, self.collapse_distance = min_distance, collapse_distance
         self.max_energy_drop = max_energy_drop
+        self.cell_factor = cell_factor  # times the atom count (ASE's scaling); smaller lets the cell move sooner
+        self.max_volume = max_volume  # Å³ per atom: a cell past it has blown up
         self.timed = timed
         self.device = self.model.device
         self.stats: dict = {}
@@ -161,9 +164,10 @@ class TorchRelaxer(Relaxer):
         fl.done = fl.done | finish
         moving = ~fl.done
         # unit-cell-filter gradient: dE/du = −f·F, dE/d(cF) = W·F⁻ᵀ / c
+        factor = (counts.to(e.dtype) * self.cell_factor)[:, None, None]
         grad = Dofs(-torch.einsum("nj,njk->nk", ev.forces, fl.F[system]),
-                    torch.bmm(ev.virial, inv3(fl.F).transpose(1, 2)) / counts[:, None, None])
-        x = Dofs(fl.u, fl.F * counts[:, None, None])
+                    torch.bmm(ev.virial, inv3(fl.F).transpose(1, 2)) / factor)
+        x = Dofs(fl.u, fl.F * factor)
         if self.optimizer == "fire":
             delta = fire_step(fl.state, Dofs(-grad.atoms, -grad.cell), system, S, maxstep=self.maxstep)
         else:
@@ -173,7 +177,7 @@ class TorchRelaxer(Relaxer):
         fl.e_prev = e
         go = moving.to(r.dtype)
         fl.u = fl.u + go[system, None] * delta.atoms
-        fl.F = fl.F + go[:, None, None] * delta.cell / counts[:, None, None]
+        fl.F = fl.F + go[:, None, None] * delta.cell / factor
         fl.steps = fl.steps + moving.long()
         self._tick("optimizer_s", t)
 
@@ -190,6 +194,13 @@ class TorchRelaxer(Relaxer):
         strain = torch.linalg.matrix_norm(torch.bmm(inv3(fl.H_ref), H) - torch.eye(3, dtype=r.dtype,
                                                                                          device=r.device))
         stale = 2.0 * disp + strain * (self.model.cutoff + self.model.skin) > share * self.model.skin
+        # a cell that blew up or went flat would need a vast image range: it has exploded, its list stays
+        reach = (self.model.cutoff + self.model.skin) * torch.linalg.norm(inv3(H), dim=1)
+        images = torch.prod(2.0 * torch.floor(reach + 0.5) + 1.0, dim=1)
+        broken = ~fl.done & ((images > 20000) | (det3(H).abs() > self.max_volume * fl.batch.counts))
+        fl.reason = torch.where(broken, 1, fl.reason)
+        fl.done = fl.done | broken
+        stale = stale & ~fl.done
         if not bool(stale.any()):
             return
         self.stats["rebuilds"] += int(stale.sum())

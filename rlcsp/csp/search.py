@@ -113,7 +113,7 @@ class Search(Proposer):
             "quirk_uses": dict(sorted(self.quirk_uses.items())),
             "lockstep": self.lockstep,
             "device": str(getattr(self.relaxer, "device", "cpu")),
-            "relaxer": self.relaxer.name,
+            "relaxer": getattr(self.relaxer, "name", type(self.relaxer).__name__),
         }
 
     # -- one relaxation: propose (rlcsp.csp.propose), relax, settle ---------------------------------------
