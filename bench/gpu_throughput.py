@@ -171,7 +171,7 @@ def table(rows: list[dict]) -> str:
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         lines.append(f"| {r['composition']} | {r['device']} | {r['batch']} | {r['optimizer']} | {r['inner']} | "
-                     f"{r['relax_per_s']} | {r.get('ratio_vs_lammps', '')} | {r['median_steps']} | {r['p90_steps']} | "
+                     f"{r['relax_per_s']} | {r.get('ratio_vs_lammps', '')} | {r['median_steps']:.0f} | {r['p90_steps']:.0f} | "
                      f"{r['collapse_rate']:.1%} | {r['converged']}/{r['n']} | {r['gm']} | {r['commit']} |")
     return "\n".join(lines)
 

@@ -247,21 +247,34 @@ class TorchBuckingham:
         out["shift"].append(base[c, a, b] + images[img])
         out["s"].append(systems[c])
 
-    def _kvectors(self, cells: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Integer triples m > 0 (lexicographically) with |k| ≤ kmax (+ the skin's margin) for every cell."""
+    def _kvectors(self, cells: torch.Tensor, chunk: int = 1 << 22) -> tuple[torch.Tensor, torch.Tensor]:
+        """Integer triples m > 0 (lexicographically) with |k| ≤ kmax (+ the skin's margin) for every cell.
+
+        |m_a| ≤ kmax·|a_a| / 2π bounds each cell's grid; cells are taken in chunks of similar grids, since one
+        long cell would otherwise size the grid of the whole batch.
+        """
         recip = 2.0 * math.pi * inv3(cells).transpose(1, 2)  # rows b_i
-        margin = 1.0 + self.skin / self.cutoff
-        n = torch.ceil(self.kmax * margin / (2.0 * math.pi / torch.linalg.norm(cells, dim=2).clamp(min=1e-9)))
-        # |m_a| ≤ kmax / |b_a|·... bounded safely by kmax·|a_a| / 2π
-        nmax = n.long().amax(0)
-        ranges = [torch.arange(-int(x), int(x) + 1, device=self.device) for x in nmax]
-        grid = torch.cartesian_prod(*ranges).to(self.dtype)
-        lex = grid[:, 0] * 4096.0 * 4096.0 + grid[:, 1] * 4096.0 + grid[:, 2]
-        grid = grid[lex > 0]
-        k = torch.einsum("mi,sij->smj", grid, recip)
-        ok = ((k * k).sum(-1) <= (self.kmax * margin) ** 2) & (grid.abs()[None] <= n[:, None, :]).all(-1)
-        s, g = torch.nonzero(ok, as_tuple=True)
-        return grid[g], s
+        kcut = self.kmax * (1.0 + self.skin / self.cutoff)
+        n = torch.ceil(kcut * torch.linalg.norm(cells, dim=2) / (2.0 * math.pi)).long()
+        sizes = (2 * n + 1).prod(1).cpu().numpy()
+        order = np.argsort(-sizes, kind="stable")
+        ms, ss = [], []
+        start = 0
+        for end in range(1, len(order) + 1):
+            if end == len(order) or (end + 1 - start) * sizes[order[start]] > chunk:
+                sys_idx = torch.as_tensor(order[start:end], device=self.device)
+                ranges = [torch.arange(-int(x), int(x) + 1, device=self.device) for x in n[sys_idx].amax(0)]
+                grid = torch.cartesian_prod(*ranges).to(self.dtype)
+                grid = grid[grid[:, 0] * 4096.0 * 4096.0 + grid[:, 1] * 4096.0 + grid[:, 2] > 0]
+                k = torch.einsum("mi,sij->smj", grid, recip[sys_idx])
+                ok = ((k * k).sum(-1) <= kcut ** 2) & (grid.abs()[None] <= n[sys_idx, None, :]).all(-1)
+                c, g = torch.nonzero(ok, as_tuple=True)
+                ms.append(grid[g])
+                ss.append(sys_idx[c])
+                start = end
+        m, system = torch.cat(ms), torch.cat(ss)
+        keep = torch.argsort(system, stable=True)  # k-vectors grouped by structure, as the atom–k products expect
+        return m[keep], system[keep]
 
     # -- energy ------------------------------------------------------------------------------------
 
