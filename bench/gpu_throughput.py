@@ -14,6 +14,7 @@ several in-flight batch sizes (optimiser and below-1.2 Å convention as options)
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import statistics
@@ -104,33 +105,37 @@ def relax(args: argparse.Namespace) -> None:
     from rlcsp.calculators.torch_relax import TorchRelaxer
 
     rows = []
+    lammps: dict[str, tuple] = {}  # the peer relaxes each composition's candidates once
     for comp in args.compositions:
         structures = read(args.candidates / f"{comp}.extxyz", index=":")
         for batch in args.batch:
             pool = (structures * (1 + max(batch, args.limit or 0) // len(structures)))[:max(batch, args.limit or batch)]
-            for optimizer in args.optimizers:
-                for inner in args.inner:
-                    relaxer = TorchRelaxer(device=args.device, dtype=args.dtype, optimizer=optimizer, inner=inner,
-                                           batch_size=batch, batch_atoms=batch * 80, timed=True)
-                    if args.device == "cuda":
-                        relaxer.relax(pool[:8])  # warm-up: CUDA context and kernels
-                        torch.cuda.synchronize()
-                    start = time.perf_counter()
-                    if args.profile and not rows:
-                        results = profiled(relaxer, pool, args.output.with_suffix(".profile.txt"))
-                    else:
-                        results = relaxer.relax(pool)
-                    if args.device == "cuda":
-                        torch.cuda.synchronize()
-                    row = {"composition": comp, "device": args.device, "dtype": args.dtype, "batch": batch,
-                           "optimizer": optimizer, "inner": inner, "threads": torch.get_num_threads(),
-                           "commit": commit(), **summarise(results, TARGETS[comp], time.perf_counter() - start),
-                           "engine_steps": relaxer.stats["steps"], "pair_rebuilds": relaxer.stats["rebuilds"],
-                           "time_s": {k: round(v, 2) for k, v in relaxer.stats.items() if k.endswith("_s")}}
-                    if args.peer:
-                        row["peer"] = peer(pool[:args.peer_n], results[:args.peer_n], TARGETS[comp], row)
-                    rows.append(row)
-                    print(json.dumps(row, default=_plain), flush=True)
+            for optimizer, inner, opening in itertools.product(args.optimizers, args.inner, args.open):
+                factor, gpa = (float(x) for x in opening.split(":"))
+                relaxer = TorchRelaxer(device=args.device, dtype=args.dtype, optimizer=optimizer, inner=inner,
+                                       batch_size=batch, batch_atoms=batch * 80, open_factor=factor,
+                                       open_gpa=gpa, timed=True)
+                if args.device == "cuda":
+                    relaxer.relax(pool[:8])  # warm-up: CUDA context and kernels
+                    torch.cuda.synchronize()
+                start = time.perf_counter()
+                if args.profile and not rows:
+                    results = profiled(relaxer, pool, args.output.with_suffix(".profile.txt"))
+                else:
+                    results = relaxer.relax(pool)
+                if args.device == "cuda":
+                    torch.cuda.synchronize()
+                row = {"composition": comp, "device": args.device, "dtype": args.dtype, "batch": batch,
+                       "optimizer": optimizer, "inner": inner, "open": opening, "threads": torch.get_num_threads(),
+                       "commit": commit(), **summarise(results, TARGETS[comp], time.perf_counter() - start),
+                       "engine_steps": relaxer.stats["steps"], "pair_rebuilds": relaxer.stats["rebuilds"],
+                       "time_s": {k: round(v, 2) for k, v in relaxer.stats.items() if k.endswith("_s")}}
+                if args.peer:
+                    if comp not in lammps:
+                        lammps[comp] = lammps_results(pool[:args.peer_n])
+                    row["peer"] = peer(lammps[comp], results[:args.peer_n], TARGETS[comp], row)
+                rows.append(row)
+                print(json.dumps(row, default=_plain), flush=True)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(rows, indent=1, default=_plain) + "\n")
     print(table(rows))
@@ -149,15 +154,19 @@ def profiled(relaxer, pool: list, out: Path) -> list:
     return results
 
 
-def peer(structures: list, mine: list, target: float, row: dict) -> dict:
-    """LammpsRelaxer on one core on the same candidates: its rate, and how often both reach the same minimum."""
+def lammps_results(structures: list) -> tuple[list, float]:
+    """LammpsRelaxer on one core on the candidates, and its wall time."""
     from rlcsp.calculators import get_relaxer
 
     lammps = get_relaxer("lammps-buckingham")
     start = time.perf_counter()
-    theirs = lammps.relax(structures)
-    out = summarise(theirs, target, time.perf_counter() - start)
-    both = [(a.energy_per_atom, b.energy_per_atom) for a, b in zip(mine, theirs) if a.ok and b.ok]
+    return lammps.relax(structures), time.perf_counter() - start
+
+
+def peer(theirs: tuple[list, float], mine: list, target: float, row: dict) -> dict:
+    """The peer's rate on the same candidates, and how often both reach the same minimum."""
+    out = summarise(theirs[0], target, theirs[1])
+    both = [(a.energy_per_atom, b.energy_per_atom) for a, b in zip(mine, theirs[0]) if a.ok and b.ok]
     out["same_minimum"] = sum(abs(a - b) < SAME for a, b in both)
     out["both_converged"] = len(both)
     out["torch_lower"] = sum(a < b - SAME for a, b in both)
@@ -166,13 +175,15 @@ def peer(structures: list, mine: list, target: float, row: dict) -> dict:
 
 
 def table(rows: list[dict]) -> str:
-    head = ("| composition | device | batch | optimizer | inner | relax/s | × LAMMPS core | median steps | p90 | "
-            "collapse | converged | GM | commit |")
+    head = ("| composition | device | batch | optimizer | inner | opening | relax/s | × LAMMPS core | median steps | "
+            "p90 | collapse | LAMMPS collapse | converged | GM | commit |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
+        lammps = f"{r['peer']['collapse_rate']:.1%}" if "peer" in r else ""
         lines.append(f"| {r['composition']} | {r['device']} | {r['batch']} | {r['optimizer']} | {r['inner']} | "
+                     f"{r.get('open', '1:1')} | "
                      f"{r['relax_per_s']} | {r.get('ratio_vs_lammps', '')} | {r['median_steps']:.0f} | {r['p90_steps']:.0f} | "
-                     f"{r['collapse_rate']:.1%} | {r['converged']}/{r['n']} | {r['gm']} | {r['commit']} |")
+                     f"{r['collapse_rate']:.1%} | {lammps} | {r['converged']}/{r['n']} | {r['gm']} | {r['commit']} |")
     return "\n".join(lines)
 
 
@@ -194,6 +205,8 @@ def main() -> None:
     rel.add_argument("--optimizers", nargs="+", default=["lbfgs"], choices=("fire", "lbfgs"), help="optimisers")
     rel.add_argument("--inner", nargs="+", default=["keep"], choices=("keep", "gulp"),
                      help="exponential below 1.2 Å while minimising: kept (LAMMPS) or cut (GULP's model)")
+    rel.add_argument("--open", nargs="+", default=["0.05:1"],
+                     help="opening stage as open_factor:open_gpa (1:1 switches it off)")
     rel.add_argument("--profile", action="store_true", help="profile the first row (torch.profiler)")
     rel.add_argument("--peer", action="store_true", help="also LammpsRelaxer on one core, same candidates")
     rel.add_argument("--peer-n", type=int, default=64, help="candidates the peer relaxes")
