@@ -182,7 +182,8 @@ def table(rows: list[dict]) -> str:
         lammps = f"{r['peer']['collapse_rate']:.1%}" if "peer" in r else ""
         lines.append(f"| {r['composition']} | {r['device']} | {r['batch']} | {r['optimizer']} | {r['inner']} | "
                      f"{r.get('open', '1:1')} | "
-                     f"{r['relax_per_s']} | {r.get('ratio_vs_lammps', '')} | {r['median_steps']:.0f} | {r['p90_steps']:.0f} | "
+                     f"{r['relax_per_s']} | {r.get('ratio_vs_lammps', '')} | {r['median_steps']:.0f} | "
+                     f"{r['p90_steps']:.0f} | "
                      f"{r['collapse_rate']:.1%} | {lammps} | {r['converged']}/{r['n']} | {r['gm']} | {r['commit']} |")
     return "\n".join(lines)
 

@@ -202,10 +202,13 @@ class TorchBuckingham:
                 self._pairs_chunk(batch, frac, ptr, n_img, torch.as_tensor(order[start:end], device=self.device),
                                   rc, out)
                 start = end
-        cat = lambda key, dt: torch.cat(out[key]).to(dt) if out[key] else torch.zeros(0, dtype=dt, device=self.device)  # noqa: E731,E501
+        def cat(key: str, dtype: torch.dtype, width: tuple[int, ...] = ()) -> torch.Tensor:
+            if not out[key]:
+                return torch.zeros((0, *width), dtype=dtype, device=self.device)
+            return torch.cat(out[key]).to(dtype)
+
         i, j, s_idx = cat("i", torch.long), cat("j", torch.long), cat("s", torch.long)
-        shift = torch.cat(out["shift"]).to(self.dtype) if out["shift"] else torch.zeros((0, 3), dtype=self.dtype,
-                                                                                         device=self.device)
+        shift = cat("shift", self.dtype, (3,))
         m, k_system = self._kvectors(batch.cells)
         # every atom of a structure against every k-vector of the same structure
         S = batch.n_systems

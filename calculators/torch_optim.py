@@ -58,7 +58,8 @@ class FireState:
         t = like.atoms
         return cls(Dofs(torch.zeros_like(like.atoms), torch.zeros_like(like.cell)),
                    torch.full((n,), dt, dtype=t.dtype, device=t.device),
-                   torch.full((n,), a, dtype=t.dtype, device=t.device), torch.zeros(n, dtype=torch.long, device=t.device))
+                   torch.full((n,), a, dtype=t.dtype, device=t.device),
+                   torch.zeros(n, dtype=torch.long, device=t.device))
 
     def take(self, atoms_idx: torch.Tensor, sys_idx: torch.Tensor) -> FireState:
         return FireState(Dofs(self.v.atoms[atoms_idx], self.v.cell[sys_idx]), self.dt[sys_idx], self.a[sys_idx],

@@ -72,7 +72,7 @@ class TorchRelaxer(Relaxer):
     LAMMPS' box/relax lets it. Search candidates start with O–O pairs inside 1.3 Å, where −C/r⁶ beats the
     exponential; moving atoms first collapses them (ASE's own LBFGS and FIRE on the same model do too). On 24 SrY2O4
     candidates this took collapses from 13 to 4 (LAMMPS: 4) at a median of 194 instead of 6 steps; on Y2Ti2O7
-    collapses stay 3 of 24 (LAMMPS: 3), steps 162 → 295 (bench/results/gpu_throughput_cpu.md).
+    collapses stay 3 of 24 (LAMMPS: 3), steps 184 → 295 (bench/results/gpu_throughput.md).
     """
 
     name = "torch"

@@ -12,6 +12,8 @@ from rlcsp.exceptions import RlcspError
 from rlcsp.csp.quirks import PROFILES, QUIRKS
 from rlcsp.inputs import INPUTS
 
+ENGINES = ("energy engine: lammps-buckingham (default), torch-buckingham (the same model, batched on CPU or GPU), "
+           "gulp, chgnet or espresso")
 
 
 def _options(pairs: list[str]) -> dict:
@@ -284,7 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", type=int, help="relaxations, counting the initial population")
     p.add_argument("--initial-population", type=int,
                    help="random structures relaxed before the first move (counted in the budget)")
-    p.add_argument("--calculator", help="energy engine: lammps-buckingham (default), gulp, chgnet or espresso")
+    p.add_argument("--calculator", help=ENGINES)
     p.add_argument("--target", type=float, help="target (GM) energy in eV/atom")
     add_mode_options(p)
     p.add_argument("--out", help="output folder (default runs/<name>-<policy>-seed<seed>)")
@@ -311,7 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=helptext)
         p.add_argument("structures", nargs="+", help="structure files ASE can read (CIF, POSCAR, extxyz, ...)")
         p.add_argument("--calculator", default="lammps-buckingham",
-                       help="energy engine: lammps-buckingham (default), gulp, chgnet or espresso")
+                       help=ENGINES)
         p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                        help="calculator option, e.g. library=inputs/lib2.lib (repeatable)")
         if name == "relax":
