@@ -13,7 +13,7 @@ from rlcsp.calculators.relax import FailureReason
 from rlcsp.calculators.torch_buckingham import TorchBuckingham
 from rlcsp.exceptions import CalculatorFailed, InvalidStructure, LibraryError
 
-from ..conftest import TARGETS
+from ..conftest import ROOT, TARGETS
 from .test_buckingham import GM_FILES, gm
 
 
@@ -136,3 +136,13 @@ def test_failures_are_classified_not_hung():
     assert "fmax" in not_converged.message
     collapsed = get_relaxer("torch-buckingham", inner="gulp").relax([collapse])[0]
     assert collapsed.failure is FailureReason.EXPLODED and "collapsed" in collapsed.message
+
+
+def test_the_opening_stage_lets_an_overlapping_start_expand_before_it_collapses():
+    """A real Y2O3 search candidate (bench/gpu_throughput.py candidates, seed 1000) with O-O at 1.16 A: moving its
+    atoms first collapses the pair under -C/r^6 within two steps; expanding the cell first converges, as LAMMPS does."""
+    atoms = read(ROOT / "tests" / "data" / "y2o3_overlapping_candidate.extxyz")
+    eager = get_relaxer("torch-buckingham", open_factor=1.0).relax([atoms])[0]
+    assert eager.failure is FailureReason.EXPLODED and eager.steps <= 5
+    opened = get_relaxer("torch-buckingham").relax([atoms])[0]
+    assert opened.ok and -27.4 < opened.energy_per_atom < -26.5
