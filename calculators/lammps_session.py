@@ -16,11 +16,10 @@ from ase.data import atomic_masses, atomic_numbers
 from ase.geometry import cellpar_to_cell
 from ase.units import GPa
 
-from rlcsp.calculators.library import Library
+from rlcsp.calculators.library import GULP_COULOMB, Library
 from rlcsp.exceptions import CalculatorFailed, InvalidStructure
 
-# GULP's Coulomb constant (eV*A) and LAMMPS' metal-units qqr2e; `dielectric` rescales one into the other.
-GULP_COULOMB = 14.3997584
+# LAMMPS' metal-units qqr2e; `dielectric` rescales it into GULP's Coulomb constant.
 LAMMPS_QQR2E_METAL = 14.399645
 BAR = 1e-4 * GPa  # 1 bar in eV/A^3
 

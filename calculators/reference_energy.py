@@ -12,8 +12,8 @@ import numpy as np
 from ase import Atoms
 from ase.neighborlist import neighbor_list
 
-from rlcsp.calculators.lammps_session import GULP_COULOMB
-from rlcsp.calculators.library import Library
+from rlcsp.calculators.library import GULP_COULOMB, Library
+
 
 @dataclass(frozen=True)
 class EnergyTerms:

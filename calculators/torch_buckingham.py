@@ -25,10 +25,8 @@ import torch
 from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 
-from rlcsp.calculators.library import Library, load_library
+from rlcsp.calculators.library import GULP_COULOMB, Library, load_library
 from rlcsp.exceptions import CalculatorFailed, InvalidStructure, LibraryError
-
-GULP_COULOMB = 14.3997584  # eV*A, GULP's constant (the CODATA value gives energies 2-3e-4 eV/atom too high)
 
 
 @dataclass
