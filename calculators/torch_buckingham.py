@@ -105,8 +105,23 @@ def inv3(m: torch.Tensor) -> torch.Tensor:
     return c / det3(m)[..., None, None]
 
 
-def _segment_ranges(counts: torch.Tensor) -> torch.Tensor:
+def segment_ranges(counts: torch.Tensor) -> torch.Tensor:
+    """Offsets [S+1] of consecutive segments of the given lengths (atoms of each structure, k-vectors, ...)."""
     return torch.cat([counts.new_zeros(1), torch.cumsum(counts, 0)])
+
+
+def _chunks(order: np.ndarray, cost, limit: int):
+    """``order`` cut into consecutive chunks whose ``cost(chunk)`` (padded size) stays under ``limit``."""
+    start = 0
+    for end in range(1, len(order) + 1):
+        if end == len(order) or cost(order[start:end + 1]) > limit:
+            yield order[start:end]
+            start = end
+
+
+def _positive(grid: torch.Tensor) -> torch.Tensor:
+    """Integer triples lexicographically above zero: one of each ±pair."""
+    return grid[..., 0] * 4096.0 * 4096.0 + grid[..., 1] * 4096.0 + grid[..., 2] > 0
 
 
 class TorchBuckingham:
@@ -177,6 +192,11 @@ class TorchBuckingham:
 
     # -- neighbour list and k-vectors ----------------------------------------------------------------
 
+    def image_ranges(self, cells: torch.Tensor) -> torch.Tensor:
+        """Images [S,3] each way that a pair search within cutoff + skin needs, from the cells' plane spacings;
+        the nearest image is taken first, so |Δf| ≤ 1/2 and half a spacing is added."""
+        return torch.floor((self.cutoff + self.skin) * torch.linalg.norm(inv3(cells), dim=1) + 0.5).long()
+
     @torch.no_grad()
     def neighbours(self, batch: Batch, chunk_pairs: int = 1 << 22) -> Neighbours:
         """Brute-force pairs within cutoff + skin over all needed images, structures in chunks.
@@ -185,21 +205,16 @@ class TorchBuckingham:
         fractional difference is first rounded to the nearest image, so unwrapped positions work too.
         """
         rc = self.cutoff + self.skin
-        inv = inv3(batch.cells)  # columns are reciprocal vectors / 2π
-        spacing = 1.0 / torch.linalg.norm(inv, dim=1)  # [S,3]
-        n_img = torch.floor(rc / spacing + 0.5).long()  # the nearest image is taken first, so |Δf| ≤ 1/2
-        ptr = _segment_ranges(batch.counts)
-        frac = torch.einsum("nj,njk->nk", batch.positions, inv[batch.system])
+        n_img = self.image_ranges(batch.cells)
+        ptr = segment_ranges(batch.counts)
+        frac = torch.einsum("nj,njk->nk", batch.positions, inv3(batch.cells)[batch.system])
         out = {key: [] for key in ("i", "j", "shift", "s")}
         counts, images = batch.counts.cpu().numpy(), (2 * n_img + 1).cpu().numpy().prod(1)
         order = np.argsort(-(counts ** 2) * images, kind="stable")  # similar structures share a chunk's padding
-        start = 0
-        for end in range(1, len(order) + 1):  # chunks whose padded candidate count stays under chunk_pairs
-            chunk = order[start:end + 1]
-            if end == len(order) or len(chunk) * counts[chunk].max() ** 2 * images[chunk].max() > chunk_pairs:
-                self._pairs_chunk(batch, frac, ptr, n_img, torch.as_tensor(order[start:end], device=self.device),
-                                  rc, out)
-                start = end
+        padded = lambda chunk: len(chunk) * counts[chunk].max() ** 2 * images[chunk].max()  # noqa: E731
+        for chunk in _chunks(order, padded, chunk_pairs):
+            self._pairs_chunk(batch, frac, ptr, n_img, torch.as_tensor(chunk, device=self.device), rc, out)
+
         def cat(key: str, dtype: torch.dtype, width: tuple[int, ...] = ()) -> torch.Tensor:
             if not out[key]:
                 return torch.zeros((0, *width), dtype=dtype, device=self.device)
@@ -210,10 +225,10 @@ class TorchBuckingham:
         m, k_system = self._kvectors(batch.cells)
         # every atom of a structure against every k-vector of the same structure
         S = batch.n_systems
-        k_ptr = _segment_ranges(torch.bincount(k_system, minlength=S))
+        k_ptr = segment_ranges(torch.bincount(k_system, minlength=S))
         n_ak = batch.counts * (k_ptr[1:] - k_ptr[:-1])
         ak_sys = torch.repeat_interleave(torch.arange(S, device=self.device), n_ak)
-        local = torch.arange(int(n_ak.sum()), device=self.device) - _segment_ranges(n_ak)[:-1][ak_sys]
+        local = torch.arange(int(n_ak.sum()), device=self.device) - segment_ranges(n_ak)[:-1][ak_sys]
         n_k = (k_ptr[1:] - k_ptr[:-1])[ak_sys]
         ak_atom = ptr[:-1][ak_sys] + torch.div(local, n_k, rounding_mode="floor")
         ak_k = k_ptr[:-1][ak_sys] + local % n_k
@@ -237,9 +252,8 @@ class TorchBuckingham:
         dist2 = ((dr * dr).sum(-1)[..., None] + (t * t).sum(-1)[:, None, None, :]
                  + 2.0 * torch.einsum("cijm,cIm->cijI", dr, t))
         in_range = (images.abs()[None] <= n_img[systems, None, :]).all(-1)  # [C,I]
-        lex = images[:, 0] * 4096.0 * 4096.0 + images[:, 1] * 4096.0 + images[:, 2]
         upper = (local[:, None] < local[None, :])[None, :, :, None]
-        same = (local[:, None] == local[None, :])[None, :, :, None] & (lex > 0)  # one of each ±shift self-image
+        same = (local[:, None] == local[None, :])[None, :, :, None] & _positive(images)  # one of each ±shift self-image
         keep = ((upper | same) & (dist2 <= rc * rc) & in_range[:, None, None, :]
                 & (valid[:, :, None] & valid[:, None, :])[..., None])
         c, a, b, img = torch.nonzero(keep, as_tuple=True)
@@ -258,21 +272,17 @@ class TorchBuckingham:
         kcut = self.kmax * (1.0 + self.skin / self.cutoff)
         n = torch.ceil(kcut * torch.linalg.norm(cells, dim=2) / (2.0 * math.pi)).long()
         sizes = (2 * n + 1).prod(1).cpu().numpy()
-        order = np.argsort(-sizes, kind="stable")
         ms, ss = [], []
-        start = 0
-        for end in range(1, len(order) + 1):
-            if end == len(order) or (end + 1 - start) * sizes[order[start]] > chunk:
-                sys_idx = torch.as_tensor(order[start:end], device=self.device)
-                ranges = [torch.arange(-int(x), int(x) + 1, device=self.device) for x in n[sys_idx].amax(0)]
-                grid = torch.cartesian_prod(*ranges).to(self.dtype)
-                grid = grid[grid[:, 0] * 4096.0 * 4096.0 + grid[:, 1] * 4096.0 + grid[:, 2] > 0]
-                k = torch.einsum("mi,sij->smj", grid, recip[sys_idx])
-                ok = ((k * k).sum(-1) <= kcut ** 2) & (grid.abs()[None] <= n[sys_idx, None, :]).all(-1)
-                c, g = torch.nonzero(ok, as_tuple=True)
-                ms.append(grid[g])
-                ss.append(sys_idx[c])
-                start = end
+        for chunk_idx in _chunks(np.argsort(-sizes, kind="stable"), lambda c: len(c) * sizes[c].max(), chunk):
+            sys_idx = torch.as_tensor(chunk_idx, device=self.device)
+            ranges = [torch.arange(-int(x), int(x) + 1, device=self.device) for x in n[sys_idx].amax(0)]
+            grid = torch.cartesian_prod(*ranges).to(self.dtype)
+            grid = grid[_positive(grid)]
+            k = torch.einsum("mi,sij->smj", grid, recip[sys_idx])
+            ok = ((k * k).sum(-1) <= kcut ** 2) & (grid.abs()[None] <= n[sys_idx, None, :]).all(-1)
+            c, g = torch.nonzero(ok, as_tuple=True)
+            ms.append(grid[g])
+            ss.append(sys_idx[c])
         m, system = torch.cat(ms), torch.cat(ss)
         keep = torch.argsort(system, stable=True)  # k-vectors grouped by structure, as the atom–k products expect
         return m[keep], system[keep]
@@ -294,15 +304,27 @@ class TorchBuckingham:
             g_pos, g_strain = torch.autograd.grad(energy.sum(), (positions, strain))
         return Evaluation(energy.detach(), -g_pos, g_strain, dmin)
 
+    @staticmethod
+    def _distances(nbrs: Neighbours, r: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
+        d = r[nbrs.j] - r[nbrs.i] + torch.einsum("pk,pkm->pm", nbrs.shift, cells[nbrs.pair_system])
+        return torch.sqrt((d * d).sum(-1))
+
+    def _closest(self, dist: torch.Tensor, nbrs: Neighbours, n: int) -> torch.Tensor:
+        dmin = torch.full((n,), float("inf"), dtype=self.dtype, device=self.device)
+        return dmin.scatter_reduce(0, nbrs.pair_system, dist.detach(), "amin")
+
+    @torch.no_grad()
+    def closest(self, batch: Batch, nbrs: Neighbours) -> torch.Tensor:
+        """Each structure's shortest interatomic distance [S] (inf beyond cutoff + skin), without the energy."""
+        return self._closest(self._distances(nbrs, batch.positions, batch.cells), nbrs, batch.n_systems)
+
     def _energy(self, batch: Batch, nbrs: Neighbours, r: torch.Tensor, cells: torch.Tensor):
         S, g, ke = batch.n_systems, self.g, GULP_COULOMB
         zeros = torch.zeros(S, dtype=self.dtype, device=self.device)
         q = self.charges[batch.species]
         si, sj = batch.species[nbrs.i], batch.species[nbrs.j]
-        d = r[nbrs.j] - r[nbrs.i] + torch.einsum("pk,pkm->pm", nbrs.shift, cells[nbrs.pair_system])
-        dist = torch.sqrt((d * d).sum(-1))
-        dmin = torch.full((S,), float("inf"), dtype=self.dtype, device=self.device)
-        dmin = dmin.scatter_reduce(0, nbrs.pair_system, dist.detach(), "amin")
+        dist = self._distances(nbrs, r, cells)
+        dmin = self._closest(dist, nbrs, S)
         rc = self.cutoff
         inside = dist <= rc
         safe = torch.where(inside, dist, torch.full_like(dist, rc))

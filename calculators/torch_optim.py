@@ -19,11 +19,27 @@ class Dofs:
     atoms: torch.Tensor
     cell: torch.Tensor
 
+    def zeros_like(self) -> Dofs:
+        return Dofs(torch.zeros_like(self.atoms), torch.zeros_like(self.cell))
+
+    def take(self, atoms_idx: torch.Tensor, sys_idx: torch.Tensor) -> Dofs:
+        """The rows of some structures: their atoms' and their cells'."""
+        return Dofs(self.atoms[atoms_idx], self.cell[sys_idx])
+
+    def join(self, other: Dofs) -> Dofs:
+        """``other``'s structures after this one's."""
+        return Dofs(torch.cat([self.atoms, other.atoms]), torch.cat([self.cell, other.cell]))
+
 
 def dot(a: Dofs, b: Dofs, system: torch.Tensor, n: int) -> torch.Tensor:
     """Per-structure inner products [S]."""
     out = torch.zeros(n, dtype=a.atoms.dtype, device=a.atoms.device).index_add(0, system, (a.atoms * b.atoms).sum(-1))
     return out + (a.cell * b.cell).sum((1, 2))
+
+
+def segment_max(values: torch.Tensor, segment: torch.Tensor, n: int) -> torch.Tensor:
+    """The largest of non-negative ``values`` in each of ``n`` segments (structures), 0 for an empty one."""
+    return torch.zeros(n, dtype=values.dtype, device=values.device).scatter_reduce(0, segment, values, "amax")
 
 
 def axpy(alpha: torch.Tensor, x: Dofs, y: Dofs, system: torch.Tensor) -> Dofs:
@@ -37,9 +53,8 @@ def scale(alpha: torch.Tensor, x: Dofs, system: torch.Tensor) -> Dofs:
 
 def cap_step(step: Dofs, maxstep: float, system: torch.Tensor, n: int) -> Dofs:
     """Scale each structure's step so no atom (or cell row) moves more than ``maxstep`` (ASE's rule)."""
-    longest = torch.zeros(n, dtype=step.atoms.dtype, device=step.atoms.device).scatter_reduce(
-        0, system, torch.linalg.norm(step.atoms, dim=1), "amax")
-    longest = torch.maximum(longest, torch.linalg.norm(step.cell, dim=2).amax(1))
+    longest = torch.maximum(segment_max(torch.linalg.norm(step.atoms, dim=1), system, n),
+                            torch.linalg.norm(step.cell, dim=2).amax(1))
     factor = torch.where(longest > maxstep, maxstep / longest.clamp(min=1e-300), torch.ones_like(longest))
     return scale(factor, step, system)
 
@@ -56,14 +71,17 @@ class FireState:
     @classmethod
     def new(cls, like: Dofs, n: int, dt: float = 0.1, a: float = 0.1) -> FireState:
         t = like.atoms
-        return cls(Dofs(torch.zeros_like(like.atoms), torch.zeros_like(like.cell)),
-                   torch.full((n,), dt, dtype=t.dtype, device=t.device),
+        return cls(like.zeros_like(), torch.full((n,), dt, dtype=t.dtype, device=t.device),
                    torch.full((n,), a, dtype=t.dtype, device=t.device),
                    torch.zeros(n, dtype=torch.long, device=t.device))
 
     def take(self, atoms_idx: torch.Tensor, sys_idx: torch.Tensor) -> FireState:
-        return FireState(Dofs(self.v.atoms[atoms_idx], self.v.cell[sys_idx]), self.dt[sys_idx], self.a[sys_idx],
-                         self.n_pos[sys_idx])
+        return FireState(self.v.take(atoms_idx, sys_idx), self.dt[sys_idx], self.a[sys_idx], self.n_pos[sys_idx])
+
+    def join(self, other: FireState) -> FireState:
+        cat = torch.cat
+        return FireState(self.v.join(other.v), cat([self.dt, other.dt]), cat([self.a, other.a]),
+                         cat([self.n_pos, other.n_pos]))
 
 
 def fire_step(state: FireState, force: Dofs, system: torch.Tensor, n: int, maxstep: float = 0.2,
@@ -108,17 +126,24 @@ class LbfgsState:
     @classmethod
     def new(cls, like: Dofs, n: int, memory: int = 20) -> LbfgsState:
         t = like.atoms
-        zeros = lambda: Dofs(torch.zeros_like(like.atoms), torch.zeros_like(like.cell))  # noqa: E731
-        return cls([zeros() for _ in range(memory)], [zeros() for _ in range(memory)],
+        return cls([like.zeros_like() for _ in range(memory)], [like.zeros_like() for _ in range(memory)],
                    torch.zeros((memory, n), dtype=t.dtype, device=t.device),
-                   torch.zeros((memory, n), dtype=torch.bool, device=t.device), zeros(), zeros(),
-                   torch.zeros(n, dtype=torch.bool, device=t.device))
+                   torch.zeros((memory, n), dtype=torch.bool, device=t.device), like.zeros_like(),
+                   like.zeros_like(), torch.zeros(n, dtype=torch.bool, device=t.device))
 
     def take(self, atoms_idx: torch.Tensor, sys_idx: torch.Tensor) -> LbfgsState:
-        pick = lambda d: Dofs(d.atoms[atoms_idx], d.cell[sys_idx])  # noqa: E731
+        pick = lambda d: d.take(atoms_idx, sys_idx)  # noqa: E731
         return LbfgsState([pick(d) for d in self.s], [pick(d) for d in self.y], self.rho[:, sys_idx],
                           self.valid[:, sys_idx], pick(self.x_prev), pick(self.g_prev), self.has_prev[sys_idx],
                           self.head)
+
+    def join(self, other: LbfgsState) -> LbfgsState:
+        """``other`` must be fresh (no history): its slots are invalid, so the ring positions need not agree."""
+        cat = torch.cat
+        return LbfgsState([a.join(b) for a, b in zip(self.s, other.s)], [a.join(b) for a, b in zip(self.y, other.y)],
+                          cat([self.rho, other.rho], 1), cat([self.valid, other.valid], 1),
+                          self.x_prev.join(other.x_prev), self.g_prev.join(other.g_prev),
+                          cat([self.has_prev, other.has_prev]), self.head)
 
     def forget(self, mask: torch.Tensor) -> None:
         """Drop the history of the masked structures (after an uphill step)."""
@@ -139,7 +164,7 @@ def lbfgs_step(state: LbfgsState, x: Dofs, grad: Dofs, system: torch.Tensor, n: 
     state.head = (k + 1) % len(state.s)
     m = len(state.s)
     order = [(state.head - 1 - i) % m for i in range(m)]  # newest first
-    q = Dofs(grad.atoms.clone(), grad.cell.clone())
+    q = grad
     alphas = {}
     for k in order:
         a = torch.where(state.valid[k], state.rho[k] * dot(state.s[k], q, system, n), torch.zeros_like(state.rho[k]))

@@ -24,8 +24,8 @@ from ase.units import GPa
 
 from rlcsp.calculators.library import Library
 from rlcsp.calculators.relax import FailureReason, RelaxResult, Relaxer, failed
-from rlcsp.calculators.torch_buckingham import Batch, Neighbours, TorchBuckingham, det3, inv3
-from rlcsp.calculators.torch_optim import Dofs, FireState, LbfgsState, fire_step, lbfgs_step
+from rlcsp.calculators.torch_buckingham import Batch, Neighbours, TorchBuckingham, det3, inv3, segment_ranges
+from rlcsp.calculators.torch_optim import Dofs, FireState, LbfgsState, fire_step, lbfgs_step, segment_max
 from rlcsp.exceptions import InvalidStructure, LibraryError, UnknownName
 
 OPTIMIZERS = ("fire", "lbfgs")
@@ -155,8 +155,7 @@ class TorchRelaxer(Relaxer):
         t = self._tick("evaluate_s", t)
         self.stats["evaluations"] += 1
         S, system, counts = batch.n_systems, batch.system, batch.counts
-        zeros = torch.zeros(S, dtype=r.dtype, device=r.device)
-        fmax = zeros.scatter_reduce(0, system, ev.forces.abs().amax(1), "amax")
+        fmax = segment_max(ev.forces.abs().amax(1), system, S)
         smax = (ev.virial / det3(H).abs()[:, None, None]).abs().amax((1, 2))
         e = ev.energy
         live = ~fl.done
@@ -174,9 +173,8 @@ class TorchRelaxer(Relaxer):
         moving = ~fl.done
         # unit-cell-filter gradient: dE/du = −f·F, dE/d(cF) = W·F⁻ᵀ / c
         opening = ~fl.opened & (smax > self.open_stress)
-        switched = fl.opened.clone()
-        fl.opened = fl.opened | ~opening
-        switched = fl.opened & ~switched
+        switched = ~fl.opened & ~opening  # the opening stage ends now
+        fl.opened = fl.opened | switched
         factor = (counts.to(e.dtype) * torch.where(opening, self.open_factor, self.cell_factor))[:, None, None]
         grad = Dofs(-torch.einsum("nj,njk->nk", ev.forces, fl.F[system]),
                     torch.bmm(ev.virial, inv3(fl.F).transpose(1, 2)) / factor)
@@ -202,14 +200,12 @@ class TorchRelaxer(Relaxer):
         than in arithmetic; between swaps only the lists about to break are rebuilt (share 1).
         """
         S = fl.batch.n_systems
-        disp = torch.zeros(S, dtype=r.dtype, device=r.device).scatter_reduce(
-            0, fl.batch.system, torch.linalg.norm(r - fl.r_ref, dim=1), "amax")
+        disp = segment_max(torch.linalg.norm(r - fl.r_ref, dim=1), fl.batch.system, S)
         strain = torch.linalg.matrix_norm(torch.bmm(inv3(fl.H_ref), H) - torch.eye(3, dtype=r.dtype,
                                                                                          device=r.device))
         stale = 2.0 * disp + strain * (self.model.cutoff + self.model.skin) > share * self.model.skin
         # a cell that blew up or went flat would need a vast image range: it has exploded, its list stays
-        reach = (self.model.cutoff + self.model.skin) * torch.linalg.norm(inv3(H), dim=1)
-        images = torch.prod(2.0 * torch.floor(reach + 0.5) + 1.0, dim=1)
+        images = (2 * self.model.image_ranges(H) + 1).prod(1)
         broken = ~fl.done & ((images > 20000) | (det3(H).abs() > self.max_volume * fl.batch.counts))
         fl.reason = torch.where(broken, 1, fl.reason)
         fl.done = fl.done | broken
@@ -256,7 +252,7 @@ class TorchRelaxer(Relaxer):
         if not finished:
             return
         r, H = fl.positions()
-        ptr = torch.cat([fl.batch.counts.new_zeros(1), torch.cumsum(fl.batch.counts, 0)]).tolist()
+        ptr = segment_ranges(fl.batch.counts).tolist()
         r, H = r.detach().cpu().numpy(), H.detach().cpu().numpy()
         host = {name: getattr(fl, name).cpu().tolist() for name in ("steps", "energy", "reason", "dmin")}
         done = []
@@ -278,8 +274,7 @@ class TorchRelaxer(Relaxer):
         batch = self.exact.batch([atoms for _, atoms, _ in done])
         ev = self.exact.evaluate(batch, self.exact.neighbours(batch))
         counts = batch.counts.cpu().tolist()
-        fmax = torch.zeros(len(done), dtype=ev.energy.dtype, device=ev.energy.device).scatter_reduce(
-            0, batch.system, ev.forces.abs().amax(1), "amax").cpu().tolist()
+        fmax = segment_max(ev.forces.abs().amax(1), batch.system, len(done)).cpu().tolist()
         smax = ev.stress(batch.cells).abs().amax((1, 2)).cpu().tolist()
         energy = ev.energy.cpu().tolist()
         for (k, atoms, steps), e, n, f, sm in zip(done, energy, counts, fmax, smax):
@@ -294,8 +289,7 @@ class TorchRelaxer(Relaxer):
         batch = self.model.batch(atoms_list)
         nbrs = self.model.neighbours(batch)
         self.stats["rebuilds"] += len(atoms_list)
-        ev = self.model.evaluate(batch, nbrs, forces=False)
-        close = (ev.min_distance < self.min_distance).tolist()
+        close = (self.model.closest(batch, nbrs) < self.min_distance).tolist()
         if any(close):  # refused up front, as LammpsRelaxer does
             for k, c in zip(index, close):
                 if c:
@@ -345,16 +339,6 @@ class TorchRelaxer(Relaxer):
                                torch.arange(b.batch.n_systems, device=b.u.device) + n_sys)
         per = ("u", "r_ref", "H0", "H_ref", "e0", "e_prev", "opened", "steps", "done", "reason", "energy", "dmin", "F")
         fields = {name: cat([getattr(a, name), getattr(b, name)]) for name in per}
-        return _Flight(batch=batch, nbrs=a.nbrs.join(shifted), state=_join_states(a.state, b.state),
+        return _Flight(batch=batch, nbrs=a.nbrs.join(shifted), state=a.state.join(b.state),
                        index=a.index + b.index, **fields)
 
-
-def _join_states(a: FireState | LbfgsState, b: FireState | LbfgsState) -> FireState | LbfgsState:
-    cat = torch.cat
-    join = lambda x, y: Dofs(cat([x.atoms, y.atoms]), cat([x.cell, y.cell]))  # noqa: E731
-    if isinstance(a, FireState):
-        return FireState(join(a.v, b.v), cat([a.dt, b.dt]), cat([a.a, b.a]), cat([a.n_pos, b.n_pos]))
-    # b is fresh (no history): its slots are invalid, so ring positions need not agree
-    return LbfgsState([join(x, y) for x, y in zip(a.s, b.s)], [join(x, y) for x, y in zip(a.y, b.y)],
-                      cat([a.rho, b.rho], 1), cat([a.valid, b.valid], 1), join(a.x_prev, b.x_prev),
-                      join(a.g_prev, b.g_prev), cat([a.has_prev, b.has_prev]), a.head)
