@@ -57,11 +57,10 @@ def run_share(base: dict[str, Any], walkers: list[tuple[str, int]], budget: int,
         from rlcsp.csp.lockstep import run_lockstep
 
         return run_lockstep(runs, db_url, progress=progress, on_done=on_done, **lockstep)
-    from rlcsp.csp.run import execute
+    from rlcsp.csp.run import execute, walker_log
 
     [(config, folder)] = runs
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / "walker.log", "a") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+    with walker_log(folder):
         return [execute(config, folder, progress=False, db_url=db_url)]
 
 

@@ -18,7 +18,7 @@ import json
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 from ase import Atoms
 
@@ -26,7 +26,7 @@ from rlcsp.calculators import get_relaxer
 from rlcsp.calculators.relax import Relaxer, RelaxResult
 from rlcsp.csp.config import SearchConfig, make_config
 from rlcsp.csp.propose import Proposal, relax_proposals
-from rlcsp.csp.run import WalkerRun
+from rlcsp.csp.run import WalkerRun, walker_log
 from rlcsp.csp.search import Search, relaxer_options
 from rlcsp.csp.stop import StopRequest
 from rlcsp.csp.walker import Walker
@@ -101,14 +101,6 @@ def _propose(due: dict[int, WalkerRun], pool: ProcessPoolExecutor | None) -> dic
     return out
 
 
-@contextlib.contextmanager
-def _walker_log(folder: Path) -> Iterator[None]:
-    """A walker's own messages go to its folder's walker.log, as compare's walkers on Dask do."""
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / "walker.log", "a") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
-        yield
-
-
 def run_lockstep(walkers: list[tuple[SearchConfig, str | Path]], db_url: str, device: str | None = None,
                  build_workers: int | None = None, progress: bool = False,
                  on_done: Callable[[int, dict], None] | None = None) -> list[dict]:
@@ -146,7 +138,7 @@ def run_lockstep(walkers: list[tuple[SearchConfig, str | Path]], db_url: str, de
 
     try:
         for i, (config, folder) in enumerate(walkers):
-            with _walker_log(Path(folder)):
+            with walker_log(Path(folder)):
                 run = WalkerRun(config, folder, progress=False, store=store, relaxer=relaxer, batched=True)
             if run.done is not None:
                 done(i, run.done)
@@ -174,7 +166,7 @@ def run_lockstep(walkers: list[tuple[SearchConfig, str | Path]], db_url: str, de
                     if reason is None:
                         due[i] = run
                     else:
-                        with _walker_log(run.out):
+                        with walker_log(run.out):
                             summary = run.finish(run.search.end_segment(reason))
                         done(i, summary)
                 proposals = _propose(due, pool)

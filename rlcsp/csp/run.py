@@ -1,10 +1,12 @@
 """Run one search from a config: the store, progress bar, output files and summary (``rlcsp run``)."""
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 from ase import Atoms
 from ase.io import read
@@ -134,6 +136,14 @@ def _folder_decision(store, out: Path, config: SearchConfig, new_run: bool) -> t
         if path.is_file() and path.name not in ("rlcsp.db", "rlcsp.db-wal", "rlcsp.db-shm"):
             path.rename(keep / path.name)
     return "new", None
+
+
+@contextlib.contextmanager
+def walker_log(folder: Path) -> Iterator[None]:
+    """A walker's own messages go to its folder's walker.log (compare's walkers, alone on Dask or in lockstep)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "walker.log", "a") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+        yield
 
 
 class WalkerRun:
