@@ -17,7 +17,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from ase import Atoms
 from ase.units import GPa
@@ -297,7 +296,7 @@ class TorchRelaxer(Relaxer):
                                         f"atoms closer than {self.min_distance} A; refusing to relax", started)
             kept = [a for a, c in zip(atoms_list, close) if not c]
             return self._admit(kept, [k for k, c in zip(index, close) if not c], results, started) if kept else None
-        S, N = batch.n_systems, len(batch.positions)
+        S = batch.n_systems
         dev, dt = batch.positions.device, batch.positions.dtype
         eye = torch.eye(3, dtype=dt, device=dev).expand(S, 3, 3).clone()
         like = Dofs(batch.positions, batch.cells)
