@@ -53,14 +53,12 @@ def _candidates(job: tuple[str, int, int]) -> list:
     search = Search(make_config(load_script(ROOT / "inputs" / f"{comp}.py"), seed=seed), relaxer=object())
     out = []
     while len(out) < n:
-        genome, atoms, _ = search.random_structure()
-        kind = "random"
-        if len(out) % 2:
-            walker = Walker(genome, atoms, 0.0, genome, atoms, 0.0, search.config.temperature)
-            _, genome, atoms, _, _ = search.build(walker, search.state(walker))
-            kind = "move"
-        atoms = search._rattle(atoms)
-        atoms.info.update(kind=kind, comp=comp)
+        search.walker = None
+        if len(out) % 2:  # a walker at a random structure, whose move the search proposes
+            genome, atoms, _ = search.random_structure()
+            search.walker = Walker(genome, atoms, 0.0, genome, atoms, 0.0, search.config.temperature)
+        atoms = search.propose().atoms
+        atoms.info.update(kind="move" if len(out) % 2 else "random", comp=comp)
         out.append(atoms)
     return out
 
