@@ -14,6 +14,7 @@ earlier run in them, are left alone).
     python bench/csp_fuse_policies.py --compositions y2ti2o7 sry2o4 --policies original uniform --seeds 4
     python bench/csp_fuse_policies.py --compositions y2ti2o7 --seeds 2 --first-seed 5   # two more seeds
     python bench/csp_fuse_policies.py --fuse 1.06 --policies uniform --tag csp_fuse106   # FUSE 1.06's own loop
+    python bench/csp_fuse_policies.py --fuse 1.06 --policies uniform --tag csp_fuse106 --resume  # go on after a stop
 
 The mode (``--fuse``, ``--quirks``, ``--without``) is checked against what every walker's summary.json says it
 ran with (``settings.mode``), and the table gives per row the share of relaxations per move, the pass rate of
@@ -44,7 +45,11 @@ REFERENCE = {  # runs of 40 that reached the GM: Original / Uniform / RLCSP (sha
 
 
 def current_commit() -> str:
-    """The commit the walkers run, marked dirty when tracked code differs from it (results written so far aside)."""
+    """The commit the walkers run, marked dirty when tracked code differs from it (results written so far aside);
+    RLCSP_COMMIT where the tree was copied without its history (the device machine)."""
+    if os.environ.get("RLCSP_COMMIT"):
+        return os.environ["RLCSP_COMMIT"]
+
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
 
@@ -64,11 +69,14 @@ def init_worker(stopping) -> None:
 
 
 def walker(script: str, policy: str, seed: int, budget: int, out: str, mode: dict, commit: str,
-           calculator: str | None = None) -> dict | None:
-    """One search in a worker process, in a fresh output folder (never resuming an older bench run).
+           calculator: str | None = None, resume: bool = False) -> dict | None:
+    """One search in a worker process, in a fresh output folder unless ``resume``.
 
-    Once the bench is stopping, a walker that has not started yet returns None and leaves its folder alone, so an
-    earlier run kept there is not wiped by a job that would only be stopped at once.
+    With ``resume`` a walker cut short by an earlier invocation of the same commit continues from its last stored
+    step (the run's own exact resume) and a finished one is only reported; a folder of another commit is refused,
+    so one walker never mixes two versions of the code. Once the bench is stopping, a walker that has not started
+    yet returns None and leaves its folder alone, so an earlier run kept there is not wiped by a job that would
+    only be stopped at once.
     """
     import shutil
 
@@ -77,9 +85,15 @@ def walker(script: str, policy: str, seed: int, budget: int, out: str, mode: dic
 
     if STOPPING is not None and STOPPING.is_set():
         return None
-    shutil.rmtree(out, ignore_errors=True)
-    Path(out).mkdir(parents=True)
-    (Path(out) / WALKER_COMMIT).write_text(commit)
+    folder = Path(out)
+    if resume and (folder / WALKER_COMMIT).exists():
+        if walker_commit(folder) != commit:
+            raise SystemExit(f"{folder} was run by {walker_commit(folder)}, this bench is {commit}: "
+                             "resume with that commit, or drop --resume to start it again")
+    else:
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        (folder / WALKER_COMMIT).write_text(commit)
     config = make_config(load_script(script), policy=policy, seed=seed, budget=budget, calculator=calculator,
                          **mode)
     summary = execute(config, out, progress=False)
@@ -264,6 +278,9 @@ def main() -> None:
     parser.add_argument("--without", metavar="A,B", help="quirks of the --fuse profile switched off")
     parser.add_argument("--calculator", help="relaxer for every walker (default: the scripts' own, LAMMPS "
                         "Buckingham); e.g. gulp where a gulp binary exists, with another --tag")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue walkers an earlier invocation of the same commit cut short (finished ones are "
+                        "only reported), e.g. across the device machine's 10-minute calls")
     parser.add_argument("--report-only", action="store_true",
                         help="write the table from the walkers' folders (finished and still running) and exit")
     args = parser.parse_args()
@@ -286,7 +303,7 @@ def main() -> None:
     with ProcessPoolExecutor(max_workers=args.workers, initializer=init_worker, initargs=(stopping,)) as pool:
         futures = {pool.submit(walker, str(ROOT / "inputs" / f"{c}.py"), p, s, args.budget,
                                str(walker_folder(args, (c, p, s))), mode_options(args), commit,
-                               args.calculator): (c, p, s)
+                               args.calculator, args.resume): (c, p, s)
                    for c, p, s in jobs}
         asked: list[str] = []
 
