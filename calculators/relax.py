@@ -11,6 +11,7 @@ import warnings
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any
 
 import numpy as np
 from ase import Atoms
@@ -77,8 +78,45 @@ class Relaxer(ABC):
     def relax(self, structures: list[Atoms]) -> list[RelaxResult]:
         return [self.relax_one(atoms) for atoms in structures]
 
+    def stream(self) -> RelaxStream:
+        """Structures submitted one by one, results handed back as they finish (see RelaxStream)."""
+        return RelaxStream(self)
+
     def close(self) -> None:
         """Release engine resources (LAMMPS instances, subprocesses)."""
+
+
+class RelaxStream:
+    """Relaxations that enter and leave one at a time, so that a caller never waits for the slowest of a group.
+
+    ``submit`` queues a structure under a key; ``poll`` works until at least one queued structure has finished
+    and returns ``(key, result, seconds)`` for every one that has, where seconds is its share of the poll's wall
+    time. This base stream relaxes everything submitted since the last poll with one ``relax`` call, the round a
+    batch relaxer would make anyway; a batched relaxer streams for real (TorchRelaxer's in-flight refill), so a
+    structure submitted while others relax joins them at the next refill.
+    """
+
+    def __init__(self, relaxer: Relaxer):
+        self.relaxer = relaxer
+        self._queue: list[tuple[Any, Atoms]] = []
+
+    def submit(self, key: Any, atoms: Atoms) -> None:
+        self._queue.append((key, atoms))
+
+    @property
+    def pending(self) -> int:
+        """Structures submitted and not yet handed back."""
+        return len(self._queue)
+
+    def poll(self) -> list[tuple[Any, RelaxResult, float]]:
+        if not self._queue:
+            return []
+        keys, structures = zip(*self._queue)
+        self._queue = []
+        started = time.perf_counter()
+        results = self.relaxer.relax(list(structures))
+        share = (time.perf_counter() - started) / len(results)
+        return [(key, result, share) for key, result in zip(keys, results)]
 
 
 OPTIMIZERS = {"FIRE": "ase.optimize.FIRE", "BFGS": "ase.optimize.BFGS", "LBFGS": "ase.optimize.LBFGS",

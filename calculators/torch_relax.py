@@ -14,15 +14,17 @@ anions that get that close then collapse). Reported energies always use the exac
 from __future__ import annotations
 
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from ase import Atoms
 from ase.units import GPa
 
 from rlcsp.calculators.library import Library
-from rlcsp.calculators.relax import FailureReason, RelaxResult, Relaxer, failed
+from rlcsp.calculators.relax import FailureReason, RelaxResult, Relaxer, RelaxStream, failed
 from rlcsp.calculators.torch_buckingham import Batch, Neighbours, TorchBuckingham, det3, inv3, segment_ranges
 from rlcsp.calculators.torch_optim import Dofs, FireState, LbfgsState, fire_step, lbfgs_step, segment_max
 from rlcsp.exceptions import InvalidStructure, LibraryError, UnknownName
@@ -117,32 +119,21 @@ class TorchRelaxer(Relaxer):
 
     def relax(self, structures: list[Atoms]) -> list[RelaxResult]:
         started = time.perf_counter()
-        results: list[RelaxResult | None] = [None] * len(structures)
-        queue = []
+        stream = self.stream()
         for k, atoms in enumerate(structures):
-            try:
-                self.model.batch([atoms])
-                queue.append(k)
-            except (InvalidStructure, LibraryError) as err:
-                results[k] = failed(atoms, FailureReason.INVALID_STRUCTURE, str(err), started)
-        queue.reverse()  # pop() from the end keeps the input order
-        flight: _Flight | None = None
-        step = 0
-        self.stats = {"steps": 0, "rebuilds": 0, "evaluations": 0}
-        while queue or flight is not None:
-            if flight is None or step % self.swap_every == 0:
-                t = time.perf_counter()
-                flight = self._swap(flight, queue, structures, results, started)
-                self._tick("swap_s", t)
-                if flight is None:
-                    continue
-            self._step(flight, step % self.swap_every == 0)
-            step += 1
-        self.stats["steps"] = step
+            stream.submit(k, atoms)
+        results: list[RelaxResult | None] = [None] * len(structures)
+        while stream.pending:
+            for k, result, _ in stream.poll():
+                results[k] = result
         self.stats["wall_s"] = wall = time.perf_counter() - started
         for result in results:  # one batch's time, shared
             result.wall_s = wall / len(results)
         return results
+
+    def stream(self) -> TorchStream:
+        self.stats = {"steps": 0, "rebuilds": 0, "evaluations": 0}
+        return TorchStream(self)
 
     def _step(self, fl: _Flight, swap: bool) -> None:
         t = time.perf_counter()
@@ -225,18 +216,18 @@ class TorchRelaxer(Relaxer):
 
     # -- retire and admit ----------------------------------------------------------------------------
 
-    def _swap(self, fl: _Flight | None, queue: list[int], structures: list[Atoms], results: list,
+    def _swap(self, fl: _Flight | None, queue: deque[int], structures: dict[int, Atoms], results: dict,
               started: float) -> _Flight | None:
         budget = self.batch_atoms
-        if fl is not None:
+        if fl is not None and bool(fl.done.any()):
             self._retire(fl, structures, results, started)
             keep = ~fl.done
             fl = self._take(fl, keep) if bool(keep.any()) else None
-            budget -= 0 if fl is None else len(fl.u)
+        budget -= 0 if fl is None else len(fl.u)
         new: list[int] = []
         room = (self.batch_size or len(structures)) - (0 if fl is None else fl.batch.n_systems)
-        while queue and (not new and fl is None or (len(structures[queue[-1]]) <= budget and len(new) < room)):
-            k = queue.pop()
+        while queue and (not new and fl is None or (len(structures[queue[0]]) <= budget and len(new) < room)):
+            k = queue.popleft()
             new.append(k)
             budget -= len(structures[k])
         if not new:
@@ -246,7 +237,7 @@ class TorchRelaxer(Relaxer):
             return fl
         return admitted if fl is None else self._merge(fl, admitted)
 
-    def _retire(self, fl: _Flight, structures: list[Atoms], results: list, started: float) -> None:
+    def _retire(self, fl: _Flight, structures: dict[int, Atoms], results: dict, started: float) -> None:
         finished = torch.nonzero(fl.done).squeeze(1).tolist()
         if not finished:
             return
@@ -284,7 +275,7 @@ class TorchRelaxer(Relaxer):
                 message="" if converged else f"after {steps} steps fmax {f:.3g} eV/A, max stress {sm / GPa:.3g} GPa",
                 fmax=f, max_stress=sm)
 
-    def _admit(self, atoms_list: list[Atoms], index: list[int], results: list, started: float) -> _Flight | None:
+    def _admit(self, atoms_list: list[Atoms], index: list[int], results: dict, started: float) -> _Flight | None:
         batch = self.model.batch(atoms_list)
         nbrs = self.model.neighbours(batch)
         self.stats["rebuilds"] += len(atoms_list)
@@ -341,3 +332,60 @@ class TorchRelaxer(Relaxer):
         return _Flight(batch=batch, nbrs=a.nbrs.join(shifted), state=a.state.join(b.state),
                        index=a.index + b.index, **fields)
 
+
+
+class TorchStream(RelaxStream):
+    """The relaxer's in-flight batch as a stream: a structure submitted while others relax waits in the queue
+    and joins at the next refill (every ``swap_every`` steps); ``poll`` steps the batch until a refill hands
+    structures back. Only the refill schedule is shared, and each structure's variables, history and pair list
+    are its own, so a structure relaxes the same whenever it joins, up to rounding: its energies and forces are
+    bitwise those it has alone, but its path can differ in the last bits with the batch around it (final energies
+    within 1e-7 eV/atom on Y2Ti2O7 candidates). So the same walkers with the same seeds repeat exactly, and a
+    walker alone agrees with itself in a batch to that level (tests/rlcsp/csp/test_lockstep.py).
+    """
+
+    def __init__(self, relaxer: TorchRelaxer):
+        super().__init__(relaxer)
+        self._structures: dict[int, Atoms] = {}
+        self._keys: dict[int, Any] = {}
+        self._waiting: deque[int] = deque()
+        self._ready: dict[int, RelaxResult] = {}
+        self._flight: _Flight | None = None
+        self._step = 0
+        self._next = 0
+
+    def submit(self, key: Any, atoms: Atoms) -> None:
+        k = self._next
+        self._next += 1
+        self._structures[k], self._keys[k] = atoms, key
+        try:
+            self.relaxer.model.batch([atoms])
+            self._waiting.append(k)
+        except (InvalidStructure, LibraryError) as err:
+            self._ready[k] = failed(atoms, FailureReason.INVALID_STRUCTURE, str(err), time.perf_counter())
+
+    @property
+    def pending(self) -> int:
+        return len(self._keys)
+
+    def poll(self) -> list[tuple[Any, RelaxResult, float]]:
+        r = self.relaxer
+        started = time.perf_counter()
+        while not self._ready and (self._waiting or self._flight is not None):
+            if self._flight is None or self._step % r.swap_every == 0:
+                t = time.perf_counter()
+                self._flight = r._swap(self._flight, self._waiting, self._structures, self._ready, started)
+                r._tick("swap_s", t)
+                if self._ready or self._flight is None:
+                    continue
+            r._step(self._flight, self._step % r.swap_every == 0)
+            self._step += 1
+        r.stats["steps"] = self._step
+        ready, self._ready = self._ready, {}
+        share = (time.perf_counter() - started) / max(len(ready), 1)
+        out = []
+        for k, result in ready.items():
+            result.wall_s = share
+            out.append((self._keys.pop(k), result, share))
+            del self._structures[k]
+        return out

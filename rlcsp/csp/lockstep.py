@@ -1,11 +1,14 @@
-"""Lockstep walkers: many searches advance together, and each round's candidates relax as one batch.
+"""Lockstep walkers: many searches advance together, their candidates relaxing side by side in one batch.
 
 Every walker is a normal run (rlcsp.csp.run.WalkerRun): its own config, seed stream, policy, folder and run in
-the store, resumed from its last stored step after a crash. A round asks every walker whether a relaxation is
-due (``Search.advance``), collects their proposals, relaxes them with one ``relaxer.relax`` call (a GPU relaxer
-then works on all of them at once), lets every walker settle its own result, and stores the round's records.
-Nothing a walker draws depends on the others, so its trajectory is exactly the one it has alone with the same
-relaxer; walkers in different phases (initial population, search) mix freely and finished ones drop out.
+the store, resumed from its last stored step after a crash. The driver asks every walker without a candidate in
+flight whether a relaxation is due (``Search.advance``), submits their proposals to the relaxer's stream
+(``Relaxer.stream``), and settles each walker as soon as its own result comes back, storing its record. A plain
+relaxer's stream relaxes each such group with one ``relax`` call (rounds); a batched one (TorchRelaxer) keeps its
+batch full: a walker whose relaxation finished proposes again and its candidate joins the batch at the next
+refill, so no walker waits for the slowest relaxation of a round. Nothing a walker draws depends on the others,
+so its trajectory is exactly the one it has alone with the same relaxer; walkers in different phases (initial
+population, search) mix freely and finished ones drop out.
 
 Proposals can be built in a pool of processes (``build_workers``), since random genomes pass the checks only 1
 time in 25-677: a proposal is a function of the walker and its build state alone (``Search.build_state``: RNG,
@@ -25,7 +28,7 @@ from ase import Atoms
 from rlcsp.calculators import get_relaxer
 from rlcsp.calculators.relax import Relaxer, RelaxResult
 from rlcsp.csp.config import SearchConfig, make_config
-from rlcsp.csp.propose import Proposal, relax_proposals
+from rlcsp.csp.propose import Proposal
 from rlcsp.csp.run import WalkerRun, walker_log
 from rlcsp.csp.search import Search, relaxer_options
 from rlcsp.csp.stop import StopRequest
@@ -155,9 +158,13 @@ def run_lockstep(walkers: list[tuple[SearchConfig, str | Path]], db_url: str, de
                                            unit="relax", disable=not progress, dynamic_ncols=True, desc="lockstep"))
             stops = {i: StopRequest(run.stop_file, lambda run=run: signals() or run.extra_stop())
                      for i, run in runs.items()}
+            stream = relaxer.stream()
+            flying: dict[int, Proposal] = {}  # walkers whose candidate is with the relaxer
             while runs:
                 due = {}
                 for i, run in list(runs.items()):
+                    if i in flying:
+                        continue
                     try:
                         reason = run.search.advance(stops[i])
                     except RlcspError as err:
@@ -170,14 +177,21 @@ def run_lockstep(walkers: list[tuple[SearchConfig, str | Path]], db_url: str, de
                             summary = run.finish(run.search.end_segment(reason))
                         done(i, summary)
                 proposals = _propose(due, pool)
-                for i in [i for i, p in proposals.items() if isinstance(p, RlcspError)]:
-                    failed(i, proposals.pop(i))
-                results = relax_proposals(relaxer, list(proposals.values()))
-                for (i, proposal), (result, relax_s) in zip(proposals.items(), results):
+                settled = []
+                for i, proposal in proposals.items():
+                    if isinstance(proposal, RlcspError):
+                        failed(i, proposal)
+                    elif proposal.screened is not None:  # failed before any relaxation (GULP's inner cut)
+                        settled.append((i, proposal, proposal.screened, 0.0))
+                    else:
+                        stream.submit(i, proposal.atoms)
+                        flying[i] = proposal
+                if stream.pending:
+                    settled += [(i, flying.pop(i), result, relax_s) for i, result, relax_s in stream.poll()]
+                for i, proposal, result, relax_s in settled:
                     runs[i].search.settle(proposal, result, relax_s)
-                for i in proposals:
                     runs[i].flush()
-                bar.update(len(proposals))
+                bar.update(len(settled))
                 bar.set_postfix(walkers=len(runs))
     except BaseException:
         for run in runs.values():
