@@ -9,7 +9,13 @@ several in-flight batch sizes (optimiser and below-1.2 Å convention as options)
     python bench/gpu_throughput.py candidates --n 2048 --workers 16 --out runs/candidates
     python bench/gpu_throughput.py relax --candidates runs/candidates --device cuda --batch 512 2048 8192
     python bench/gpu_throughput.py relax --candidates runs/candidates --device cpu --batch 64 --limit 64 --peer
+    python bench/gpu_throughput.py walkers --device cuda --walkers 1024 --budget 12 --build-workers 14
     python bench/gpu_throughput.py report bench/results/gpu_throughput_*.json
+
+``walkers`` measures the whole loop: that many lockstep walkers (seeds 1..N, each its own run in one SQLite
+store) streaming their candidates through one TorchRelaxer, as ``rlcsp compare --device`` runs them, with the
+seconds spent advancing, building, relaxing, settling and storing; ``--rounds`` makes every group of walkers wait
+for its slowest relaxation instead, for comparison.
 """
 from __future__ import annotations
 
@@ -172,6 +178,55 @@ def peer(theirs: tuple[list, float], mine: list, target: float, row: dict) -> di
     return out
 
 
+def walkers(args: argparse.Namespace) -> None:
+    """End-to-end lockstep walkers: relaxations per second of the whole loop, and where the time goes."""
+    import tempfile
+
+    import torch
+
+    from rlcsp.csp.config import load_script, make_config
+    from rlcsp.csp.lockstep import run_lockstep
+
+    script = load_script(ROOT / "inputs" / f"{args.composition}.py")
+    configs = [make_config(script, policy=args.policy, seed=seed, budget=args.budget, fuse=args.fuse,
+                           initial_population=args.initial_population, calculator="torch-buckingham")
+               for seed in range(1, args.walkers + 1)]
+    with tempfile.TemporaryDirectory() as tmp:
+        timings: dict[str, float] = {}
+        start = time.perf_counter()
+        summaries = run_lockstep([(c, Path(tmp) / f"w{c.seed}") for c in configs], f"sqlite:///{tmp}/walkers.db",
+                                 device=args.device, build_workers=args.build_workers or None, progress=True,
+                                 rounds=args.rounds, timings=timings)
+        wall = time.perf_counter() - start
+    errors = [s["error"] for s in summaries if "error" in s]
+    relaxations = sum(s.get("relaxations", 0) for s in summaries)
+    row = {"composition": args.composition, "device": args.device, "walkers": args.walkers, "budget": args.budget,
+           "initial_population": args.initial_population, "policy": args.policy, "fuse": args.fuse,
+           "rounds": args.rounds, "build_workers": args.build_workers, "threads": torch.get_num_threads(),
+           "commit": commit(), "relaxations": relaxations, "wall_s": round(wall, 2),
+           "walker_relax_per_s": round(relaxations / wall, 2),
+           "relaxer_relax_per_s": round(relaxations / timings["relax_s"], 2) if timings.get("relax_s") else None,
+           "time_share": {k: round(v / wall, 3) for k, v in timings.items()}, "errors": errors[:3]}
+    print(json.dumps(row), flush=True)
+    rows = json.loads(args.output.read_text()) if args.output.exists() else []
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(rows + [row], indent=1) + "\n")
+    print(walker_table(rows + [row]))
+
+
+def walker_table(rows: list[dict]) -> str:
+    head = ("| composition | device | walkers | budget | schedule | build workers | walker relax/s | relaxer alone "
+            "relax/s | share: advance / build / relax / settle / store | commit |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rows:
+        share = " / ".join(f"{100 * r['time_share'].get(k, 0):.0f} %" for k in
+                           ("advance_s", "propose_s", "relax_s", "settle_s", "store_s"))
+        lines.append(f"| {r['composition']} | {r['device']} | {r['walkers']} | {r['budget']} | "
+                     f"{'rounds' if r['rounds'] else 'stream'} | {r['build_workers'] or 0} | "
+                     f"{r['walker_relax_per_s']} | {r['relaxer_relax_per_s']} | {share} | {r['commit']} |")
+    return "\n".join(lines)
+
+
 def table(rows: list[dict]) -> str:
     head = ("| composition | device | batch | optimizer | inner | opening | relax/s | × LAMMPS core | median steps | "
             "p90 | collapse | LAMMPS collapse | converged | GM | commit |")
@@ -210,6 +265,17 @@ def main() -> None:
     rel.add_argument("--peer", action="store_true", help="also LammpsRelaxer on one core, same candidates")
     rel.add_argument("--peer-n", type=int, default=64, help="candidates the peer relaxes")
     rel.add_argument("--output", type=Path, default=RESULTS / "gpu_throughput.json", help="JSON rows")
+    walk = sub.add_parser("walkers", help="end-to-end lockstep walkers on one device")
+    walk.add_argument("--composition", default="y2ti2o7", help="input script by name")
+    walk.add_argument("--walkers", type=int, default=64, help="walkers (seeds 1..N)")
+    walk.add_argument("--budget", type=int, default=12, help="relaxations per walker")
+    walk.add_argument("--initial-population", type=int, default=4, help="random structures per walker")
+    walk.add_argument("--policy", default="uniform")
+    walk.add_argument("--fuse", choices=("1.04", "1.06"), default=None, help="FUSE profile")
+    walk.add_argument("--device", default="cpu", help="torch device: cpu or cuda")
+    walk.add_argument("--build-workers", type=int, default=0, help="processes building candidates")
+    walk.add_argument("--rounds", action="store_true", help="wait for each group's slowest relaxation")
+    walk.add_argument("--output", type=Path, default=RESULTS / "gpu_walkers.json", help="JSON rows (appended)")
     rep = sub.add_parser("report", help="print the table of earlier JSON files")
     rep.add_argument("files", nargs="+", type=Path, help="JSON files from relax")
     args = parser.parse_args()
@@ -217,6 +283,8 @@ def main() -> None:
         make_candidates(args)
     elif args.command == "relax":
         relax(args)
+    elif args.command == "walkers":
+        walkers(args)
     else:
         print(table([row for f in args.files for row in json.loads(f.read_text())]))
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
@@ -26,7 +27,7 @@ from typing import Any, Callable
 from ase import Atoms
 
 from rlcsp.calculators import get_relaxer
-from rlcsp.calculators.relax import Relaxer, RelaxResult
+from rlcsp.calculators.relax import Relaxer, RelaxResult, RelaxStream
 from rlcsp.csp.config import SearchConfig, make_config
 from rlcsp.csp.propose import Proposal
 from rlcsp.csp.run import WalkerRun, walker_log
@@ -104,9 +105,27 @@ def _propose(due: dict[int, WalkerRun], pool: ProcessPoolExecutor | None) -> dic
     return out
 
 
+class Timings:
+    """Seconds per phase of the driver loop, added into a caller's dict (nothing kept when it gives none)."""
+
+    def __init__(self, into: dict[str, float] | None):
+        self.into = into
+        self.since = 0.0
+
+    def start(self) -> None:
+        self.since = time.perf_counter()
+
+    def lap(self, phase: str) -> None:
+        if self.into is not None:
+            now = time.perf_counter()
+            self.into[phase] = self.into.get(phase, 0.0) + now - self.since
+            self.since = now
+
+
 def run_lockstep(walkers: list[tuple[SearchConfig, str | Path]], db_url: str, device: str | None = None,
                  build_workers: int | None = None, progress: bool = False,
-                 on_done: Callable[[int, dict], None] | None = None) -> list[dict]:
+                 on_done: Callable[[int, dict], None] | None = None, rounds: bool = False,
+                 timings: dict[str, float] | None = None) -> list[dict]:
     """Run (or continue) every (config, folder) walker in lockstep, all recording into the store ``db_url``.
 
     Returns each walker's summary in order, or ``{"error": ...}`` for one that could not go on (the others do).
@@ -158,10 +177,12 @@ def run_lockstep(walkers: list[tuple[SearchConfig, str | Path]], db_url: str, de
                                            unit="relax", disable=not progress, dynamic_ncols=True, desc="lockstep"))
             stops = {i: StopRequest(run.stop_file, lambda run=run: signals() or run.extra_stop())
                      for i, run in runs.items()}
-            stream = relaxer.stream()
+            stream = RelaxStream(relaxer) if rounds else relaxer.stream()
+            clock = Timings(timings)
             flying: dict[int, Proposal] = {}  # walkers whose candidate is with the relaxer
             while runs:
                 due = {}
+                clock.start()
                 for i, run in list(runs.items()):
                     if i in flying:
                         continue
@@ -176,7 +197,9 @@ def run_lockstep(walkers: list[tuple[SearchConfig, str | Path]], db_url: str, de
                         with walker_log(run.out):
                             summary = run.finish(run.search.end_segment(reason))
                         done(i, summary)
+                clock.lap("advance_s")
                 proposals = _propose(due, pool)
+                clock.lap("propose_s")
                 settled = []
                 for i, proposal in proposals.items():
                     if isinstance(proposal, RlcspError):
@@ -188,9 +211,13 @@ def run_lockstep(walkers: list[tuple[SearchConfig, str | Path]], db_url: str, de
                         flying[i] = proposal
                 if stream.pending:
                     settled += [(i, flying.pop(i), result, relax_s) for i, result, relax_s in stream.poll()]
+                clock.lap("relax_s")
                 for i, proposal, result, relax_s in settled:
                     runs[i].search.settle(proposal, result, relax_s)
+                clock.lap("settle_s")
+                for i, *_ in settled:
                     runs[i].flush()
+                clock.lap("store_s")
                 bar.update(len(settled))
                 bar.set_postfix(walkers=len(runs))
     except BaseException:
