@@ -350,8 +350,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, help="local worker processes (default: one per core; with --lockstep, "
                                                "1: every walker in this process, N: N shares of the walkers)")
     p.add_argument("--lockstep", action="store_true",
-                   help="advance the walkers together and relax each round's candidates as one batch; every "
-                        "walker's trajectory stays the one it has alone")
+                   help="advance the walkers together in one process, their candidates relaxing side by side "
+                        "(the relaxer's stream); with LAMMPS every walker's trajectory stays the one it has alone")
     p.add_argument("--device", help="relax the lockstep batches on this device, e.g. cuda (implies --lockstep; "
                                     "cpu: the script's engine as it is)")
     p.add_argument("--build-workers", type=int, metavar="N",
