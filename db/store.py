@@ -7,6 +7,7 @@ and continues exactly as if it had never stopped.
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import asdict
 from typing import Any, Callable
@@ -89,7 +90,7 @@ class Store:
         keys = ("id", "name", "composition", "policy", "policy_id", "seed", "calculator", "config", "status",
                 "best_energy", "gm_relaxation", "relaxations", "state", "created_at", "updated_at")
         info = dict(zip(keys, rows[0]))
-        info["config"] = json.loads(info["config"])
+        info["config"] = _in_formula_order(json.loads(info["config"]), info["composition"])
         info["state"] = json.loads(info["state"]) if info["state"] else None
         return info
 
@@ -305,3 +306,17 @@ class Store:
         rows = self.db.query("SELECT step, value FROM metrics WHERE run_id = ? AND name = ? ORDER BY id",
                              (run_id, name))
         return [(r[0], r[1]) for r in rows]
+
+
+def _in_formula_order(config: dict[str, Any], formula: str | None) -> dict[str, Any]:
+    """The stored config with its composition's elements back in the order of the run's formula.
+
+    Configs are stored as sorted JSON (so equal searches compare equal), which puts Y2Ti2O7's elements in the
+    order O, Ti, Y; the element order is the formula unit's (genomes, labels), so a resumed run takes it back from
+    the formula stored beside the config instead of calling itself O7Ti2Y2.
+    """
+    composition = config.get("composition")
+    order = re.findall(r"[A-Z][a-z]?", formula or "")
+    if isinstance(composition, dict) and sorted(order) == sorted(composition):
+        config["composition"] = {element: composition[element] for element in order}
+    return config

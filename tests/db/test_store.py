@@ -80,6 +80,11 @@ def test_a_run_stopped_by_its_stop_file_continues_when_rerun(db_url, tmp_path):
     second = execute(config, out, progress=False, db_url=db_url)
     assert second["run_id"] == first["run_id"]
     assert second["stop_reason"] == "budget exhausted" and second["relaxations"] == 20
+    # the stored config is sorted JSON; the resumed run keeps its formula's element order (not O3Y2)
+    assert first["composition"] == second["composition"] == "Y2O3"
+    store = Store(db_url)
+    assert list(store.run_info(second["run_id"])["config"]["composition"]) == ["Y", "O"]
+    store.close()
 
 
 def _run_cli(script: Path, out: Path, db_url: str, seed: int) -> subprocess.Popen:
