@@ -189,11 +189,17 @@ class TorchRelaxer(Relaxer):
         steps (share 0.5) gathers most rebuilds into a few large calls, since each call costs more in launches
         than in arithmetic; between swaps only the lists about to break are rebuilt (share 1).
         """
-        S = fl.batch.n_systems
-        disp = segment_max(torch.linalg.norm(r - fl.r_ref, dim=1), fl.batch.system, S)
-        strain = torch.linalg.matrix_norm(torch.bmm(inv3(fl.H_ref), H) - torch.eye(3, dtype=r.dtype,
-                                                                                         device=r.device))
-        stale = 2.0 * disp + strain * (self.model.cutoff + self.model.skin) > share * self.model.skin
+        S, rc, skin = fl.batch.n_systems, self.model.cutoff, self.model.skin
+        # Since the build, the cell deformed by M (H = H_ref·M) and atoms moved by u beyond that affine motion: a
+        # pair vector is d_ref·M + (u_j − u_i), so only contraction (M's smallest singular value) and u can bring
+        # a pair from beyond rc + skin inside rc, and only expansion (the largest) can bring a k-vector from
+        # beyond the list's kmax·(1 + skin/rc) inside kmax. An opening cell expands a lot and contracts nowhere.
+        M = torch.bmm(inv3(fl.H_ref), H)
+        sv = torch.linalg.svdvals(M)
+        affine = torch.einsum("nj,njk->nk", fl.r_ref, M[fl.batch.system])
+        disp = segment_max(torch.linalg.norm(r - affine, dim=1), fl.batch.system, S)
+        stale = ((2.0 * disp + (1.0 - sv[:, 2]).clamp(min=0.0) * (rc + skin) > share * skin)
+                 | ((sv[:, 0] - 1.0) * rc > share * skin))
         # a cell that blew up or went flat would need a vast image range: it has exploded, its list stays
         images = (2 * self.model.image_ranges(H) + 1).prod(1)
         broken = ~fl.done & ((images > 20000) | (det3(H).abs() > self.max_volume * fl.batch.counts))

@@ -146,3 +146,24 @@ def test_the_opening_stage_lets_an_overlapping_start_expand_before_it_collapses(
     assert eager.failure is FailureReason.EXPLODED and eager.steps <= 5
     opened = get_relaxer("torch-buckingham").relax([atoms])[0]
     assert opened.ok and -27.4 < opened.energy_per_atom < -26.5
+
+
+@pytest.mark.parametrize("factor, complete", [(1.10, True), (1.15, False), (0.95, True), (0.85, False)])
+def test_a_pair_list_stays_complete_while_the_cell_expands_and_not_when_it_contracts(factor, complete):
+    """TorchRelaxer keeps a structure's lists while its cell only expands: pairs move apart, and the listed
+    k-vectors reach kmax·(1 + skin/rc), so every pair within rc and every k within kmax is still listed up to an
+    expansion of skin/rc (1.5/12); a contraction brings pairs from beyond rc + skin inside rc once it passes
+    skin/(rc + skin). Those are the relaxer's two limits (TorchRelaxer._refresh)."""
+    model = TorchBuckingham(skin=1.5)
+    atoms = gm("Y2Ti2O7")
+    listed = model.neighbours(model.batch([atoms]))
+    atoms.set_cell(atoms.cell * factor, scale_atoms=True)
+    batch = model.batch([atoms])
+    fresh = model.neighbours(batch)
+
+    def inside(nbrs):
+        dist = model._distances(nbrs, batch.positions, batch.cells)
+        k = nbrs.m @ (2 * np.pi * torch.linalg.inv(batch.cells[0]).T)
+        return int((dist <= model.cutoff).sum()), int(((k * k).sum(-1) <= model.kmax ** 2).sum())
+
+    assert (inside(listed) == inside(fresh)) == complete
