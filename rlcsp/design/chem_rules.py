@@ -112,3 +112,43 @@ def smact_valid(composition: CompositionLike) -> bool:
     if len(key) == 1 or all(symbol in smact.metals for symbol, _ in key):
         return True
     return _oracles(key)[1]
+
+
+
+@lru_cache(maxsize=None)
+def common_states(symbol: str, sign: int) -> tuple[int, ...]:
+    """pymatgen's common oxidation states of an element with the sign of a site's role (+1 cation, -1 anion)."""
+    return tuple(s for s in Element(symbol).common_oxidation_states if s * sign > 0)
+
+
+def takes_role(symbol: str, sign: int) -> bool:
+    """Whether an element belongs on a cation site (+1: a metal or metalloid with a positive common state) or an
+    anion site (-1: a non-metal or metalloid with a negative one), as a chemist fills a known structure type."""
+    element = Element(symbol)
+    kind = element.is_metal or element.is_metalloid if sign > 0 else not element.is_metal
+    return kind and bool(common_states(symbol, sign))
+
+
+def neutral_under_common_states(counts: Mapping[str, int], signs: Mapping[str, int]) -> bool:
+    """Whether one common oxidation state per element, of the sign its sites require, balances ``counts``."""
+    choices = [common_states(el, signs[el]) for el in counts]
+    if any(not c for c in choices):
+        return False
+    return any(sum(n * s for n, s in zip(counts.values(), states)) == 0 for states in itertools.product(*choices))
+
+
+def site_roles(species: list[str] | tuple[str, ...]) -> list[int]:
+    """+1 (cation) or -1 (anion) for each site of a known crystal, from the likeliest oxidation states of its
+    formula (pymatgen's guess, which uses ICSD statistics); a formula without a guess raises CompositionError."""
+    counts: dict[str, int] = {}
+    for symbol in species:
+        counts[symbol] = counts.get(symbol, 0) + 1
+    guesses = Composition(counts).oxi_state_guesses(max_sites=-50)
+    if not guesses:
+        raise CompositionError(f"no oxidation states balance {Composition(counts).formula}, so its sites get no "
+                               "cation and anion roles; fill it with chemistry=False (rlcsp fill --no-chemistry)")
+    best = guesses[0]
+    if any(best[s] == 0 for s in counts):
+        raise CompositionError(f"{Composition(counts).formula}: a site of oxidation state 0 has no role; fill it "
+                               "with chemistry=False (rlcsp fill --no-chemistry)")
+    return [1 if best[s] > 0 else -1 for s in species]

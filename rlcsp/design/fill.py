@@ -97,7 +97,7 @@ def run_fill(script: str | Path, *, agent: str = "dqn", reward: str = "hybrid", 
              out: str | Path | None = None, db_url: str | None = None, gap_model: str | None = None,
              perov5_samples: int = 1000, formula: str = "paper-b", relax: bool = False, finetune_steps: int = 10,
              finetune_lr: float = 1e-3, dqn: dict[str, Any] | None = None, dft: dict[str, Any] | None = None,
-             progress: bool = True) -> dict[str, Any]:
+             chemistry: bool = True, progress: bool = True) -> dict[str, Any]:
     """Run (or resume) one filling run; returns the summary written to ``summary.json``.
 
     ``dft`` overrides entries of the script's DFT options (e.g. cheaper settings for a benchmark).
@@ -121,6 +121,7 @@ def run_fill(script: str | Path, *, agent: str = "dqn", reward: str = "hybrid", 
     run_config = {"kind": "fill", "script": str(Path(script).resolve()), "reward": reward, "target": target,
                   "episodes": episodes, "dft_every": dft_every, "pretrained": pretrained, "formula": formula,
                   "relax": relax, "finetune": [finetune_steps, finetune_lr], "dqn": asdict(config),
+                  "chemistry": chemistry,
                   "dft": fill["dft"],
                   "out": str(out.resolve())}
     resume_config = {k: v for k, v in run_config.items() if k != "episodes"}  # more episodes continue a run
@@ -132,7 +133,7 @@ def run_fill(script: str | Path, *, agent: str = "dqn", reward: str = "hybrid", 
                                formula, relax, finetune_steps, finetune_lr)
     env = SkeletonFillEnv(fill["skeleton"], evaluator, target=target,
                           vocabulary=fill.get("vocabulary", PAPER_B_VOCABULARY), root=fill.get("root", "random"),
-                          max_elements=fill.get("max_elements", 5), allowed=fill.get("allowed"))
+                          max_elements=fill.get("max_elements", 5), allowed=fill.get("allowed"), chemistry=chemistry)
     bar = None
     if progress:
         from tqdm import tqdm
@@ -282,6 +283,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--formula", choices=("paper-b", "paper-a"), default="paper-b",
                    help="reward formula of seed paper b (default) or a")
     p.add_argument("--relax", action="store_true", help="CHGNet FIRE relaxation before each DFT call")
+    p.add_argument("--no-chemistry", action="store_true",
+                   help="paper b's masks (element count only): no site roles, charge balance or SMACT check")
     p.add_argument("--finetune-steps", type=int, default=10, help="Adam steps on the gap model per DFT label")
     p.add_argument("--finetune-lr", type=float, default=1e-3, help="learning rate of that fine-tuning")
     p.add_argument("--dqn", action="append", default=[], metavar="KEY=VALUE",
@@ -300,7 +303,8 @@ def run_from_args(script: str, args: argparse.Namespace) -> int:
                        dft_every=args.dft_every, pretrained=args.pretrained, seed=args.seed, out=args.out,
                        db_url=args.db, gap_model=args.gap_model, perov5_samples=args.perov5_samples,
                        formula=args.formula, relax=args.relax, finetune_steps=args.finetune_steps,
-                       finetune_lr=args.finetune_lr, dqn=dqn, progress=not args.quiet)
+                       finetune_lr=args.finetune_lr, dqn=dqn, chemistry=not args.no_chemistry,
+                       progress=not args.quiet)
     print(json.dumps({k: v for k, v in summary.items() if k != "config"}, indent=2, default=float))
     return 0
 

@@ -11,6 +11,8 @@ the focus site; the reward is 0 until the last site and then comes from an evalu
 """
 from __future__ import annotations
 
+import itertools
+from functools import lru_cache
 from typing import Any, Sequence
 
 import gymnasium as gym
@@ -18,6 +20,7 @@ import numpy as np
 from ase.data import atomic_numbers
 from gymnasium import spaces
 
+from rlcsp.design.chem_rules import common_states, neutral_under_common_states, site_roles, smact_valid, takes_role
 from rlcsp.design.rewards import Evaluation, Evaluator, get_evaluator
 from rlcsp.exceptions import ConfigError
 from rlcsp.design.skeleton import Skeleton, make_skeleton
@@ -49,6 +52,15 @@ def fill_masks(types: np.ndarray, allowed: np.ndarray, max_elements: int) -> np.
 class SkeletonFillEnv(gym.Env):
     """Composition filling on one skeleton. ``action_masks()`` forbids elements (at most ``max_elements``
     distinct ones, and any outside ``allowed``); the evaluator gives -1 to a crystal that breaks the limit anyway.
+
+    With ``chemistry`` (the default) the masks also keep the filling a chemist's: a site takes the role of the
+    skeleton's own species (cation or anion, from the likeliest oxidation states of its formula): metals and
+    metalloids with a positive common oxidation state on cation sites, non-metals and metalloids with a negative
+    one on anion sites, each element in one role (so no noble gas: none is a metal or
+    takes a negative state); every choice leaves the charge balanceable by the remaining sites under common
+    states (``_completable``), and the last site takes only elements that make the whole filling charge-neutral
+    under common states and SMACT-valid. Where no element passes (rare), the role mask alone applies. ``chemistry=False`` is paper
+    b's setting, kept for reproduction.
     """
 
     metadata = {"render_modes": []}
@@ -56,7 +68,7 @@ class SkeletonFillEnv(gym.Env):
     def __init__(self, skeleton: Any, evaluator: str | type[Evaluator] | Evaluator = "gap-model",
                  target: float = 1.12, vocabulary: Sequence[str] = PAPER_B_VOCABULARY, root: int | str = "random",
                  max_elements: int = 5, observation: str = "graph", allowed: Sequence[str] | None = None,
-                 evaluator_kwargs: dict[str, Any] | None = None):
+                 evaluator_kwargs: dict[str, Any] | None = None, chemistry: bool = True):
         self.skeleton: Skeleton = make_skeleton(skeleton)
         self.vocabulary = tuple(vocabulary)
         unknown = [el for el in self.vocabulary if el not in atomic_numbers or el == "X"]
@@ -75,6 +87,10 @@ class SkeletonFillEnv(gym.Env):
         if outside:
             raise ConfigError(f"allowed elements {outside} are not in the vocabulary")
         self.allowed = np.array([allowed is None or el in allowed for el in self.vocabulary])
+        self.chemistry = chemistry
+        if chemistry:
+            self.roles = np.array(site_roles(self.skeleton.species))
+            self.takes = {sign: np.array([takes_role(el, sign) for el in self.vocabulary]) for sign in (1, -1)}
 
         n, v, e = self.skeleton.n_sites, len(self.vocabulary), len(self.skeleton.edges)
         self.blank = v
@@ -126,8 +142,65 @@ class SkeletonFillEnv(gym.Env):
         return self.graph_observation() if self.observation == "graph" else self.vector_observation()
 
     def action_masks(self) -> np.ndarray:
-        """Allowed elements for the focus site: the ``allowed`` set, and only used ones once the limit is hit."""
-        return fill_masks(self.types[None], self.allowed, self.max_elements)[0]
+        """Allowed elements for the focus site: the ``allowed`` set, only used ones once the limit is hit, and
+        with ``chemistry`` the site's role and a charge the remaining sites can still balance."""
+        mask = fill_masks(self.types[None], self.allowed, self.max_elements)[0]
+        if not self.chemistry or self.t >= self.skeleton.n_sites:
+            return mask
+        return self._chemistry_mask(mask)
+
+    def _chemistry_mask(self, mask: np.ndarray) -> np.ndarray:
+        sign = int(self.roles[self.focus])
+        counts: dict[str, int] = {}
+        signs: dict[str, int] = {}
+        for site in self.order[:self.t]:
+            element = self.vocabulary[self.types[site]]
+            counts[element] = counts.get(element, 0) + 1
+            signs[element] = int(self.roles[site])
+        later = [int(r) for r in self.roles[self.order[self.t + 1:]]]
+        role_mask = mask & self.takes[sign] & np.array([signs.get(el, sign) == sign for el in self.vocabulary])
+        ok = np.zeros_like(role_mask)
+        for action in np.flatnonzero(role_mask):
+            element = self.vocabulary[action]
+            ok[action] = self._completable({**counts, element: counts.get(element, 0) + 1},
+                                           {**signs, element: sign}, later)
+        return ok if ok.any() else role_mask if role_mask.any() else mask
+
+    def _candidates(self, counts: dict[str, int], signs: dict[str, int], role: int) -> list[str]:
+        """Elements a later site of this role may take: the used ones of that role once the element limit is
+        reached, else any allowed element of the role not used in the other."""
+        if len(counts) >= self.max_elements:
+            return [el for el in counts if signs[el] == role and common_states(el, role)]
+        return [el for el, a, t in zip(self.vocabulary, self.allowed, self.takes[role])
+                if a and t and signs.get(el, role) == role]
+
+    def _completable(self, counts: dict[str, int], signs: dict[str, int], later: list[int]) -> bool:
+        """Whether the remaining sites (their roles in ``later``) can still make the filling charge-neutral under
+        common states and SMACT-valid: exactly for the last site; before it, whether some state of each used
+        element and some common state on every remaining site (a used element's own, or any candidate's) sum to
+        zero, which keeps parity (four Ca²⁺ cannot be balanced by Br⁻, H⁻ and one state of two C)."""
+        if not later:
+            return neutral_under_common_states(counts, signs) and smact_valid(counts)
+        if len(later) == 1:
+            role = later[0]
+            return any(self._completable({**counts, el: counts.get(el, 0) + 1}, {**signs, el: role}, [])
+                       for el in self._candidates(counts, signs, role))
+        pools = {role: self._candidates(counts, signs, role) for role in (1, -1) if role in later}
+        if any(not pool for pool in pools.values()):
+            return False  # sites of a role are left and nothing may fill them
+        fresh = {role: {s for el in pool if el not in counts for s in common_states(el, role)}
+                 for role, pool in pools.items()}
+        for states in itertools.product(*(common_states(el, signs[el]) for el in counts)):
+            if not all(states):
+                return False
+            chosen = dict(zip(counts, states))
+            reach = {sum(n * chosen[el] for el, n in counts.items())}
+            for role, pool in pools.items():
+                values = frozenset(fresh[role] | {chosen[el] for el in pool if el in chosen})
+                reach = {a + b for a in reach for b in _sums(later.count(role), values)}
+            if 0 in reach:
+                return True
+        return False
 
     # -- dynamics -------------------------------------------------------------------------------------
 
@@ -173,6 +246,15 @@ class SkeletonFillEnv(gym.Env):
         self.episode = state["episode"]
         self.np_random.bit_generator.state = state["rng"]
         self.evaluator.load_state(state["evaluator"])
+
+
+@lru_cache(maxsize=4096)
+def _sums(n: int, values: frozenset[int]) -> frozenset[int]:
+    """Every total of ``n`` charges drawn (with repeats) from ``values``."""
+    out = frozenset({0})
+    for _ in range(n):
+        out = frozenset(a + v for a in out for v in values)
+    return out
 
 
 gym.register(id="rlcsp/SkeletonFill-v0", entry_point="rlcsp.design.fill_env:SkeletonFillEnv")

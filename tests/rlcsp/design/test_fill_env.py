@@ -7,7 +7,10 @@ import pytest
 from ase.build import bulk
 from gymnasium.utils.env_checker import check_env
 
+from pymatgen.core import Element
+
 from rlcsp.calculators.espresso import MissingPseudopotential
+from rlcsp.design.chem_rules import neutral_under_common_states, site_roles, smact_valid
 from rlcsp.design.rewards import AnalyticEvaluator, DftGapEvaluator
 from rlcsp.exceptions import ConfigError
 from rlcsp.design.fill import load_fill_script
@@ -63,7 +66,8 @@ def test_an_elpasolite_episode_yields_the_skeleton_filled(elpasolite):
 
 
 def test_masks_allow_at_most_five_distinct_elements_and_the_allowed_set(elpasolite):
-    env = SkeletonFillEnv(elpasolite, AnalyticEvaluator(n_distinct), allowed=PAPER_B_VOCABULARY[:7])
+    env = SkeletonFillEnv(elpasolite, AnalyticEvaluator(n_distinct), allowed=PAPER_B_VOCABULARY[:7],
+                          chemistry=False)
     _, info = env.reset(seed=0)
     assert info["action_mask"].tolist() == [True] * 7 + [False] * 14
     for action in range(5):
@@ -72,6 +76,38 @@ def test_masks_allow_at_most_five_distinct_elements_and_the_allowed_set(elpasoli
     for _ in range(5):
         _, reward, terminated, _, info = env.step(4)
     assert terminated and reward == 5.0
+
+
+def random_fillings(env, episodes: int) -> list:
+    """Crystals of random masked episodes."""
+    rng = np.random.default_rng(0)
+    out = []
+    for episode in range(episodes):
+        _, info = env.reset(seed=episode)
+        terminated = False
+        while not terminated:
+            _, _, terminated, _, info = env.step(int(rng.choice(np.flatnonzero(info["action_mask"]))))
+        out.append(info["atoms"])
+    return out
+
+
+def test_chemistry_masks_give_charge_neutral_smact_valid_fillings_with_cations_and_anions_in_place(elpasolite):
+    """Paper b's masks let noble gases and anions onto Rb3ScF6's cation sites (most random fillings are not
+    SMACT-valid); with the chemistry masks every random filling is a salt a chemist would write down."""
+    roles = site_roles(elpasolite.species)
+    assert [r for r, s in zip(roles, elpasolite.species) if s == "F"] == [-1] * 6 and roles.count(1) == 4
+    plain = random_fillings(SkeletonFillEnv(elpasolite, AnalyticEvaluator(n_distinct), chemistry=False), 100)
+    assert sum(smact_valid(a.get_chemical_formula()) for a in plain) < 50
+    chemist = random_fillings(SkeletonFillEnv(elpasolite, AnalyticEvaluator(n_distinct)), 200)
+    formulas = {a.get_chemical_formula(empirical=True) for a in chemist}
+    assert len(formulas) > 150  # the masks leave a wide design space
+    for atoms in chemist:
+        symbols = atoms.get_chemical_symbols()
+        assert smact_valid(atoms.get_chemical_formula())
+        assert all(Element(el).is_metal for el, r in zip(symbols, roles) if r > 0)
+        assert not any(Element(el).is_metal or el in ("He", "Ne", "Kr") for el, r in zip(symbols, roles) if r < 0)
+        counts = {el: symbols.count(el) for el in set(symbols)}
+        assert neutral_under_common_states(counts, {el: roles[symbols.index(el)] for el in counts})
 
 
 def test_unmasked_crystal_with_six_elements_gets_minus_one(elpasolite):
