@@ -12,7 +12,7 @@ from pymatgen.core import Element
 from rlcsp.calculators.espresso import MissingPseudopotential
 from rlcsp.design.chem_rules import neutral_under_common_states, site_roles, smact_valid
 from rlcsp.design.rewards import AnalyticEvaluator, DftGapEvaluator
-from rlcsp.exceptions import ConfigError
+from rlcsp.exceptions import CompositionError, ConfigError
 from rlcsp.design.fill import load_fill_script
 from rlcsp.design.fill_env import PAPER_B_VOCABULARY, SkeletonFillEnv
 from rlcsp.design.skeleton import make_skeleton
@@ -146,3 +146,10 @@ def test_resume_state_restores_the_root_sequence(elpasolite):
     other.reset(seed=99)
     other.load_state(state)
     assert [other.reset()[1]["order"][0] for _ in range(5)] == roots
+
+
+def test_a_skeleton_without_oxidation_states_is_refused_with_the_way_out():
+    with pytest.raises(CompositionError, match="--no-chemistry"):
+        SkeletonFillEnv(bulk("Cu", "fcc", a=3.6, cubic=True), AnalyticEvaluator(n_distinct))
+    env = SkeletonFillEnv(bulk("Cu", "fcc", a=3.6, cubic=True), AnalyticEvaluator(n_distinct), chemistry=False)
+    assert env.reset(seed=0)[1]["action_mask"].all()
