@@ -115,10 +115,23 @@ def smact_valid(composition: CompositionLike) -> bool:
 
 
 
+# Electron counts of closed-shell ions: noble-gas cores, with a filled d shell (d10) or an inert s pair (s2).
+CLOSED_SHELLS = frozenset({0, 2, 10, 18, 36, 54, 86, 28, 46, 78, 4, 12, 30, 48, 80})
+
+
 @lru_cache(maxsize=None)
 def common_states(symbol: str, sign: int) -> tuple[int, ...]:
-    """pymatgen's common oxidation states of an element with the sign of a site's role (+1 cation, -1 anion)."""
-    return tuple(s for s in Element(symbol).common_oxidation_states if s * sign > 0)
+    """pymatgen's common oxidation states of an element with the sign of a site's role (+1 cation, -1 anion).
+
+    A main-group (s- or p-block) element keeps only the states of closed-shell ions, the ions its salts hold
+    (C⁴⁻, S²⁻, Cl⁵⁺, Sn²⁺, not C⁻ or Cl⁺), so a filling of them has an even electron count and a DFT run with fixed
+    occupations can answer; d- and f-block ions keep every common state.
+    """
+    element = Element(symbol)
+    states = [s for s in element.common_oxidation_states if s * sign > 0]
+    if element.block in ("s", "p"):
+        states = [s for s in states if element.Z - s in CLOSED_SHELLS]
+    return tuple(states)
 
 
 def takes_role(symbol: str, sign: int) -> bool:

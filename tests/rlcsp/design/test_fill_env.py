@@ -93,7 +93,8 @@ def random_fillings(env, episodes: int) -> list:
 
 def test_chemistry_masks_give_charge_neutral_smact_valid_fillings_with_cations_and_anions_in_place(elpasolite):
     """Paper b's masks let noble gases and anions onto Rb3ScF6's cation sites (most random fillings are not
-    SMACT-valid); with the chemistry masks every random filling is a salt a chemist would write down."""
+    SMACT-valid, half have an odd electron count); with the chemistry masks every random filling is a salt of
+    closed-shell ions a chemist would write down."""
     roles = site_roles(elpasolite.species)
     assert [r for r, s in zip(roles, elpasolite.species) if s == "F"] == [-1] * 6 and roles.count(1) == 4
     plain = random_fillings(SkeletonFillEnv(elpasolite, AnalyticEvaluator(n_distinct), chemistry=False), 100)
@@ -108,6 +109,7 @@ def test_chemistry_masks_give_charge_neutral_smact_valid_fillings_with_cations_a
         assert not any(Element(el).is_metal or el in ("He", "Ne", "Kr") for el, r in zip(symbols, roles) if r < 0)
         counts = {el: symbols.count(el) for el in set(symbols)}
         assert neutral_under_common_states(counts, {el: roles[symbols.index(el)] for el in counts})
+        assert atoms.numbers.sum() % 2 == 0  # closed-shell ions: DFT with fixed occupations can answer
 
 
 def test_unmasked_crystal_with_six_elements_gets_minus_one(elpasolite):
