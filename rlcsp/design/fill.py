@@ -3,7 +3,8 @@
 An input script (``inputs/elpasolite.py``) holds ``FILL = {"skeleton": ..., "target": ..., "dft": {...}}``.
 The run writes into ``--out``: ``metrics.csv`` (one row per episode), ``checkpoint.pt`` (exact resume: rerun
 the same command), ``gap_model_initial.txt`` (the pre-trained gap model), ``summary.json`` and the plots
-``reward.png``, ``gaps.png``, ``finetune_loss.png`` and ``gap_distribution.png``. Every episode, DFT call,
+``reward.png``, ``gaps.png``, ``finetune_loss.png`` and ``gap_distribution.png``, and the design list
+(``designs.csv`` and ``designs/*.cif``, rlcsp.design.designs). Every episode, DFT call,
 fine-tuning step and gap-model version goes to the store (``rlcsp.db`` in ``--out`` by default).
 """
 from __future__ import annotations
@@ -165,6 +166,11 @@ def run_fill(script: str | Path, *, agent: str = "dqn", reward: str = "hybrid", 
     summary.update(run_id=run_id, db=store.url, config=run_config)
     if isinstance(evaluator, GapModelEvaluator):  # its held-out errors on perov_5 (gap_model.py)
         summary["gap_model"] = evaluator.model.report
+    from rlcsp.design.designs import write_designs
+
+    designs = write_designs(out, env.skeleton, target, store.episodes(run_id))
+    summary["designs"] = {"distinct": len(designs), "in_window": sum(d["in_window"] for d in designs),
+                          "smact_valid": sum(d["smact_valid"] for d in designs)}
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
     plot_fill(out, target, store, run_id)
     store.close()

@@ -1,9 +1,11 @@
 """``rlcsp fill`` end to end on a cheap skeleton: hybrid reward with real pw.x, plots, store, resume."""
 from __future__ import annotations
 
+import csv
 import json
 
 import pytest
+from ase.io import read
 import torch
 
 from rlcsp.db import Store
@@ -46,6 +48,16 @@ def test_fill_hybrid_run_writes_plots_logs_and_resumes(tmp_path, capsys):
     assert [e["episode"] for e in store.episodes(run_id)] == list(range(1, 10))
     ok = sum(c["outcome"] == "ok" for c in store.fill_dft_calls(run_id))
     assert len(store.finetune_steps(f"run{run_id}")) == 10 * ok
+    # the design list: distinct DFT-verified fillings, closest to the target first, each with its CIF
+    designs = list(csv.DictReader((out / "designs.csv").open()))
+    verified = {tuple(e["species"]) for e in store.episodes(run_id) if e["dft_outcome"] == "ok"}
+    assert ok and len(designs) == len(verified) == summary["designs"]["distinct"]
+    errors = [float(d["gap_error"]) for d in designs]
+    assert errors == sorted(errors) and [int(d["rank"]) for d in designs] == list(range(1, len(designs) + 1))
+    for d in designs:
+        assert abs(float(d["dft_gap"]) - 4.0) == pytest.approx(float(d["gap_error"]))
+        assert d["smact_valid"] == "True" and d["in_window"] == str(float(d["gap_error"]) <= 0.25)
+        assert read(out / d["cif"]).get_chemical_formula(mode="metal", empirical=True) == d["formula"]
 
 
 def test_fill_reports_bad_input_clearly(tmp_path, capsys):

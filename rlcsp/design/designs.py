@@ -1,0 +1,51 @@
+"""The design list a filling run leaves behind: its distinct DFT-verified fillings, closest to the target first.
+
+A chemist reads a run's outcome as candidates to make, not as rewards: ``designs.csv`` has one row per distinct
+filling (the species on every skeleton site) whose DFT gap came back, ranked by |gap − target|, with its formula,
+DFT and model gaps, whether it is inside the ±0.25 eV window, SMACT validity and how often the agent proposed
+it; ``designs/`` holds a CIF of each.
+"""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any, Iterable
+
+from ase.io import write
+
+from rlcsp.design.chem_rules import smact_valid
+from rlcsp.design.skeleton import Skeleton
+
+WINDOW = 0.25  # eV: a design inside it hits the target (issue 22's measure)
+COLUMNS = ("rank", "formula", "dft_gap", "gap_error", "in_window", "smact_valid", "model_gap", "proposed",
+           "first_episode", "cif")
+
+
+def write_designs(out: Path, skeleton: Skeleton, target: float, episodes: Iterable[dict[str, Any]]) -> list[dict]:
+    """``designs.csv`` and ``designs/*.cif`` in ``out`` from a run's stored episodes; returns the rows."""
+    found: dict[tuple[str, ...], dict[str, Any]] = {}
+    for row in episodes:
+        if row.get("dft_outcome") != "ok" or row.get("dft_gap") is None or not row.get("species"):
+            continue
+        species = tuple(row["species"])
+        if species in found:
+            found[species]["proposed"] += 1
+            continue
+        atoms = skeleton.atoms(list(species))
+        formula = atoms.get_chemical_formula(mode="metal", empirical=True)
+        found[species] = {"formula": formula, "dft_gap": float(row["dft_gap"]),
+                          "gap_error": abs(float(row["dft_gap"]) - target), "model_gap": row.get("model_gap"),
+                          "smact_valid": smact_valid(atoms.get_chemical_formula()), "proposed": 1,
+                          "first_episode": row.get("episode"), "atoms": atoms}
+    rows = sorted(found.values(), key=lambda r: (r["gap_error"], r["first_episode"] or 0))
+    folder = out / "designs"
+    folder.mkdir(parents=True, exist_ok=True)
+    for rank, row in enumerate(rows, 1):
+        row["rank"], row["in_window"] = rank, row["gap_error"] <= WINDOW
+        row["cif"] = f"designs/{rank:03d}_{row['formula']}.cif"
+        write(out / row["cif"], row.pop("atoms"))
+    with (out / "designs.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    return rows
