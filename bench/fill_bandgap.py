@@ -16,6 +16,7 @@ process and one thread, resuming exactly between chunks; all DFT is ``--dft`` (d
 cheapest setting that gives a gap on a shared 2-core machine). Writes bench/results/fill_bandgap.{json,md}.
 
     python bench/fill_bandgap.py --labels 40 --model-minutes 15 --hybrid-minutes 20
+    python bench/fill_bandgap.py --no-chemistry ...   # paper b's masks, for its own row
 """
 from __future__ import annotations
 
@@ -47,7 +48,7 @@ def run_for(minutes: float, chunk: int, max_episodes: int, **kwargs) -> tuple[di
     return summary, time.perf_counter() - started
 
 
-def seed_labels(n: int, dft: dict, db_url: str, seed: int) -> dict:
+def seed_labels(n: int, dft: dict, db_url: str, seed: int, chemistry: bool) -> dict:
     """DFT gaps of ``n`` random (masked) fillings with an even electron count, cached in the bench store."""
     from rlcsp.design.rewards import AnalyticEvaluator, DftGapEvaluator
     from rlcsp.db import Store
@@ -58,7 +59,7 @@ def seed_labels(n: int, dft: dict, db_url: str, seed: int) -> dict:
     fill["dft"] = {**fill["dft"], **dft}
     store = Store(db_url)
     evaluator = DftGapEvaluator(*dft_settings(fill), store=store)
-    env = SkeletonFillEnv(fill["skeleton"], AnalyticEvaluator(len), target=TARGET)
+    env = SkeletonFillEnv(fill["skeleton"], AnalyticEvaluator(len), target=TARGET, chemistry=chemistry)
     rng = np.random.default_rng(seed)
     info = env.reset(seed=seed)[1]
     started, gaps, tried = time.perf_counter(), [], 0
@@ -113,6 +114,8 @@ def main() -> int:
     parser.add_argument("--network", default='{"hidden": 32, "blocks": 2, "train_frequency": 4}',
                         help="JSON DQN settings for the CPU budget (paper b's defaults: hidden 64, 3 blocks, 1)")
     parser.add_argument("--out", default=str(ROOT / "runs" / "bench-fill"))
+    parser.add_argument("--no-chemistry", dest="chemistry", action="store_false",
+                        help="paper b's masks (element count only) instead of the chemistry masks")
     args = parser.parse_args()
     torch.set_num_threads(1)
     out = Path(args.out)
@@ -122,13 +125,13 @@ def main() -> int:
     db_url = f"sqlite:///{(out / 'bench.db').resolve()}"
 
     print(f"(0) DFT labels of {args.labels} random fillings")
-    labels = seed_labels(args.labels, dft, db_url, args.seed)
+    labels = seed_labels(args.labels, dft, db_url, args.seed, args.chemistry)
 
     print(f"(1) model-only reward, {args.model_minutes} min")
     model_out = out / "model"
     model, model_s = run_for(args.model_minutes, args.chunk, args.max_episodes, agent="dqn", reward="gap-model",
                              target=TARGET, seed=args.seed, out=model_out, perov5_samples=args.perov5_samples,
-                             dqn=dqn, dft=dft, db_url=db_url)
+                             dqn=dqn, dft=dft, db_url=db_url, chemistry=args.chemistry)
     rows = read_metrics(model_out / "metrics.csv")
     rewards = np.array([r["charts/episodic_return"] for r in rows], dtype=float)
     part1 = {"episodes": len(rows), "wall_s": model_s, "episodes_to_90_percent": episodes_to(rewards, 0.9),
@@ -143,7 +146,7 @@ def main() -> int:
                                target=TARGET, seed=args.seed, out=hybrid_out, dft_every=30,
                                pretrained=str(model_out / "checkpoint.pt"),
                                gap_model=str(model_out / "gap_model_initial.txt"), dqn=dqn, dft=dft,
-                               db_url=db_url)
+                               db_url=db_url, chemistry=args.chemistry)
     part2 = {"episodes": hybrid["episodes"], "wall_s": hybrid_s, "dft_calls": hybrid["dft_calls"],
              "dft_call_percent": hybrid["dft_call_percent"], "dft_success_percent": hybrid["dft_success_percent"],
              "mean_dft_gap_last_100_ok": hybrid["mean_dft_gap_last_100_ok"],
@@ -154,6 +157,7 @@ def main() -> int:
     store = Store(db_url)
     calls = store.fill_dft_calls(hybrid["run_id"])
     part2["dft_outcomes"] = {o: sum(c["outcome"] == o for c in calls) for o in sorted({c["outcome"] for c in calls})}
+    part2["designs"] = hybrid["designs"]  # distinct DFT-verified fillings: in the ±0.25 eV window, SMACT-valid
     part2["dft_gaps"] = [(c["formula"], c["band_gap"], c["model_gap"]) for c in calls if c["band_gap"] is not None]
 
     result = {"skeleton": "Rb3ScF6 elpasolite, 10 sites, 21 elements (paper b)", "target_eV": TARGET,
@@ -173,6 +177,7 @@ def main() -> int:
 
     lines = [
         "# fill_bandgap: Rb3ScF6 elpasolite skeleton, target 1.12 eV", "",
+        f"Masks: {'chemistry (site roles, charge balance, SMACT)' if args.chemistry else 'paper b (element count)'}; "
         f"DFT {dft} (ONCV PBE); DQN {dqn}; {labels['ok']} DFT labels of random fillings "
         f"({labels['gapped_over_0.1_eV']} with a gap > 0.1 eV) + {args.perov5_samples} perov_5 crystals "
         "pre-train the gap model.", "",
@@ -187,6 +192,9 @@ def main() -> int:
         f"| | | | mean DFT gap of last 100 successful (eV; paper b 0.162) | "
         f"{fmt(part2['mean_dft_gap_last_100_ok'])} |",
         f"| | | | mean simulation time (s) | {fmt(part2['mean_dft_wall_s'], '.1f')} |",
+        f"| | | | DFT outcomes | {', '.join(f'{o} {n}' for o, n in part2['dft_outcomes'].items())} |",
+        f"| | | | distinct DFT-verified designs: in ±0.25 eV / SMACT-valid / all | "
+        f"{part2['designs']['in_window']} / {part2['designs']['smact_valid']} / {part2['designs']['distinct']} |",
     ]
     (RESULTS / "fill_bandgap.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
