@@ -156,15 +156,16 @@ def test_odd_electron_count_retries_with_spin_and_smearing(tmp_path):
 
 
 @needs_pw
-def test_unconverged_scf_retries_with_lower_mixing_then_gives_up(tmp_path):
+def test_unconverged_scf_retries_with_lower_mixing_then_smearing_then_gives_up(tmp_path):
     calc = EspressoCalculator(DftSettings(kpts=(3, 3, 3), electron_maxstep=2), PwRunner(scratch=str(tmp_path)))
     atoms = silicon()
     atoms.calc = calc
     with pytest.raises(DftFailed, match="SCF not converged") as err:
         atoms.get_potential_energy()
     result = err.value.result
-    assert result.outcome is DftOutcome.SCF_NOT_CONVERGED and result.retries == 1
-    assert [a["inputs"]["input_data"]["mixing_beta"] for a in result.attempts] == [0.7, 0.3]
+    assert result.outcome is DftOutcome.SCF_NOT_CONVERGED and result.retries == 2
+    assert [a["inputs"]["input_data"]["mixing_beta"] for a in result.attempts] == [0.7, 0.3, 0.3]
+    assert [a["inputs"]["input_data"]["occupations"] for a in result.attempts] == ["fixed", "fixed", "smearing"]
     assert Path(result.workdir, "espresso.pwo").is_file()  # kept for inspection
 
 
