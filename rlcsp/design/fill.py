@@ -203,6 +203,7 @@ def summarise(out: Path, target: float, run_id: int, store, counts: dict[str, in
         "within_0.25_eV_last_100": (float(np.mean([abs(g - target) <= 0.25 for g in gaps])) if gaps else None),
         "dft_calls": len(calls), "dft_call_percent": 100.0 * len(calls) / max(len(rows), 1),
         "dft_success_percent": 100.0 * len(ok) / len(calls) if calls else None,
+        "dft_outcomes": {o: sum(c["outcome"] == o for c in calls) for o in sorted({c["outcome"] for c in calls})},
         "mean_dft_gap_last_100_ok": float(np.mean([c["band_gap"] for c in ok[-100:]])) if ok else None,
         "mean_dft_wall_s": float(np.mean(fresh)) if fresh else None, "counts": counts,
     }

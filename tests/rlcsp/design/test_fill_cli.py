@@ -52,6 +52,7 @@ def test_fill_hybrid_run_writes_plots_logs_and_resumes(tmp_path, capsys):
     designs = list(csv.DictReader((out / "designs.csv").open()))
     verified = {tuple(e["species"]) for e in store.episodes(run_id) if e["dft_outcome"] == "ok"}
     assert ok and len(designs) == len(verified) == summary["designs"]["distinct"]
+    assert sum(summary["dft_outcomes"].values()) == 3 and summary["dft_outcomes"].get("ok", 0) == ok
     errors = [float(d["gap_error"]) for d in designs]
     assert errors == sorted(errors) and [int(d["rank"]) for d in designs] == list(range(1, len(designs) + 1))
     for d in designs:
