@@ -11,7 +11,6 @@ from rlcsp.csp.config import SearchConfig
 from rlcsp.csp.run import RunFolderTaken, execute
 from rlcsp.db import Store
 
-from ...conftest import ROOT
 
 SMALL = dict(composition={"Y": [2, 3], "O": [3, -2]}, max_atoms=20, budget=14, initial_population=6,
              target_energy=-27.394619, seed=4, policy="uniform")
