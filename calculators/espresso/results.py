@@ -56,8 +56,7 @@ _DETERMINISTIC = {DftOutcome.OK, DftOutcome.WRONG_CHARGE, DftOutcome.SCF_NOT_CON
 class DftResult:
     """One DFT request: energies in eV per cell, forces eV/Å, stress eV/Å^3 (ASE's Voigt order), gap in eV.
 
-    ``gap_approximate`` marks a gap from a smeared retry of a fixed-occupation request (spin-polarised for an
-    odd electron count, or after the SCF did not converge).
+    ``gap_approximate`` marks a gap from a smeared, spin-polarised retry of a fixed-occupation request.
     ``attempts`` holds the cache record of every pw.x run; ``retries`` is their number less one. ``key`` is
     the request's cache key; ``inputs`` is what the last pw.x run was given (a retry's changed settings).
     ``atoms`` is the final structure of a vc-relax. ``workdir`` names the kept directory of a failed run.

@@ -170,7 +170,7 @@ def _next_try(outcome: DftOutcome, settings: DftSettings, inputs: PwInputs, trie
     if outcome is DftOutcome.SCF_NOT_CONVERGED and outcome not in tried:
         return replace(settings, mixing_beta=min(0.3, settings.mixing_beta / 2))
     if outcome is DftOutcome.SCF_NOT_CONVERGED and tried.count(outcome) == 1 and settings.occupations == "fixed":
-        # fixed occupations of a nearly degenerate gap edge can swap states every cycle; smearing settles it
+        # a metal, or a nearly degenerate gap edge, swaps states every cycle under fixed occupations
         return replace(settings, occupations="smearing")
     if outcome is DftOutcome.TOO_FEW_BANDS and tried.count(outcome) < 2:
         return replace(settings, nbnd=math.ceil(1.5 * inputs.espresso_kwargs["input_data"]["nbnd"]) + 4)
@@ -193,7 +193,9 @@ def run_dft(atoms: Atoms, settings: DftSettings | None = None, *, runner: PwRunn
     A cache hit with a reproducible outcome is returned without running pw.x (``from_cache`` True). Every
     pw.x run is put in the cache under its own inputs' key, and the final result under the request's key.
     Retries: wrong charge -> smearing + nspin 2 (gap marked approximate); SCF not converged -> lower
-    mixing_beta, then smeared occupations as well (gap marked approximate); too few bands -> 1.5x bands, twice.
+    mixing_beta, then smeared occupations as well (a metal, which fixed occupations cannot converge, then gets
+    its gap of 0 and a gapped crystal its Kohn-Sham gap: a label like any other); too few bands -> 1.5x bands,
+    twice.
     """
     started = time.perf_counter()
     settings = settings or DftSettings()
@@ -233,7 +235,7 @@ def run_dft(atoms: Atoms, settings: DftSettings | None = None, *, runner: PwRunn
             work.set_initial_magnetic_moments([1.0] * len(work))  # ASE writes it as starting_magnetization
         current = retry
         inputs = resolve_inputs(work, current, calculation)
-    result.gap_approximate = current.occupations != settings.occupations and result.band_gap is not None
+    result.gap_approximate = DftOutcome.WRONG_CHARGE in tried and result.band_gap is not None
     result.retries, result.attempts = len(records) - 1, records
     result.key, result.wall_s = request_key, time.perf_counter() - started
     if cache is not None:
