@@ -114,7 +114,6 @@ def smact_valid(composition: CompositionLike) -> bool:
     return _oracles(key)[1]
 
 
-
 # Electron counts of closed-shell ions: noble-gas cores, with a filled d shell (d10) or an inert s pair (s2).
 CLOSED_SHELLS = frozenset({0, 2, 10, 18, 36, 54, 86, 28, 46, 78, 4, 12, 30, 48, 80})
 

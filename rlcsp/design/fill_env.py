@@ -54,14 +54,14 @@ class SkeletonFillEnv(gym.Env):
     """Composition filling on one skeleton. ``action_masks()`` forbids elements (at most ``max_elements``
     distinct ones, and any outside ``allowed``); the evaluator gives -1 to a crystal that breaks the limit anyway.
 
-    With ``chemistry`` (the default) the masks also keep the filling a chemist's: a site takes the role of the
+    With ``chemistry`` (the default) the masks also keep the filling a chemist's. A site takes the role of the
     skeleton's own species (cation or anion, from the likeliest oxidation states of its formula): metals and
     metalloids with a positive common oxidation state on cation sites, non-metals and metalloids with a negative
-    one on anion sites, each element in one role (so no noble gas: none is a metal or
-    takes a negative state); every choice leaves the charge balanceable by the remaining sites under common
-    states (``_completable``), and the last site takes only elements that make the whole filling charge-neutral
-    under common states and SMACT-valid. Where no element passes (rare), the role mask alone applies. ``chemistry=False`` is paper
-    b's setting, kept for reproduction.
+    one on anion sites, each element in one role (so no noble gas: none is a metal or takes a negative state).
+    Every choice leaves the charge balanceable by the remaining sites under common states (``_completable``), and
+    the last site takes only elements that make the whole filling charge-neutral under common states and
+    SMACT-valid. Where no element passes (rare), the role mask alone applies. ``chemistry=False`` is paper b's
+    setting, kept for reproduction.
     """
 
     metadata = {"render_modes": []}
@@ -198,8 +198,6 @@ class SkeletonFillEnv(gym.Env):
         fresh = {role: {s for el in pool if el not in counts for s in common_states(el, role)}
                  for role, pool in pools.items()}
         for states in itertools.product(*(common_states(el, signs[el]) for el in counts)):
-            if not all(states):
-                return False
             chosen = dict(zip(counts, states))
             reach = {sum(n * chosen[el] for el, n in counts.items())}
             for role, pool in pools.items():

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import time
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
@@ -226,8 +226,6 @@ class DftGapEvaluator(Evaluator):
         definite", also at 80 Ry and with cg or ppcg), and so does every Br compound tried (NaBr, KBr, LiBr):
         without the probe every filling with Br is an engine_error. Sr fails the same way below about 60 Ry.
         """
-        from dataclasses import replace
-
         from rlcsp.calculators.espresso import DftOutcome, default_pseudo_dir, find_pseudopotential, run_dft
 
         self.runner.pw_command()
