@@ -228,12 +228,13 @@ def walker_table(rows: list[dict]) -> str:
 
 
 def table(rows: list[dict]) -> str:
-    head = ("| composition | device | batch | optimizer | inner | opening | relax/s | × LAMMPS core | median steps | "
+    head = ("| composition | device | dtype | batch | optimizer | inner | opening | relax/s | × LAMMPS core | median steps | "
             "p90 | collapse | LAMMPS collapse | converged | GM | commit |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         lammps = f"{r['peer']['collapse_rate']:.1%}" if "peer" in r else ""
-        lines.append(f"| {r['composition']} | {r['device']} | {r['batch']} | {r['optimizer']} | {r['inner']} | "
+        lines.append(f"| {r['composition']} | {r['device']} | {r.get('dtype', 'float64')} | {r['batch']} | "
+                     f"{r['optimizer']} | {r['inner']} | "
                      f"{r.get('open', '1:1')} | "
                      f"{r['relax_per_s']} | {r.get('ratio_vs_lammps', '')} | {r['median_steps']:.0f} | "
                      f"{r['p90_steps']:.0f} | "
