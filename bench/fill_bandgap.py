@@ -175,6 +175,7 @@ def main() -> int:
     def fmt(value, spec=".3f"):
         return "n/a" if value is None else format(value, spec)
 
+    hull = part2["designs"]  # stability columns (rlcsp.design.hull); absent in rows run before them
     lines = [
         "# fill_bandgap: Rb3ScF6 elpasolite skeleton, target 1.12 eV", "",
         f"Masks: {'chemistry (site roles, charge balance, SMACT)' if args.chemistry else 'paper b (element count)'}; "
@@ -195,6 +196,9 @@ def main() -> int:
         f"| | | | DFT outcomes | {', '.join(f'{o} {n}' for o, n in part2['dft_outcomes'].items())} |",
         f"| | | | distinct DFT-verified designs: in ±0.25 eV / SMACT-valid / all | "
         f"{part2['designs']['in_window']} / {part2['designs']['smact_valid']} / {part2['designs']['distinct']} |",
+        f"| | | | designs within 0.1 eV/atom of the CHGNet hull: all / in ±0.25 eV (of those placed) | "
+        f"{hull.get('within_0_1_of_hull', '-')} / {hull.get('in_window_within_0_1_of_hull', '-')}"
+        f" (of {hull.get('hull_placed', '-')}) |",
     ]
     (RESULTS / "fill_bandgap.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

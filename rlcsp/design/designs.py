@@ -3,7 +3,9 @@
 A chemist reads a run's outcome as candidates to make, not as rewards: ``designs.csv`` has one row per distinct
 filling (the species on every skeleton site) whose DFT gap came back, ranked by |gap − target|, with its formula,
 DFT and model gaps, whether it is inside the ±0.25 eV window, SMACT validity and how often the agent proposed
-it; ``designs/`` holds a CIF of each.
+it; ``designs/`` holds a CIF of each. With a :class:`rlcsp.design.hull.Hull` each row also gets its CHGNet
+formation energy and energy above the hull of its competing phases (``rlcsp.design.hull`` says which, and why the
+distance is a lower bound), so the list shows which designs might exist.
 """
 from __future__ import annotations
 
@@ -12,17 +14,21 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ase.io import write
+from tqdm import tqdm
 
 from rlcsp.design.chem_rules import smact_valid
+from rlcsp.design.hull import Hull
 from rlcsp.design.skeleton import Skeleton
 
 WINDOW = 0.25  # eV: a design inside it hits the target (issue 22's measure)
-COLUMNS = ("rank", "formula", "dft_gap", "gap_error", "in_window", "smact_valid", "model_gap", "proposed",
-           "first_episode", "cif")
+COLUMNS = ("rank", "formula", "dft_gap", "gap_error", "in_window", "smact_valid", "chgnet_e_form", "e_above_hull",
+           "decomposition", "model_gap", "proposed", "first_episode", "cif")
 
 
-def write_designs(out: Path, skeleton: Skeleton, target: float, episodes: Iterable[dict[str, Any]]) -> list[dict]:
-    """``designs.csv`` and ``designs/*.cif`` in ``out`` from a run's stored episodes; returns the rows."""
+def write_designs(out: Path, skeleton: Skeleton, target: float, episodes: Iterable[dict[str, Any]],
+                  hull: Hull | None = None) -> list[dict]:
+    """``designs.csv`` and ``designs/*.cif`` in ``out`` from a run's stored episodes; returns the rows. Without a
+    ``hull`` the stability columns stay empty."""
     found: dict[tuple[str, ...], dict[str, Any]] = {}
     for row in episodes:
         if row.get("dft_outcome") != "ok" or row.get("dft_gap") is None or not row.get("species"):
@@ -40,12 +46,16 @@ def write_designs(out: Path, skeleton: Skeleton, target: float, episodes: Iterab
     rows = sorted(found.values(), key=lambda r: (r["gap_error"], r["first_episode"] or 0))
     folder = out / "designs"
     folder.mkdir(parents=True, exist_ok=True)
-    for rank, row in enumerate(rows, 1):
+    for rank, row in enumerate(tqdm(rows, desc="designs: CHGNet hull", unit="design", disable=hull is None), 1):
         row["rank"], row["in_window"] = rank, row["gap_error"] <= WINDOW
+        placed = hull.evaluate(row["atoms"]) if hull is not None else None
+        if placed is not None:
+            row.update(chgnet_e_form=round(placed.e_form, 4), e_above_hull=round(placed.e_above_hull, 4),
+                       decomposition=placed.decomposition)
         row["cif"] = f"designs/{rank:03d}_{row['formula']}.cif"
         write(out / row["cif"], row.pop("atoms"))
     with (out / "designs.csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+        writer = csv.DictWriter(handle, fieldnames=COLUMNS, restval="")
         writer.writeheader()
         writer.writerows(rows)
     return rows

@@ -98,10 +98,11 @@ def run_fill(script: str | Path, *, agent: str = "dqn", reward: str = "hybrid", 
              out: str | Path | None = None, db_url: str | None = None, gap_model: str | None = None,
              perov5_samples: int = 1000, formula: str = "paper-b", relax: bool = False, finetune_steps: int = 10,
              finetune_lr: float = 1e-3, dqn: dict[str, Any] | None = None, dft: dict[str, Any] | None = None,
-             chemistry: bool = True, progress: bool = True) -> dict[str, Any]:
+             chemistry: bool = True, hull: bool = True, progress: bool = True) -> dict[str, Any]:
     """Run (or resume) one filling run; returns the summary written to ``summary.json``.
 
-    ``dft`` overrides entries of the script's DFT options (e.g. cheaper settings for a benchmark).
+    ``dft`` overrides entries of the script's DFT options (e.g. cheaper settings for a benchmark); ``hull`` places
+    each design against the CHGNet hull of its competing phases (``rlcsp.design.hull``).
     """
     import torch
 
@@ -167,10 +168,17 @@ def run_fill(script: str | Path, *, agent: str = "dqn", reward: str = "hybrid", 
     if isinstance(evaluator, GapModelEvaluator):  # its held-out errors on perov_5 (gap_model.py)
         summary["gap_model"] = evaluator.model.report
     from rlcsp.design.designs import write_designs
+    from rlcsp.design.hull import Hull
 
-    designs = write_designs(out, env.skeleton, target, store.episodes(run_id))
+    designs = write_designs(out, env.skeleton, target, store.episodes(run_id), hull=Hull() if hull else None)
     summary["designs"] = {"distinct": len(designs), "in_window": sum(d["in_window"] for d in designs),
                           "smact_valid": sum(d["smact_valid"] for d in designs)}
+    if hull:
+        placed = [d for d in designs if d.get("e_above_hull") is not None]
+        summary["designs"].update(hull_placed=len(placed),
+                                  within_0_1_of_hull=sum(d["e_above_hull"] <= 0.1 for d in placed),
+                                  in_window_within_0_1_of_hull=sum(d["in_window"] and d["e_above_hull"] <= 0.1
+                                                                    for d in placed))
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
     plot_fill(out, target, store, run_id)
     store.close()
@@ -292,6 +300,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--relax", action="store_true", help="CHGNet FIRE relaxation before each DFT call")
     p.add_argument("--no-chemistry", action="store_true",
                    help="paper b's masks (element count only): no site roles, charge balance or SMACT check")
+    p.add_argument("--no-hull", action="store_true",
+                   help="leave the design list's CHGNet formation energy and energy above hull empty")
     p.add_argument("--finetune-steps", type=int, default=10, help="Adam steps on the gap model per DFT label")
     p.add_argument("--finetune-lr", type=float, default=1e-3, help="learning rate of that fine-tuning")
     p.add_argument("--dqn", action="append", default=[], metavar="KEY=VALUE",
@@ -310,7 +320,7 @@ def run_from_args(script: str, args: argparse.Namespace) -> int:
                        dft_every=args.dft_every, pretrained=args.pretrained, seed=args.seed, out=args.out,
                        db_url=args.db, gap_model=args.gap_model, perov5_samples=args.perov5_samples,
                        formula=args.formula, relax=args.relax, finetune_steps=args.finetune_steps,
-                       finetune_lr=args.finetune_lr, dqn=dqn, chemistry=not args.no_chemistry,
+                       finetune_lr=args.finetune_lr, dqn=dqn, chemistry=not args.no_chemistry, hull=not args.no_hull,
                        progress=not args.quiet)
     print(json.dumps({k: v for k, v in summary.items() if k != "config"}, indent=2, default=float))
     return 0

@@ -59,6 +59,9 @@ def test_fill_hybrid_run_writes_plots_logs_and_resumes(tmp_path, capsys):
         assert abs(float(d["dft_gap"]) - 4.0) == pytest.approx(float(d["gap_error"]))
         assert d["smact_valid"] == "True" and d["in_window"] == str(float(d["gap_error"]) <= 0.25)
         assert read(out / d["cif"]).get_chemical_formula(mode="metal", empirical=True) == d["formula"]
+        # every filling here is a rock-salt alkali halide, a prototype of its own hull: on it, and bound
+        assert abs(float(d["e_above_hull"])) < 0.01 and float(d["chgnet_e_form"]) < -1.0, d
+    assert summary["designs"]["hull_placed"] == len(designs) == summary["designs"]["within_0_1_of_hull"]
 
 
 def test_fill_reports_bad_input_clearly(tmp_path, capsys):
