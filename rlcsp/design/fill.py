@@ -41,8 +41,10 @@ def load_fill_script(path: str | Path) -> dict[str, Any]:
     return fill
 
 
-def make_gap_model(out: Path, store, run_id: int, seed: int, gap_model: str | None, perov5_samples: int):
-    """The gap model to start from: ``gap_model`` if given, else one trained on perov_5 and cached DFT gaps."""
+def make_gap_model(out: Path, store, run_id: int, seed: int, gap_model: str | None, perov5_samples: int,
+                   members: int = 1):
+    """The gap model to start from: ``gap_model`` if given, else an ensemble of ``members`` trained on perov_5 and
+    cached DFT gaps."""
     from rlcsp.design.gap_model import GapModel, train_gap_model
 
     initial = out / "gap_model_initial.txt"
@@ -52,7 +54,7 @@ def make_gap_model(out: Path, store, run_id: int, seed: int, gap_model: str | No
         model = GapModel.load(initial, store=store, run_id=run_id)
     else:
         model = train_gap_model(SHARED / "data" / "perov_5", store=store, n_perov5=perov5_samples, seed=seed,
-                                run_id=run_id, model_id=f"run{run_id}")
+                                run_id=run_id, model_id=f"run{run_id}", members=members)
     model.model_id, model.store, model.run_id = f"run{run_id}", store, run_id
     if not store.gap_models(model.model_id):  # a loaded model is this run's first version too
         store.add_gap_model(model.model_id, model.version, "loaded", model.n_samples, model.state(), run_id=run_id)
@@ -71,9 +73,14 @@ def dft_settings(fill: dict[str, Any]):
     return DftSettings.seed_papers(**options), PwRunner(timeout_s=timeout)
 
 
+UNCERTAINTY = {"members": 5, "select": "uncertain", "kappa": 1.0, "penalty": 1.0}  # paper b: 1, "every", -, 0
+
+
 def make_evaluator(reward: str, fill: dict[str, Any], out: Path, store, run_id: int, seed: int, dft_every: int,
                    gap_model: str | None, perov5_samples: int, formula: str, relax: bool,
-                   finetune_steps: int, finetune_lr: float):
+                   finetune_steps: int, finetune_lr: float, uncertainty: dict[str, Any] = UNCERTAINTY):
+    """The reward evaluator of a run; ``uncertainty`` sets the gap ensemble's size, the hybrid loop's DFT selection
+    (``rewards.HybridEvaluator``) and how far an uncertain prediction's reward is discounted."""
     from rlcsp.design.rewards import (ChgnetEnergyEvaluator, DftGapEvaluator, GapModelEvaluator,
                                           HybridEvaluator)
 
@@ -86,10 +93,11 @@ def make_evaluator(reward: str, fill: dict[str, Any], out: Path, store, run_id: 
     dft = DftGapEvaluator(settings, runner, store=store, run_id=run_id, relax=relax, **common)
     if reward == "dft-gap":
         return dft
-    model = make_gap_model(out, store, run_id, seed, gap_model, perov5_samples)
+    model = make_gap_model(out, store, run_id, seed, gap_model, perov5_samples, uncertainty["members"])
     if reward == "gap-model":
-        return GapModelEvaluator(model, **common)
+        return GapModelEvaluator(model, penalty=uncertainty["penalty"], **common)
     return HybridEvaluator(model, dft, every=dft_every, finetune_steps=finetune_steps, finetune_lr=finetune_lr,
+                           select=uncertainty["select"], kappa=uncertainty["kappa"], penalty=uncertainty["penalty"],
                            **common)
 
 
@@ -98,11 +106,13 @@ def run_fill(script: str | Path, *, agent: str = "dqn", reward: str = "hybrid", 
              out: str | Path | None = None, db_url: str | None = None, gap_model: str | None = None,
              perov5_samples: int = 1000, formula: str = "paper-b", relax: bool = False, finetune_steps: int = 10,
              finetune_lr: float = 1e-3, dqn: dict[str, Any] | None = None, dft: dict[str, Any] | None = None,
-             chemistry: bool = True, hull: bool = True, progress: bool = True) -> dict[str, Any]:
+             chemistry: bool = True, hull: bool = True, uncertainty: dict[str, Any] | None = None,
+             progress: bool = True) -> dict[str, Any]:
     """Run (or resume) one filling run; returns the summary written to ``summary.json``.
 
     ``dft`` overrides entries of the script's DFT options (e.g. cheaper settings for a benchmark); ``hull`` places
-    each design against the CHGNet hull of its competing phases (``rlcsp.design.hull``).
+    each design against the CHGNet hull of its competing phases (``rlcsp.design.hull``); ``uncertainty`` overrides
+    entries of ``UNCERTAINTY`` (paper b: ``{"members": 1, "select": "every"}``).
     """
     import torch
 
@@ -116,6 +126,7 @@ def run_fill(script: str | Path, *, agent: str = "dqn", reward: str = "hybrid", 
     fill = load_fill_script(script)
     fill["dft"] = {**fill.get("dft", {}), **(dft or {})}
     target = fill.get("target", 1.12) if target is None else target
+    uncertainty = {**UNCERTAINTY, **(uncertainty or {})}
     config = load_config({"seed": seed, "agent": agent, **(dqn or {})})
     out = Path(out or Path("runs") / f"fill-{fill['name']}-{agent}-{reward}-seed{seed}")
     out.mkdir(parents=True, exist_ok=True)
@@ -123,7 +134,7 @@ def run_fill(script: str | Path, *, agent: str = "dqn", reward: str = "hybrid", 
     run_config = {"kind": "fill", "script": str(Path(script).resolve()), "reward": reward, "target": target,
                   "episodes": episodes, "dft_every": dft_every, "pretrained": pretrained, "formula": formula,
                   "relax": relax, "finetune": [finetune_steps, finetune_lr], "dqn": asdict(config),
-                  "chemistry": chemistry,
+                  "chemistry": chemistry, "uncertainty": uncertainty,
                   "dft": fill["dft"],
                   "out": str(out.resolve())}
     resume_config = {k: v for k, v in run_config.items() if k != "episodes"}  # more episodes continue a run
@@ -132,7 +143,7 @@ def run_fill(script: str | Path, *, agent: str = "dqn", reward: str = "hybrid", 
         run_id = store.create_run(resume_config, f"fill-{fill['name']}", fill["name"], agent, seed, reward,
                                   __version__)
     evaluator = make_evaluator(reward, fill, out, store, run_id, seed, dft_every, gap_model, perov5_samples,
-                               formula, relax, finetune_steps, finetune_lr)
+                               formula, relax, finetune_steps, finetune_lr, uncertainty)
     env = SkeletonFillEnv(fill["skeleton"], evaluator, target=target,
                           vocabulary=fill.get("vocabulary", PAPER_B_VOCABULARY), root=fill.get("root", "random"),
                           max_elements=fill.get("max_elements", 5), allowed=fill.get("allowed"), chemistry=chemistry)
@@ -286,7 +297,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reward", choices=REWARDS, default="hybrid", help="how a filling is scored (default hybrid)")
     p.add_argument("--target", type=float, help="target band gap in eV (default: the script's, else 1.12)")
     p.add_argument("--episodes", type=int, default=1000, help="fillings to make; more continues a run")
-    p.add_argument("--dft-every", type=int, default=30, help="hybrid: DFT on every k-th episode")
+    p.add_argument("--dft-every", type=int, default=30,
+                   help="hybrid: one DFT call per k episodes (--dft-select says which)")
     p.add_argument("--pretrained", help="a checkpoint.pt whose Q-network starts the run (epsilon from 0.2)")
     p.add_argument("--seed", type=int, default=1, help="random seed of the agent and the environment")
     p.add_argument("--out", help="output folder (default runs/fill-NAME-AGENT-REWARD-seedS)")
@@ -300,6 +312,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--relax", action="store_true", help="CHGNet FIRE relaxation before each DFT call")
     p.add_argument("--no-chemistry", action="store_true",
                    help="paper b's masks (element count only): no site roles, charge balance or SMACT check")
+    p.add_argument("--gap-members", type=int, default=UNCERTAINTY["members"],
+                   help="gap-model ensemble size; its spread is the model's uncertainty (paper b: 1)")
+    p.add_argument("--dft-select", choices=("uncertain", "every"), default=UNCERTAINTY["select"],
+                   help="hybrid: DFT on the most promising uncertain filling of each k episodes, or on every k-th "
+                   "(paper b)")
+    p.add_argument("--uncertainty-penalty", type=float, default=UNCERTAINTY["penalty"],
+                   help="a model reward is taken this many ensemble deviations further from the target (0: none)")
     p.add_argument("--no-hull", action="store_true",
                    help="leave the design list's CHGNet formation energy and energy above hull empty")
     p.add_argument("--finetune-steps", type=int, default=10, help="Adam steps on the gap model per DFT label")
@@ -321,6 +340,8 @@ def run_from_args(script: str, args: argparse.Namespace) -> int:
                        db_url=args.db, gap_model=args.gap_model, perov5_samples=args.perov5_samples,
                        formula=args.formula, relax=args.relax, finetune_steps=args.finetune_steps,
                        finetune_lr=args.finetune_lr, dqn=dqn, chemistry=not args.no_chemistry, hull=not args.no_hull,
+                       uncertainty={"members": args.gap_members, "select": args.dft_select,
+                                    "penalty": args.uncertainty_penalty},
                        progress=not args.quiet)
     print(json.dumps({k: v for k, v in summary.items() if k != "config"}, indent=2, default=float))
     return 0

@@ -18,6 +18,12 @@ choice: 0.61-0.67 eV, spread 0). Measured and left out: a classifier (gap > 0) t
 0.64 eV against 0.59 eV over six seeds; it only lowers the gap predicted for metals, 0.11 against 0.17 eV), and
 Magpie composition features trained on the experimental gaps of shared/data/expt_band_gaps (1.69 eV MAE on
 perov_5 gaps, worse than the mean: experiment and perov_5's computed gaps disagree).
+
+A reward model an agent optimises against gets exploited where it is wrong, so ``members`` > 1 makes the model an
+ensemble: heads from different seeds, each (but the first) trained on a bootstrap resample, whose spread
+(``predict_spread``) says where the model does not know. The hybrid loop sends those fillings to DFT and can
+discount their reward (``rewards.HybridEvaluator``); ``report`` says how well the spread is calibrated on the
+held-out gaps (the share of errors within two standard deviations).
 """
 from __future__ import annotations
 
@@ -158,21 +164,25 @@ class GapModel:
     ``report`` holds the held-out errors of the last ``fit``."""
 
     def __init__(self, hidden: Sequence[int] = (128, 64), seed: int = 0, model_id: str = "gap-model",
-                 features: CrystalFeatures | None = None, store=None, run_id: int | None = None):
+                 features: CrystalFeatures | None = None, store=None, run_id: int | None = None, members: int = 1):
         import torch
         from torch import nn
 
+        if members < 1:
+            raise ConfigError(f"a gap model needs at least one member, got {members}")
         self.model_id, self.store, self.run_id = model_id, store, run_id
         self.features = features or CrystalFeatures()
-        self.hidden, self.seed = tuple(hidden), seed
-        layers: list[nn.Module] = []
-        width = FEATURES
+        self.hidden, self.seed, self.members = tuple(hidden), seed, members
+        self.heads: list[nn.Module] = []
         with torch.random.fork_rng(devices=[]):  # seeded weights; building a model must not move the caller's RNG
-            torch.manual_seed(seed)
-            for h in self.hidden:
-                layers += [nn.Linear(width, h), nn.SiLU()]
-                width = h
-            self.head = nn.Sequential(*layers, nn.Linear(width, 1), nn.Softplus())
+            for member in range(members):
+                torch.manual_seed(seed + 1000 * member)
+                layers: list[nn.Module] = []
+                width = FEATURES
+                for h in self.hidden:
+                    layers += [nn.Linear(width, h), nn.SiLU()]
+                    width = h
+                self.heads.append(nn.Sequential(*layers, nn.Linear(width, 1), nn.Softplus()))
         self.mean = np.zeros(FEATURES, dtype=np.float32)
         self.std = np.ones(FEATURES, dtype=np.float32)
         self.version = 0
@@ -187,16 +197,28 @@ class GapModel:
 
         return torch.as_tensor(np.clip((x - self.mean) / self.std, -Z_CLIP, Z_CLIP), dtype=torch.float32)
 
-    def predict_features(self, x: np.ndarray) -> np.ndarray:
+    def _members(self, x: np.ndarray) -> np.ndarray:
+        """Every member's gaps, shape (members, structures)."""
         import torch
 
+        xt = self._tensor(np.atleast_2d(x))
         with torch.no_grad():
-            return self.head(self._tensor(np.atleast_2d(x))).squeeze(-1).numpy().astype(float)
+            return np.stack([head(xt).squeeze(-1).numpy().astype(float) for head in self.heads])
+
+    def predict_features(self, x: np.ndarray) -> np.ndarray:
+        return self._members(x).mean(axis=0)
 
     def predict(self, structures: Atoms | Sequence[Atoms]) -> float | np.ndarray:
         single = isinstance(structures, Atoms)
         out = self.predict_features(self.features([structures] if single else list(structures)))
         return float(out[0]) if single else out
+
+    def predict_spread(self, structures: Atoms | Sequence[Atoms]) -> tuple:
+        """(mean, standard deviation over members) of the gap; the deviation is 0 for a single model."""
+        single = isinstance(structures, Atoms)
+        gaps = self._members(self.features([structures] if single else list(structures)))
+        mean, std = gaps.mean(axis=0), gaps.std(axis=0)
+        return (float(mean[0]), float(std[0])) if single else (mean, std)
 
     # -- training -------------------------------------------------------------------------------------
 
@@ -215,23 +237,27 @@ class GapModel:
         y = torch.tensor([s.gap for s in samples], dtype=torch.float32)
         self.mean, self.std = x.mean(axis=0), x.std(axis=0) + 1e-6
         xt = self._tensor(x)
-        generator = torch.Generator().manual_seed(self.seed if seed is None else seed)
-        optimizer = torch.optim.Adam(self.head.parameters(), lr=lr, weight_decay=WEIGHT_DECAY)
-        losses = []
-        for _ in range(epochs):
-            order = torch.randperm(len(xt), generator=generator)
-            total = 0.0
-            for start in range(0, len(xt), batch_size):
-                idx = order[start:start + batch_size]
-                loss = torch.nn.functional.mse_loss(self.head(xt[idx]).squeeze(-1), y[idx])
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                total += loss.item() * len(idx)
-            losses.append(total / len(xt))
+        base = self.seed if seed is None else seed
+        losses = np.zeros(epochs)
+        for member, head in enumerate(self.heads):
+            generator = torch.Generator().manual_seed(base + 1000 * member)
+            # the first member sees every sample; the others a bootstrap resample, so they disagree off the data
+            rows = torch.arange(len(xt)) if member == 0 else torch.randint(len(xt), (len(xt),), generator=generator)
+            optimizer = torch.optim.Adam(head.parameters(), lr=lr, weight_decay=WEIGHT_DECAY)
+            for epoch in range(epochs):
+                order = rows[torch.randperm(len(rows), generator=generator)]
+                total = 0.0
+                for start in range(0, len(order), batch_size):
+                    idx = order[start:start + batch_size]
+                    loss = torch.nn.functional.mse_loss(head(xt[idx]).squeeze(-1), y[idx])
+                    optimizer.zero_grad()
+                    loss.backward()
+                    optimizer.step()
+                    total += loss.item() * len(idx)
+                losses[epoch] += total / len(order) / self.members
         self.n_samples = len(samples)
         gaps = np.array([s.gap for s in heldout], dtype=float)
-        predicted = self.predict([s.atoms for s in heldout]) if len(heldout) else np.zeros(0)
+        predicted, spread = self.predict_spread([s.atoms for s in heldout]) if len(heldout) else (np.zeros(0),) * 2
         gapped, train_gaps = gaps > 0, y.numpy()[y.numpy() > 0]
         self.report = {
             "train_samples": len(samples), "train_gapped": len(train_gaps),
@@ -240,26 +266,31 @@ class GapModel:
             "heldout_gapped_mean_predictor_mae": (_mean(np.abs(train_gaps.mean() - gaps[gapped]))
                                                   if len(train_gaps) else None),
             "heldout_metal_mean_gap": _mean(predicted[~gapped])}
+        if self.members > 1:  # calibration: a Gaussian spread holds 95 % of the errors within two deviations
+            self.report.update(heldout_mean_spread=_mean(spread),
+                               heldout_within_2_spread=_mean(np.abs(predicted - gaps) <= 2 * spread))
         self._new_version("fit")
-        return losses
+        return [float(v) for v in losses]
 
     def finetune(self, atoms: Atoms, label: float, steps: int = 10, lr: float = 1e-3,
                  episode: int | None = None) -> tuple[list[float], list[float]]:
-        """``steps`` Adam steps on one labelled crystal (paper b's online update); (losses, predictions)."""
+        """``steps`` Adam steps of every member on one labelled crystal (paper b's online update); (losses,
+        predictions) of the ensemble mean before each step."""
         import torch
 
         x = self._tensor(self.features([atoms]))
         y = torch.tensor([label], dtype=torch.float32)
-        optimizer = torch.optim.Adam(self.head.parameters(), lr=lr)
+        params = [p for head in self.heads for p in head.parameters()]
+        optimizer = torch.optim.Adam(params, lr=lr)  # per-parameter steps: the same as one optimiser per member
         losses, predictions = [], []
         for _ in range(steps):
-            prediction = self.head(x).squeeze(-1)
-            loss = torch.nn.functional.mse_loss(prediction, y)
+            each = torch.cat([head(x).squeeze(-1) for head in self.heads])
+            loss = torch.nn.functional.mse_loss(each, y.expand_as(each), reduction="sum")
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            losses.append(loss.item())
-            predictions.append(prediction[0].item())
+            losses.append(float(((each.mean() - y[0]) ** 2).item()))
+            predictions.append(float(each.mean().item()))
         self.n_samples += 1
         self._new_version("finetune", episode)
         if self.store is not None:
@@ -276,10 +307,12 @@ class GapModel:
 
     def state(self) -> str:
         """The head, feature scaling, version and report as one base64 text (what ``gap_models.state`` holds)."""
-        arrays = {f"head.{k}": v.detach().numpy() for k, v in self.head.state_dict().items()}
+        arrays = {f"{_prefix(m)}{k}": v.detach().numpy() for m, head in enumerate(self.heads)
+                  for k, v in head.state_dict().items()}
         buffer = io.BytesIO()
         np.savez_compressed(buffer, mean=self.mean, std=self.std, **arrays,
-                            meta=np.array(json.dumps({"hidden": self.hidden, "version": self.version,
+                            meta=np.array(json.dumps({"hidden": self.hidden, "members": self.members,
+                                                      "version": self.version,
                                                       "n_samples": self.n_samples, "model_id": self.model_id,
                                                       "report": self.report})))
         return base64.b64encode(buffer.getvalue()).decode()
@@ -289,10 +322,13 @@ class GapModel:
 
         data = np.load(io.BytesIO(base64.b64decode(state)))
         meta = json.loads(str(data["meta"]))
-        if tuple(meta["hidden"]) != self.hidden:
-            raise ConfigError(f"gap model state has hidden sizes {meta['hidden']}, this model {list(self.hidden)}")
-        self.head.load_state_dict({k[5:]: torch.from_numpy(data[k].copy()) for k in data.files
-                                   if k.startswith("head.")})
+        if tuple(meta["hidden"]) != self.hidden or meta.get("members", 1) != self.members:
+            raise ConfigError(f"gap model state has hidden sizes {meta['hidden']} and {meta.get('members', 1)} "
+                              f"members, this model {list(self.hidden)} and {self.members}")
+        for m, head in enumerate(self.heads):
+            prefix = _prefix(m)
+            head.load_state_dict({k[len(prefix):]: torch.from_numpy(data[k].copy()) for k in data.files
+                                  if k.startswith(prefix)})
         self.mean, self.std = data["mean"], data["std"]
         self.version, self.n_samples = meta["version"], meta["n_samples"]
         self.report = meta.get("report", {})  # states saved before held-out reports have none
@@ -305,7 +341,14 @@ class GapModel:
     def load(cls, path: str | Path, **kwargs) -> GapModel:
         text = Path(path).read_text()
         meta = json.loads(str(np.load(io.BytesIO(base64.b64decode(text)))["meta"]))
-        return cls(hidden=meta["hidden"], model_id=meta["model_id"], **kwargs).load_state(text)
+        return cls(hidden=meta["hidden"], model_id=meta["model_id"], members=meta.get("members", 1),
+                   **kwargs).load_state(text)
+
+
+def _prefix(member: int) -> str:
+    """Array-name prefix of a member's weights in a saved state: ``head.`` for the first (states saved before
+    ensembles hold that one only), ``head1.``, ``head2.`` ... for the others."""
+    return "head." if member == 0 else f"head{member}."
 
 
 def train_gap_model(perov5: str | Path | None, store=None, n_perov5: int = 1000, epochs: int = 150,

@@ -7,7 +7,8 @@ Registry (``str | class`` wherever an evaluator is asked for):
 | ``dft-gap`` | Quantum ESPRESSO gap (``run_dft``, the store as cache), optional CHGNet FIRE relaxation | minutes |
 | ``chgnet-energy`` | CHGNet formation energy per atom (stability term of paper a) | ~0.1 s |
 | ``gap-model`` | CHGNet crystal features + MLP head (:mod:`rlcsp.design.gap_model`) | ~0.1 s |
-| ``hybrid`` | the gap model, and DFT every k-th episode; a DFT gap is the reward and fine-tunes the model | mixed |
+| ``hybrid`` | the gap model, and DFT on one episode in k (the most promising uncertain filling of the last k, or
+every k-th); a DFT gap is the reward and fine-tunes the model | mixed |
 | ``analytic`` | any function of the species list (toy tasks, tests) | none |
 
 Reward formulas: paper b, ``-1`` if more than ``max_elements`` distinct elements or the DFT failed, else
@@ -280,17 +281,28 @@ class DftGapEvaluator(Evaluator):
 
 
 class GapModelEvaluator(Evaluator):
-    """The gap model's prediction is the property (paper b's experiment 1: no DFT at all)."""
+    """The gap model's prediction is the property (paper b's experiment 1: no DFT at all).
+
+    With an ensemble (``GapModel(members=...)``) the reward is taken at a gap ``penalty`` standard deviations
+    further from the target than the mean, so an agent gains nothing by steering into fillings the model does not
+    know; a single model has no spread and gives paper b's reward.
+    """
 
     name = "gap-model"
 
-    def __init__(self, model, **kwargs):
+    def __init__(self, model, penalty: float = 1.0, **kwargs):
         super().__init__(**kwargs)
-        self.model = model
+        if penalty < 0:
+            raise ConfigError(f"the uncertainty penalty must be >= 0, got {penalty}")
+        self.model, self.penalty = model, penalty
 
     def _evaluate(self, atoms: Atoms, target: float, episode: int) -> Evaluation:
-        gap = self.model.predict(atoms)
-        reward, e_form = self.gap_reward(atoms, gap, target)
+        gap, spread = self.model.predict_spread(atoms)
+        return self._model_evaluation(atoms, target, gap, spread)
+
+    def _model_evaluation(self, atoms: Atoms, target: float, gap: float, spread: float) -> Evaluation:
+        away = 1.0 if gap >= target else -1.0
+        reward, e_form = self.gap_reward(atoms, max(gap + away * self.penalty * spread, 0.0), target)
         return Evaluation(reward, gap, "model", model_gap=gap, e_form=e_form)
 
     def state(self) -> dict[str, Any]:
@@ -301,31 +313,67 @@ class GapModelEvaluator(Evaluator):
         self.model.load_state(state["model"])
 
 
-class HybridEvaluator(GapModelEvaluator):
-    """Gap model on most episodes; DFT on every ``every``-th episode (1-based), whose gap is the reward and
-    fine-tunes the model (``finetune_steps`` Adam steps at ``finetune_lr``; paper b: k = 30, 10 steps, 1e-3).
+SELECTIONS = ("uncertain", "every")
 
-    An episode is the env's count, so a run that resumes keeps the same DFT episodes.
+
+class HybridEvaluator(GapModelEvaluator):
+    """Gap model on most episodes and DFT on one in ``every``; a DFT gap is the reward and fine-tunes the model
+    (``finetune_steps`` Adam steps at ``finetune_lr``; paper b: k = 30, 10 steps, 1e-3).
+
+    ``select="every"`` is paper b: DFT on every k-th episode (1-based). ``select="uncertain"`` spends the same
+    budget where it matters: each episode earns 1/k of a call, and a call is made when one is earned and the
+    filling's optimistic reward (paper b's reward at the gap ``kappa`` ensemble deviations nearer the target than
+    the mean) is at least that of every unlabelled filling of the last k - 1 episodes, or when two are earned. A
+    filling DFT has answered is never sent again: its DFT gap (or the failure's -1) is its reward from then on,
+    so the agent cannot be paid by the model for what DFT already refuted.
+
+    Episodes are the env's count and the selection state is saved, so a run that resumes makes the same calls.
     """
 
     name = "hybrid"
 
     def __init__(self, model, dft: DftGapEvaluator, every: int = 30, finetune_steps: int = 10,
-                 finetune_lr: float = 1e-3, **kwargs):
+                 finetune_lr: float = 1e-3, select: str = "uncertain", kappa: float = 1.0, **kwargs):
         super().__init__(model, **kwargs)
         if every < 1:
             raise ConfigError(f"DFT every k-th episode needs k >= 1, got {every}")
-        self.dft, self.every = dft, every
+        if select not in SELECTIONS:
+            raise UnknownName("DFT selection", select, list(SELECTIONS))
+        self.dft, self.every, self.select, self.kappa = dft, every, select, kappa
         self.finetune_steps, self.finetune_lr = finetune_steps, finetune_lr
         self.dft.formula, self.dft.max_elements = self.formula, self.max_elements
+        self.credit = 0  # episodes earned towards calls: a call costs ``every``
+        self.recent: list[float] = []  # optimistic rewards of the last every - 1 unlabelled fillings
+        self.labels: dict[tuple[str, ...], float | None] = {}  # DFT gap (None: failed) of each answered filling
 
     def check_vocabulary(self, elements: Iterable[str]) -> set[str]:
         return self.dft.check_vocabulary(elements)
 
     def _evaluate(self, atoms: Atoms, target: float, episode: int) -> Evaluation:
-        if episode % self.every:
-            return super()._evaluate(atoms, target, episode)
-        model_gap = self.model.predict(atoms)
+        if self.select == "every":
+            if episode % self.every:
+                return super()._evaluate(atoms, target, episode)
+            return self._dft(atoms, target, episode, self.model.predict(atoms))
+        species = tuple(atoms.get_chemical_symbols())
+        self.credit += 1
+        if species in self.labels:
+            gap = self.labels[species]
+            reward, e_form = self.gap_reward(atoms, gap, target)
+            return Evaluation(reward, gap, "dft-label", model_gap=self.model.predict(atoms), dft_gap=gap,
+                              e_form=e_form)
+        gap, spread = self.model.predict_spread(atoms)
+        optimistic = paper_b_reward(target if abs(gap - target) <= self.kappa * spread
+                                    else gap - math.copysign(self.kappa * spread, gap - target), target, 0)
+        best = optimistic >= max(self.recent, default=-math.inf)
+        self.recent = (self.recent + [optimistic])[-(self.every - 1):] if self.every > 1 else []
+        if (self.credit >= self.every and best) or self.credit >= 2 * self.every:
+            self.credit -= self.every
+            evaluation = self._dft(atoms, target, episode, gap)
+            self.labels[species] = evaluation.dft_gap
+            return evaluation
+        return self._model_evaluation(atoms, target, gap, spread)
+
+    def _dft(self, atoms: Atoms, target: float, episode: int, model_gap: float) -> Evaluation:
         result = self.dft.dft(atoms, episode, model_gap)
         self.counts["dft_calls"], self.counts["dft_failures"] = self.dft.counts["dft_calls"], \
             self.dft.counts["dft_failures"]
@@ -337,11 +385,14 @@ class HybridEvaluator(GapModelEvaluator):
                           e_form=e_form)
 
     def state(self) -> dict[str, Any]:
-        return {**super().state(), "dft": self.dft.state()}
+        return {**super().state(), "dft": self.dft.state(), "credit": self.credit, "recent": list(self.recent),
+                "labels": [[list(k), v] for k, v in self.labels.items()]}
 
     def load_state(self, state: dict[str, Any]) -> None:
         super().load_state(state)
         self.dft.load_state(state["dft"])
+        self.credit, self.recent = state.get("credit", 0), list(state.get("recent", []))
+        self.labels = {tuple(k): v for k, v in state.get("labels", [])}
 
 
 EVALUATORS: dict[str, type[Evaluator]] = {

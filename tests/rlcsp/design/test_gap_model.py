@@ -12,6 +12,7 @@ from ase.build import bulk
 from rlcsp.calculators.espresso import DftSettings, run_dft
 from rlcsp.cli import main
 from rlcsp.db import Store
+from rlcsp.exceptions import ConfigError
 from rlcsp.design.fill import flat_rewards, load_fill_script
 from rlcsp.design.fill_env import SkeletonFillEnv
 from rlcsp.design.gap_model import (CrystalFeatures, GapModel, dft_samples, perov5_samples, perov5_split,
@@ -155,3 +156,23 @@ def test_finetuning_on_one_dft_sample_moves_the_prediction_towards_the_label(sam
     assert len(labelled) == 1 and labelled[0].gap == result.band_gap
     trained = train_gap_model(None, store=store, epochs=5, extra=samples[:4], model_id="next")
     assert trained.n_samples == 5
+
+
+def test_an_ensemble_disagrees_off_its_data_reports_calibration_and_round_trips(samples, fillings, features,
+                                                                              tmp_path):
+    model = GapModel(seed=0, members=3, features=features)
+    model.fit(samples, epochs=80, heldout=samples[:4])
+    inside = model.predict_spread([s.atoms for s in samples])[1]
+    outside = model.predict_spread(fillings[:20])[1]
+    assert outside.mean() > 2 * inside.mean() > 0  # members agree on their data, not on elpasolite fillings
+    assert 0 <= model.report["heldout_within_2_spread"] <= 1 and model.report["heldout_mean_spread"] > 0
+    mean, spread = model.predict_spread(fillings[0])
+    assert mean == pytest.approx(model.predict(fillings[0])) and spread > 0
+    path = tmp_path / "ensemble.txt"
+    model.save(path)
+    again = GapModel.load(path, features=features)
+    assert again.members == 3
+    assert again.predict_spread(fillings[:5])[1].tolist() == model.predict_spread(fillings[:5])[1].tolist()
+    with pytest.raises(ConfigError, match="3 members"):
+        GapModel(seed=0).load_state(model.state())
+    assert GapModel(seed=0, features=features).predict_spread(fillings[0])[1] == 0.0  # one member: no spread

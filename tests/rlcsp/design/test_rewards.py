@@ -64,7 +64,7 @@ def test_hybrid_calls_dft_exactly_every_kth_episode_and_logs_each(db_url, gap_mo
     run_id = store.create_run({"test": "hybrid"}, "fill-test", "NaCl", "random", 0, "hybrid", "test")
     model = GapModel(store=store, run_id=run_id, model_id="m").load_state(gap_model_state)
     dft = DftGapEvaluator(CHEAP, store=store, run_id=run_id)
-    env = SkeletonFillEnv(bulk("NaCl", "rocksalt", a=5.64), HybridEvaluator(model, dft, every=3),
+    env = SkeletonFillEnv(bulk("NaCl", "rocksalt", a=5.64), HybridEvaluator(model, dft, every=3, select="every"),
                           vocabulary=VOCABULARY, target=1.12)
     env.reset(seed=0)
     sources, rewards = [], []
@@ -120,3 +120,56 @@ def test_chgnet_relaxation_before_dft(tmp_path):
     assert result.dft_outcome == "ok"
     relaxed_cell = np.array(evaluator.last.inputs["structure"]["cell"])
     assert abs(np.linalg.det(relaxed_cell)) > 1.05 * squeezed.get_volume()  # CHGNet expanded it before pw.x
+
+
+class ScriptedModel:
+    """A gap model whose (mean, spread) per formula is fixed, to pin the selection rule; DFT stays real."""
+
+    def __init__(self, table: dict[str, tuple[float, float]]):
+        self.table, self.finetuned = table, []
+
+    def predict_spread(self, atoms):
+        return self.table[atoms.get_chemical_formula()]
+
+    def predict(self, atoms):
+        return self.table[atoms.get_chemical_formula()][0]
+
+    def finetune(self, atoms, label, *args, **kwargs):
+        self.finetuned.append(atoms.get_chemical_formula())
+
+    def state(self):
+        return ""
+
+    def load_state(self, state):
+        return self
+
+
+def test_hybrid_sends_the_most_promising_uncertain_filling_to_dft_once_and_reuses_its_label(tmp_path):
+    # optimistic rewards (kappa = 1): NaF reaches the 1.12 eV target within one deviation (1.0); NaCl
+    # exp(-0.12^2) = 0.986; LiF and LiCl are far (exp(-(4.9-1.12)^2), exp(-(0.3-1.12)^2) = 0.51)
+    table = {"FLi": (5.0, 0.1), "ClLi": (0.2, 0.1), "FNa": (1.5, 0.5), "ClNa": (1.0, 0.0)}
+    store = Store(f"sqlite:///{tmp_path / 'rlcsp.db'}")
+    model = ScriptedModel(table)
+    hybrid = HybridEvaluator(model, DftGapEvaluator(CHEAP, store=store, run_id=None), every=3, penalty=1.0)
+    order = ["FLi", "ClLi", "FNa", "FLi", "ClNa", "ClLi", "FNa", "FLi", "ClLi", "ClNa", "FLi", "ClLi"]
+    crystals = {"FLi": bulk("LiF", "rocksalt", a=4.03), "ClLi": bulk("LiCl", "rocksalt", a=5.13),
+                "FNa": bulk("NaF", "rocksalt", a=4.63), "ClNa": bulk("NaCl", "rocksalt", a=5.64)}
+    out = []
+    for episode, formula in enumerate(order, 1):
+        if episode == 7:  # a resumed run makes the same decisions
+            state = hybrid.state()
+            hybrid = HybridEvaluator(model, DftGapEvaluator(CHEAP, store=store, run_id=None), every=3)
+            hybrid.load_state(state)
+        out.append(hybrid.evaluate(crystals[formula], 1.12, episode))
+    sources = [e.source for e in out]
+    # ep 3: a call earned, NaF the best of its window -> DFT; ep 6: earned, but LiCl is below NaCl's 0.986 of ep 5;
+    # ep 7: NaF is labelled now; ep 9: two calls earned -> LiCl goes; ep 10: NaCl the best of its window -> DFT;
+    # ep 12: LiCl is labelled
+    assert sources == ["model", "model", "dft", "model", "model", "model", "dft-label", "model", "dft", "dft",
+                       "model", "dft-label"]
+    assert model.finetuned == ["FNa", "ClLi", "ClNa"] and hybrid.counts["dft_calls"] == 3
+    assert [c["episode"] for c in store.fill_dft_calls(None)] == [3, 9, 10]  # at most one call per 3 episodes
+    assert out[6].dft_gap == out[2].dft_gap > 1
+    assert out[6].reward == pytest.approx(math.exp(-(out[2].dft_gap - 1.12) ** 2))
+    # a model reward is taken one deviation further from the target: LiCl's 0.2 +- 0.1 is scored at 0.1 eV
+    assert out[1].reward == pytest.approx(math.exp(-(0.1 - 1.12) ** 2)) and out[1].gap == 0.2
