@@ -58,13 +58,14 @@ def gm_genomes(composition: str, policy: str, data: Path) -> tuple[object, list]
 
 
 def neighbours(search, genome, k: int, n: int, rng: np.random.Generator) -> list:
-    """Up to ``n`` distinct passing genomes ``k`` local moves from ``genome`` (k = 0: the genome itself)."""
+    """The assembled structures of up to ``n`` distinct passing genomes ``k`` local moves from ``genome`` (k = 0:
+    the genome itself, ``n`` times)."""
     from rlcsp.actions import MOVES
     from rlcsp.exceptions import InvalidMove, NotApplicable
 
     if k == 0:
-        return [genome] * n
-    found: list = []
+        return [search._check(genome, search.config.max_atoms, "moves")] * n
+    found: dict = {}  # genome -> its assembled structure
     for _ in range(50 * n):
         g = genome
         try:
@@ -72,11 +73,13 @@ def neighbours(search, genome, k: int, n: int, rng: np.random.Generator) -> list
                 g = MOVES[int(rng.choice(LOCAL_MOVES))].apply(g, search.ctx, rng)
         except (InvalidMove, NotApplicable):
             continue
-        if g != genome and g not in found and search._check(g, search.config.max_atoms, "moves") is not None:
-            found.append(g)
-            if len(found) == n:
-                break
-    return found
+        if g != genome and g not in found:
+            atoms = search._check(g, search.config.max_atoms, "moves")
+            if atoms is not None:
+                found[g] = atoms
+                if len(found) == n:
+                    break
+    return list(found.values())
 
 
 RELAXERS = ("lammps", "torch", "torch-gulp", "torch-fire", "ase")
@@ -125,8 +128,8 @@ def main() -> None:
     starts = []  # (cif, k, rattled atoms)
     for cif, genome in found:
         for k in range(args.max_k + 1):
-            for g in neighbours(search, genome, k, args.per_k, rng):
-                starts.append((cif, k, search._rattle(search._check(g, search.config.max_atoms, "moves"))))
+            for atoms in neighbours(search, genome, k, args.per_k, rng):
+                starts.append((cif, k, search._rattle(atoms)))
     print(f"{len(found)} GM genomes from {args.composition}/{args.policy}; {len(starts)} starts")
     energies: dict[str, list] = {}
     seconds: dict[str, float] = {}

@@ -205,13 +205,9 @@ class GapModel:
         with torch.no_grad():
             return np.stack([head(xt).squeeze(-1).numpy().astype(float) for head in self.heads])
 
-    def predict_features(self, x: np.ndarray) -> np.ndarray:
-        return self._members(x).mean(axis=0)
-
     def predict(self, structures: Atoms | Sequence[Atoms]) -> float | np.ndarray:
-        single = isinstance(structures, Atoms)
-        out = self.predict_features(self.features([structures] if single else list(structures)))
-        return float(out[0]) if single else out
+        """The ensemble's mean gap."""
+        return self.predict_spread(structures)[0]
 
     def predict_spread(self, structures: Atoms | Sequence[Atoms]) -> tuple:
         """(mean, standard deviation over members) of the gap; the deviation is 0 for a single model."""
