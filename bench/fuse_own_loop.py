@@ -1,0 +1,217 @@
+"""FUSE's own code, with rlcsp's relaxer in place of GULP: is the GM gap in our loop or in the relaxer?
+
+rlcsp's ``--fuse 1.06`` profile reaches the Y2Ti2O7 pyrochlore GM in 1 of 4 walkers of 2000 relaxations, where
+FUSE's 40 Uniform runs reached it in 40. Every quirk the review found is reproduced, and the GM's funnel is about
+one genome wide for every relaxer we have (``bench/gm_funnel.py``). This bench removes the last doubt about the
+loop: it runs FUSE-stable's own ``run_fuse`` (generation, checks, moves, acceptance, melt, policy: all FUSE's
+code, unmodified) with one substitution, ``run_gulp`` -> rlcsp's relaxer. If FUSE's own loop with our relaxer
+also falls short of 40/40, the gap lies in the relaxer (GULP's optimiser, which no binary here can run) and not
+in rlcsp's loop; if it matches FUSE, the gap lies in rlcsp's loop.
+
+FUSE's source is not vendored (GPL-3.0): point ``--fuse-src`` at a FUSE-stable checkout's ``fuse_106`` or
+``fuse_104`` folder. Shims let that code run on current ASE and Python, none touching the search:
+``Atoms.get_cell_lengths_and_angles`` -> ``cell.cellpar()`` (removed from ASE), a ``func_timeout`` stand-in
+(only used when ``gulp_timeout`` is set, which the paper inputs leave unset), empty ``matplotlib`` and
+``distutils`` modules where none is installed (FUSE plots only when asked, and this bench never asks), and
+``random.seed`` before the run (FUSE draws every random number from Python's ``random`` except ASE's rattle, which
+is fixed at seed 42).
+
+Each seed runs in its own process and folder (FUSE writes its files to the working directory); a rerun resumes
+unfinished seeds with FUSE's own ``restart=True``. The GM is reached at the first relaxation (counted as FUSE
+counts, initial population included) whose energy is within 2e-6 eV/atom of the script's target.
+
+    python bench/fuse_own_loop.py --fuse-src /path/FUSE-stable/fuse_106 --seeds 1 2 3 4 --workers 2
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import json
+import os
+import pickle
+import random
+import sys
+import threading
+import time
+import types
+from multiprocessing import get_context
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+GM_TOL = 2e-6  # eV/atom: FUSE's energies are rounded to 1e-6
+POLICY = {"fuse106": "uniform", "fuse104": "original"}  # the policy each FUSE release ran in the paper
+
+
+def shim_environment() -> None:
+    """What FUSE's code needs from an older ASE and from packages the paper runs had installed."""
+    from ase import Atoms
+
+    if not hasattr(Atoms, "get_cell_lengths_and_angles"):
+        Atoms.get_cell_lengths_and_angles = lambda self: self.cell.cellpar()
+    if "func_timeout" not in sys.modules:
+        stub = types.ModuleType("func_timeout")
+
+        class FunctionTimedOut(Exception):
+            pass
+
+        stub.FunctionTimedOut = FunctionTimedOut
+        stub.func_timeout = lambda timeout, func, args=(), kwargs=None: func(*args, **(kwargs or {}))
+        sys.modules["func_timeout"] = stub
+    if importlib.util.find_spec("distutils") is None:  # FUSE's __init__ imports LooseVersion and never uses it
+        for name in ("distutils", "distutils.version"):
+            sys.modules[name] = types.ModuleType(name)
+        sys.modules["distutils.version"].LooseVersion = str
+    if importlib.util.find_spec("matplotlib") is None:  # FUSE imports it; it only plots when asked, and we never ask
+        for name in ("matplotlib", "matplotlib.pyplot"):
+            sys.modules[name] = types.ModuleType(name)
+        sys.modules["matplotlib"].use = lambda *a, **k: None
+        sys.modules["matplotlib"].pyplot = sys.modules["matplotlib.pyplot"]
+
+
+def make_run_gulp(relaxer_name: str):
+    """A drop-in for FUSE's ``run_gulp``: (atoms, energy per cell or 1e20, converged), relaxed by rlcsp."""
+    from rlcsp.calculators.lammps_relax import LammpsRelaxer
+    from rlcsp.calculators.torch_relax import TorchRelaxer
+
+    lib = ROOT / "inputs" / "lib2.lib"
+    relaxer = {"lammps": lambda: LammpsRelaxer(lib), "torch": lambda: TorchRelaxer(lib),
+               "torch-gulp": lambda: TorchRelaxer(lib, inner="gulp")}[relaxer_name]()
+
+    def run_gulp(atoms=None, **_ignored):
+        result = relaxer.relax([atoms])[0]
+        if not result.ok:
+            return atoms, 1.0e20, False
+        return result.atoms, result.energy_per_atom * len(result.atoms), True
+
+    return run_gulp
+
+
+def done_relaxations(folder: Path) -> int:
+    """Relaxations FUSE has finished in ``folder`` (initial population included), from its restart pickles."""
+    try:
+        ini = pickle.load(open(folder / "ini_energies.p", "rb"))
+    except (OSError, EOFError, pickle.UnpicklingError):
+        return 0
+    try:
+        energies = pickle.load(open(folder / "energies.p", "rb"))
+    except (OSError, EOFError, pickle.UnpicklingError):
+        energies = [None]
+    return len(ini) + max(len(energies) - 1, 0)
+
+
+def run_seed(job: dict) -> dict:
+    """One FUSE run in its own folder; stdout goes to ``fuse_stdout.txt`` there."""
+    folder = Path(job["folder"])
+    folder.mkdir(parents=True, exist_ok=True)
+    sys.path.insert(0, job["fuse_src"])
+    shim_environment()
+    package = job["package"]
+    __import__(f"{package}.run_fuse")
+    run_fuse_module = sys.modules[f"{package}.run_fuse"]
+    run_fuse_module.run_gulp = make_run_gulp(job["relaxer"])
+    done = done_relaxations(folder)
+    remaining = job["budget"] - done
+    started = time.time()
+    if remaining > 0:
+        os.chdir(folder)
+        random.seed(job["seed"] * 1000003 + done)  # a resumed segment gets its own stream, named by where it resumed
+        config = job["config"]
+        kwargs = dict(composition={k: list(v) for k, v in config["composition"].items()}, search=1,
+                      initial_gen=config["initial_population"], max_atoms=config["max_atoms"],
+                      imax_atoms=config["max_atoms"], iterations=remaining, rmax=1000000, restart=done > 0,
+                      ctype="gulp", kwds=["opti conj conp c6", "opti lbfgs conp c6"], gulp_opts=[[""], [""]],
+                      lib="lib2.lib", shel=None, write_all_structures=False, write_graph=False,
+                      write_graph_end=False)
+        if job["deadline_s"]:  # FUSE's own graceful stop: it writes its restart files and exits
+            timer = threading.Timer(job["deadline_s"], (folder / "stop.txt").touch)
+            timer.daemon = True
+            timer.start()
+        with open("fuse_stdout.txt", "a") as out, contextlib.redirect_stdout(out), contextlib.suppress(SystemExit):
+            run_fuse_module.run_fuse(**kwargs)
+        with contextlib.suppress(FileNotFoundError):
+            (folder / "stop.txt").unlink()
+    return {"seed": job["seed"], "wall_s": time.time() - started, **read_run(folder, job["target"])}
+
+
+def read_run(folder: Path, target: float) -> dict:
+    """GM hit, relaxations to it, best energy and per-move counts from FUSE's restart pickles."""
+    ini = pickle.load(open(folder / "ini_energies.p", "rb"))
+    structures = pickle.load(open(folder / "search_structures.p", "rb"))
+    energies = list(ini) + [structures[k][3] for k in sorted(structures) if k > 0]
+    moves = [str(structures[k][4]) for k in sorted(structures) if k > 0]
+    hit = next((i + 1 for i, e in enumerate(energies) if e <= target + GM_TOL), None)
+    share = {m: moves.count(m) for m in sorted(set(moves), key=lambda m: (len(m), m))}
+    failed = sum(e > 0 for e in energies)
+    return {"relaxations": len(energies), "gm_relaxation": hit, "best_energy": min(energies),
+            "failed": failed, "moves": share}
+
+
+def fisher_p(hits: int, n: int, ref_hits: int, ref_n: int = 40) -> float:
+    from scipy.stats import fisher_exact
+
+    return float(fisher_exact([[hits, n - hits], [ref_hits, ref_n - ref_hits]])[1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--fuse-src", type=Path, required=True, help="FUSE-stable's fuse_106 or fuse_104 folder")
+    parser.add_argument("--composition", default="y2ti2o7", help="an inputs/ script name")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4])
+    parser.add_argument("--budget", type=int, default=2000, help="relaxations, initial population included")
+    parser.add_argument("--relaxer", default="lammps", choices=["lammps", "torch", "torch-gulp"])
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "fuse_own_loop")
+    parser.add_argument("--output", type=Path, default=None)
+    parser.add_argument("--deadline-s", type=float, default=0, help="stop each seed cleanly after this long (0: never)")
+    args = parser.parse_args()
+
+    from rlcsp.csp.config import load_script
+
+    package = next(p.name for p in args.fuse_src.iterdir() if p.name.startswith("fuse1") and p.is_dir())
+    config = load_script(ROOT / "inputs" / f"{args.composition}.py")
+    config = {k: config[k] for k in ("composition", "initial_population", "max_atoms", "target_energy")}
+    tag = f"{args.composition}_{package}_{args.relaxer}"
+    jobs = [{"seed": s, "folder": str(args.runs / tag / f"seed{s}"), "fuse_src": str(args.fuse_src.resolve()),
+             "package": package, "relaxer": args.relaxer, "budget": args.budget, "config": config,
+             "target": config["target_energy"], "deadline_s": args.deadline_s} for s in args.seeds]
+    with get_context("spawn").Pool(args.workers, maxtasksperchild=1) as pool:
+        rows = []
+        for row in pool.imap_unordered(run_seed, jobs):
+            rows.append(row)
+            print(f"seed {row['seed']}: {row['relaxations']} relaxations, GM at {row['gm_relaxation']}, "
+                  f"best {row['best_energy']:.6f}, {row['wall_s']:.0f} s", flush=True)
+    rows.sort(key=lambda r: r["seed"])
+    write(rows, args, package, tag)
+
+
+def write(rows: list[dict], args, package: str, tag: str) -> None:
+    from csp_fuse_policies import REFERENCE, current_commit
+
+    commit = current_commit()
+    complete = [r for r in rows if r["relaxations"] >= args.budget or r["gm_relaxation"]]
+    if len(complete) < len(rows):
+        print(f"{len(rows) - len(complete)} seeds unfinished: rerun the same command to resume them")
+    hits = sum(r["gm_relaxation"] is not None for r in complete)
+    names = {name.lower(): name for name in REFERENCE}
+    ref = REFERENCE[names[args.composition]][POLICY[package]] if args.composition in names else None
+    p = fisher_p(hits, len(complete), ref) if ref is not None and complete else None
+    out = args.output or RESULTS / f"fuse_own_loop_{tag}.json"
+    out.write_text(json.dumps({"bench": "fuse_own_loop", "commit": commit, "composition": args.composition,
+                               "fuse": package, "relaxer": args.relaxer, "budget": args.budget,
+                               "gm_reached": hits, "walkers": len(complete), "fuse_reference": ref,
+                               "fisher_p": p, "rows": rows}, indent=1) + "\n")
+    lines = [f"# FUSE's own loop ({package}) with rlcsp's `{args.relaxer}` relaxer: {args.composition}, budget "
+             f"{args.budget}", "", f"commit {commit}. GM reached in **{hits}/{len(complete)}** complete walkers"
+             + (f" (FUSE with GULP: {ref}/40, Fisher p = {p:.2g})" if p is not None else "") + ".", "",
+             "| seed | relaxations | GM at | best E (eV/atom) | failed | wall s |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['seed']} | {r['relaxations']} | {r['gm_relaxation'] or '-'} | {r['best_energy']:.6f} "
+                     f"| {r['failed']} | {r['wall_s']:.0f} |")
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
