@@ -59,11 +59,13 @@ def shim_environment() -> None:
         stub.FunctionTimedOut = FunctionTimedOut
         stub.func_timeout = lambda timeout, func, args=(), kwargs=None: func(*args, **(kwargs or {}))
         sys.modules["func_timeout"] = stub
-    if importlib.util.find_spec("distutils") is None:  # FUSE's __init__ imports LooseVersion and never uses it
+    if "distutils" not in sys.modules and importlib.util.find_spec("distutils") is None:
+        # FUSE's __init__ imports LooseVersion and never uses it
         for name in ("distutils", "distutils.version"):
             sys.modules[name] = types.ModuleType(name)
         sys.modules["distutils.version"].LooseVersion = str
-    if importlib.util.find_spec("matplotlib") is None:  # FUSE imports it; it only plots when asked, and we never ask
+    if "matplotlib" not in sys.modules and importlib.util.find_spec("matplotlib") is None:
+        # FUSE imports it at module level; it only plots when asked, and this bench never asks
         for name in ("matplotlib", "matplotlib.pyplot"):
             sys.modules[name] = types.ModuleType(name)
         sys.modules["matplotlib"].use = lambda *a, **k: None
@@ -103,7 +105,7 @@ def done_relaxations(folder: Path) -> int:
 
 def run_seed(job: dict) -> dict:
     """One FUSE run in its own folder; stdout goes to ``fuse_stdout.txt`` there."""
-    folder = Path(job["folder"])
+    folder = Path(job["folder"]).resolve()  # absolute: FUSE changes into it
     folder.mkdir(parents=True, exist_ok=True)
     sys.path.insert(0, job["fuse_src"])
     shim_environment()
@@ -165,6 +167,7 @@ def main() -> None:
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "fuse_own_loop")
     parser.add_argument("--output", type=Path, default=None)
     parser.add_argument("--deadline-s", type=float, default=0, help="stop each seed cleanly after this long (0: never)")
+    parser.add_argument("--report", action="store_true", help="only tabulate the seed folders already there")
     args = parser.parse_args()
 
     from rlcsp.csp.config import load_script
@@ -176,42 +179,81 @@ def main() -> None:
     jobs = [{"seed": s, "folder": str(args.runs / tag / f"seed{s}"), "fuse_src": str(args.fuse_src.resolve()),
              "package": package, "relaxer": args.relaxer, "budget": args.budget, "config": config,
              "target": config["target_energy"], "deadline_s": args.deadline_s} for s in args.seeds]
-    with get_context("spawn").Pool(args.workers, maxtasksperchild=1) as pool:
-        rows = []
-        for row in pool.imap_unordered(run_seed, jobs):
-            rows.append(row)
-            print(f"seed {row['seed']}: {row['relaxations']} relaxations, GM at {row['gm_relaxation']}, "
-                  f"best {row['best_energy']:.6f}, {row['wall_s']:.0f} s", flush=True)
+    rows = []
+    if args.report:
+        rows = [{"seed": j["seed"], "wall_s": None, **read_run(Path(j["folder"]), j["target"])} for j in jobs
+                if Path(j["folder"], "search_structures.p").exists()]
+    else:
+        with get_context("spawn").Pool(args.workers, maxtasksperchild=1) as pool:
+            for row in pool.imap_unordered(run_seed, jobs):
+                rows.append(row)
+                print(f"seed {row['seed']}: {row['relaxations']} relaxations, GM at {row['gm_relaxation']}, "
+                      f"best {row['best_energy']:.6f}, {row['wall_s']:.0f} s", flush=True)
     rows.sort(key=lambda r: r["seed"])
     write(rows, args, package, tag)
+
+
+def rlcsp_walkers(composition: str) -> list[dict]:
+    """rlcsp's own ``--fuse 1.06`` walkers of this composition (``bench/csp_fuse106.json``), same relaxer."""
+    path = RESULTS / "csp_fuse106.json"
+    if not path.exists():
+        return []
+    return [{"seed": r["seed"], "relaxations": r["relaxations"], "gm_relaxation": r["gm_relaxation"]}
+            for r in json.loads(path.read_text())["runs"] if r["composition"].lower() == composition]
+
+
+def reached_by(rows: list[dict], at: int) -> str:
+    """'hits/observed' at relaxation ``at``: walkers that ran that far or reached the GM before it."""
+    seen = [r for r in rows if r["relaxations"] >= at or (r["gm_relaxation"] or at + 1) <= at]
+    return f"{sum((r['gm_relaxation'] or at + 1) <= at for r in seen)}/{len(seen)}"
 
 
 def write(rows: list[dict], args, package: str, tag: str) -> None:
     from csp_fuse_policies import REFERENCE, current_commit
 
+    from rlcsp.stats import km_median, logrank
+
     commit = current_commit()
     complete = [r for r in rows if r["relaxations"] >= args.budget or r["gm_relaxation"]]
-    if len(complete) < len(rows):
-        print(f"{len(rows) - len(complete)} seeds unfinished: rerun the same command to resume them")
     hits = sum(r["gm_relaxation"] is not None for r in complete)
     names = {name.lower(): name for name in REFERENCE}
     ref = REFERENCE[names[args.composition]][POLICY[package]] if args.composition in names else None
     p = fisher_p(hits, len(complete), ref) if ref is not None and complete else None
+    times = [r["gm_relaxation"] or r["relaxations"] for r in rows]
+    events = [r["gm_relaxation"] is not None for r in rows]
+    ours = rlcsp_walkers(args.composition) if package == "fuse106" else []
+    vs_ours = logrank(times, events, [r["gm_relaxation"] or r["relaxations"] for r in ours],
+                      [r["gm_relaxation"] is not None for r in ours])[1] if ours else None
     out = args.output or RESULTS / f"fuse_own_loop_{tag}.json"
-    out.write_text(json.dumps({"bench": "fuse_own_loop", "commit": commit, "composition": args.composition,
-                               "fuse": package, "relaxer": args.relaxer, "budget": args.budget,
-                               "gm_reached": hits, "walkers": len(complete), "fuse_reference": ref,
-                               "fisher_p": p, "rows": rows}, indent=1) + "\n")
+    marks = (500, 1000, 1500, args.budget)
+    out.write_text(json.dumps({
+        "bench": "fuse_own_loop", "commit": commit, "composition": args.composition, "fuse": package,
+        "relaxer": args.relaxer, "budget": args.budget, "walkers": len(rows), "complete": len(complete),
+        "gm_reached_complete": hits, "gm_reached_all": sum(events), "fuse_reference": ref, "fisher_p": p,
+        "km_median": km_median(times, events), "reached_by": {m: reached_by(rows, m) for m in marks},
+        "rlcsp_loop": {"walkers": ours, "reached_by": {m: reached_by(ours, m) for m in marks},
+                       "logrank_p": vs_ours}, "rows": rows}, indent=1) + "\n")
     lines = [f"# FUSE's own loop ({package}) with rlcsp's `{args.relaxer}` relaxer: {args.composition}, budget "
-             f"{args.budget}", "", f"commit {commit}. GM reached in **{hits}/{len(complete)}** complete walkers"
-             + (f" (FUSE with GULP: {ref}/40, Fisher p = {p:.2g})" if p is not None else "") + ".", "",
-             "| seed | relaxations | GM at | best E (eV/atom) | failed | wall s |", "|---|---|---|---|---|---|"]
+             f"{args.budget}", "",
+             f"commit {commit}. GM reached in **{hits}/{len(complete)}** walkers run to the budget or to the GM"
+             + (f" (FUSE with GULP: {ref}/40, Fisher p = {p:.2g})" if p is not None else "")
+             + f"; {len(rows) - len(complete)} more walkers stopped earlier are censored where they stopped.", "",
+             "GM reached by relaxation R, of the walkers observed that far:", "",
+             "| loop | " + " | ".join(f"R = {m}" for m in marks) + " | log-rank p vs rlcsp |",
+             "|---|" + "---|" * (len(marks) + 1),
+             f"| FUSE's own ({package}) | " + " | ".join(reached_by(rows, m) for m in marks) + " | "
+             + (f"{vs_ours:.2g} |" if vs_ours is not None else "- |")]
+    if ours:
+        lines.append("| rlcsp `--fuse 1.06` (csp_fuse106.json) | " + " | ".join(reached_by(ours, m) for m in marks)
+                     + " | - |")
+    lines += ["", "| seed | relaxations | GM at | best E (eV/atom) | failed | relaxations per move |",
+              "|---|---|---|---|---|---|"]
     for r in rows:
+        moves = " ".join(f"{m}:{n}" for m, n in r["moves"].items())
         lines.append(f"| {r['seed']} | {r['relaxations']} | {r['gm_relaxation'] or '-'} | {r['best_energy']:.6f} "
-                     f"| {r['failed']} | {r['wall_s']:.0f} |")
+                     f"| {r['failed']} | {moves} |")
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
-
 
 if __name__ == "__main__":
     main()

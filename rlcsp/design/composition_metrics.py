@@ -7,6 +7,7 @@ modified-Pettifor scale, as paper d's ElM2D) as a diversity measure, and the dis
 """
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import math
 import sys
@@ -47,9 +48,7 @@ def percent_unique(formulas: Sequence[Any]) -> float:
 
 def _elmd_class():
     # ElMD 0.5.x imports pkg_resources without using it, and setuptools >= 81 no longer ships that module.
-    try:
-        import pkg_resources  # noqa: F401
-    except ImportError:
+    if "pkg_resources" not in sys.modules and importlib.util.find_spec("pkg_resources") is None:
         sys.modules.setdefault("pkg_resources", types.ModuleType("pkg_resources"))
     from ElMD import ElMD
 
