@@ -91,16 +91,19 @@ def make_run_gulp(relaxer_name: str):
 
 
 def done_relaxations(folder: Path) -> int:
-    """Relaxations FUSE has finished in ``folder`` (initial population included), from its restart pickles."""
+    """Relaxations FUSE has finished in ``folder`` (initial population included), from its restart pickles.
+
+    Counted from ``search_structures.p`` (every relaxed candidate, failures included), not ``energies.p``, which
+    FUSE pickles before appending the step's energy. So a restart loses that last energy from FUSE's
+    ``energies`` and never runs the acceptance of the candidate relaxed just before the stop: FUSE's own
+    restart behaviour, one candidate per stop, left as it is.
+    """
     try:
         ini = pickle.load(open(folder / "ini_energies.p", "rb"))
+        structures = pickle.load(open(folder / "search_structures.p", "rb"))
     except (OSError, EOFError, pickle.UnpicklingError):
         return 0
-    try:
-        energies = pickle.load(open(folder / "energies.p", "rb"))
-    except (OSError, EOFError, pickle.UnpicklingError):
-        energies = [None]
-    return len(ini) + max(len(energies) - 1, 0)
+    return len(ini) + max(len(structures) - 1, 0)
 
 
 def run_seed(job: dict) -> dict:
@@ -198,8 +201,24 @@ def rlcsp_walkers(composition: str) -> list[dict]:
     path = RESULTS / "csp_fuse106.json"
     if not path.exists():
         return []
-    return [{"seed": r["seed"], "relaxations": r["relaxations"], "gm_relaxation": r["gm_relaxation"]}
+    return [{"seed": r["seed"], "relaxations": r["relaxations"], "gm_relaxation": r["gm_relaxation"],
+             "best_energy": r["best_energy"], "failed": r["outcomes"]["failed"],
+             "moves": r["relaxations_per_move"]}
             for r in json.loads(path.read_text())["runs"] if r["composition"].lower() == composition]
+
+
+def pooled(rows: list[dict]) -> dict:
+    """Relaxations per move (%), failed relaxations (%) and best energies, over a loop's walkers."""
+    moves: dict[str, int] = {}
+    for r in rows:
+        for m, n in r["moves"].items():
+            moves[m] = moves.get(m, 0) + n
+    total = sum(moves.values())
+    relaxations = sum(r["relaxations"] for r in rows)
+    return {"moves": {m: moves[m] for m in sorted(moves, key=int)}, "move_pct": {
+        m: round(100 * moves[m] / total, 1) for m in sorted(moves, key=int)},
+        "failed_pct": round(100 * sum(r["failed"] for r in rows) / relaxations, 2),
+        "best_energies": sorted(r["best_energy"] for r in rows)}
 
 
 def reached_by(rows: list[dict], at: int) -> str:
@@ -224,6 +243,14 @@ def write(rows: list[dict], args, package: str, tag: str) -> None:
     ours = rlcsp_walkers(args.composition) if package == "fuse106" else []
     vs_ours = logrank(times, events, [r["gm_relaxation"] or r["relaxations"] for r in ours],
                       [r["gm_relaxation"] is not None for r in ours])[1] if ours else None
+    mine, theirs = pooled(rows), pooled(ours) if ours else None
+    move_p = None
+    if theirs:
+        from scipy.stats import chi2_contingency
+
+        keys = sorted(set(mine["moves"]) | set(theirs["moves"]), key=int)
+        move_p = float(chi2_contingency([[mine["moves"].get(k, 0) for k in keys],
+                                         [theirs["moves"].get(k, 0) for k in keys]])[1])
     out = args.output or RESULTS / f"fuse_own_loop_{tag}.json"
     marks = (500, 1000, 1500, args.budget)
     out.write_text(json.dumps({
@@ -231,8 +258,9 @@ def write(rows: list[dict], args, package: str, tag: str) -> None:
         "relaxer": args.relaxer, "budget": args.budget, "walkers": len(rows), "complete": len(complete),
         "gm_reached_complete": hits, "gm_reached_all": sum(events), "fuse_reference": ref, "fisher_p": p,
         "km_median": km_median(times, events), "reached_by": {m: reached_by(rows, m) for m in marks},
+        "pooled": mine,
         "rlcsp_loop": {"walkers": ours, "reached_by": {m: reached_by(ours, m) for m in marks},
-                       "logrank_p": vs_ours}, "rows": rows}, indent=1) + "\n")
+                       "logrank_p": vs_ours, "pooled": theirs, "move_share_chi2_p": move_p}, "rows": rows}, indent=1) + "\n")
     lines = [f"# FUSE's own loop ({package}) with rlcsp's `{args.relaxer}` relaxer: {args.composition}, budget "
              f"{args.budget}", "",
              f"commit {commit}. GM reached in **{hits}/{len(complete)}** walkers run to the budget or to the GM"
@@ -246,6 +274,18 @@ def write(rows: list[dict], args, package: str, tag: str) -> None:
     if ours:
         lines.append("| rlcsp `--fuse 1.06` (csp_fuse106.json) | " + " | ".join(reached_by(ours, m) for m in marks)
                      + " | - |")
+    if theirs:
+        keys = list(mine["move_pct"])
+        lines += ["", f"Pooled over walkers. Move shares: chi-square p = {move_p:.2g} over pooled relaxations, which "
+                  "treats them as independent; a walker's shares follow its current structure (moves 4 and 5 "
+                  "apply only to some sizes), so this overstates the evidence of a difference.", "",
+                  "| loop | relaxations | failed % | " + " | ".join(f"move {k} %" for k in keys)
+                  + " | best E median |", "|---|---|---|" + "---|" * (len(keys) + 1)]
+        for name, walkers, pool in ((f"FUSE's own ({package})", rows, mine), ("rlcsp `--fuse 1.06`", ours, theirs)):
+            best = pool["best_energies"]
+            lines.append(f"| {name} | {sum(r['relaxations'] for r in walkers)} | {pool['failed_pct']} | "
+                         + " | ".join(str(pool["move_pct"].get(k, 0)) for k in keys)
+                         + f" | {best[len(best) // 2]:.6f} |")
     lines += ["", "| seed | relaxations | GM at | best E (eV/atom) | failed | relaxations per move |",
               "|---|---|---|---|---|---|"]
     for r in rows:

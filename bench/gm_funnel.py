@@ -10,6 +10,8 @@ rattle, and relaxes the same starts with every relaxer:
   torch       ``TorchRelaxer`` L-BFGS, the batched engine (keeps the exponential too);
   torch-gulp  the same with GULP's convention (no exponential below 1.2 A while minimising);
   torch-fire  the batched engine's FIRE (on request: 3-4 times the steps);
+  torch-cg    the batched engine's CG then L-BFGS: the path shape of GULP's staged relaxation in FUSE (conjugate
+              gradients for 50 cycles at steps of at most 0.1 A, then L-BFGS);
   ase         ASE FIRE -> BFGS on the exact model (GULP's convention), on the first ``--ase-max`` starts.
 It reports, per relaxer and k, how often the start reaches the GM, comes within 0.02 eV/atom of it, fails, and
 the median energy. The peer is LAMMPS, the relaxer every search row so far ran with.
@@ -82,7 +84,7 @@ def neighbours(search, genome, k: int, n: int, rng: np.random.Generator) -> list
     return list(found.values())
 
 
-RELAXERS = ("lammps", "torch", "torch-gulp", "torch-fire", "ase")
+RELAXERS = ("lammps", "torch", "torch-gulp", "torch-fire", "torch-cg", "ase")
 
 
 def make_relaxer(name: str):
@@ -94,6 +96,7 @@ def make_relaxer(name: str):
     return {"lammps": lambda: LammpsRelaxer(lib), "torch": lambda: TorchRelaxer(lib),
             "torch-gulp": lambda: TorchRelaxer(lib, inner="gulp"),
             "torch-fire": lambda: TorchRelaxer(lib, optimizer="fire"),
+            "torch-cg": lambda: TorchRelaxer(lib, optimizer="cg"),
             "ase": lambda: get_relaxer("lammps-buckingham", relaxer="ase")}[name]()
 
 
@@ -118,6 +121,8 @@ def main() -> None:
     parser.add_argument("--ase-max", type=int, default=24, help="starts the slow ASE relaxer gets")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", type=Path, default=RESULTS / "gm_funnel.json")
+    parser.add_argument("--reuse", type=Path, default=None,
+                        help="an earlier gm_funnel.json of the same starts: keep its relaxers' energies")
     args = parser.parse_args()
     import torch
 
@@ -133,6 +138,14 @@ def main() -> None:
     print(f"{len(found)} GM genomes from {args.composition}/{args.policy}; {len(starts)} starts")
     energies: dict[str, list] = {}
     seconds: dict[str, float] = {}
+    reused = ""
+    if args.reuse:  # the starts come from the same seed and code; their (CIF, k) list must agree exactly
+        old = json.loads(args.reuse.read_text())
+        if [tuple(s) for s in old["starts"]] != [(c, k) for c, k, _ in starts]:
+            raise SystemExit(f"{args.reuse} holds other starts; rerun those relaxers instead")
+        energies, seconds = old["energies"], old["seconds"]
+        reused = f"; {', '.join(energies)} reused from commit {old['commit']}"
+        args.relaxers = [name for name in args.relaxers if name not in energies]
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                             text=True).stdout.strip()
     for name in args.relaxers:  # lammps first: the others are compared with it
@@ -159,7 +172,7 @@ def main() -> None:
         head = (f"{args.composition}: {len(found)} GM genomes fitted to FUSE {args.policy} GM CIFs (1.06 mode), "
                 f"{args.per_k} starts per genome and k (the same rattled starts for every relaxer; ase on the first "
                 f"{args.ase_max}); commit {commit}, one core; seconds per relaxer "
-                f"{json.dumps({n: round(v) for n, v in seconds.items()})}")
+                f"{json.dumps({n: round(v) for n, v in seconds.items()})}{reused}")
         text = table(rows, head)
         print(text, flush=True)
         args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -181,3 +181,96 @@ def lbfgs_step(state: LbfgsState, x: Dofs, grad: Dofs, system: torch.Tensor, n: 
     state.x_prev, state.g_prev = x, grad
     state.has_prev = torch.ones_like(state.has_prev)
     return cap_step(Dofs(-z.atoms, -z.cell), maxstep, system, n)
+
+
+def select(mask: torch.Tensor, a: Dofs, b: Dofs, system: torch.Tensor) -> Dofs:
+    """``a`` for the structures under ``mask`` [S], ``b`` for the others."""
+    return Dofs(torch.where(mask[system, None], a.atoms, b.atoms), torch.where(mask[:, None, None], a.cell, b.cell))
+
+
+def longest(d: Dofs, system: torch.Tensor, n: int) -> torch.Tensor:
+    """Per structure, the longest atom (or cell-row) displacement of ``d`` [S]."""
+    atoms = segment_max(torch.linalg.norm(d.atoms, dim=1), system, n)
+    return torch.maximum(atoms, torch.linalg.norm(d.cell, dim=2).amax(1))
+
+
+@dataclass
+class CgState:
+    """Polak–Ribière conjugate gradients whose line search is a trial step and a secant step, then L-BFGS.
+
+    GULP's staged relaxation in FUSE (``opti conj`` for ``maxcyc 50`` at ``stepmax 0.1``, then ``opti lbfgs``)
+    walks a different path from the one L-BFGS takes from the same start, and so can end in another basin; this is
+    that path's shape on the batched engine, for relaxer-fidelity studies, not GULP's exact line search. Each
+    structure alternates a base point (new direction, trial step of at most ``maxstep``) and a trial point (the
+    secant minimum along the direction, also capped), so a cycle costs two evaluations; after ``cycles`` cycles it
+    continues with the L-BFGS state ``lbfgs``, which has gathered (s, y) pairs along the CG path.
+    """
+
+    d: Dofs
+    g_base: Dofs
+    e_base: torch.Tensor  # [S] energy at the base point
+    alpha0: torch.Tensor  # [S] trial length of the line search in progress
+    alpha: torch.Tensor  # [S] last secant length: the next trial's guess
+    trial: torch.Tensor  # [S] bool: at a trial point
+    has_prev: torch.Tensor  # [S] bool: d and g_base are the previous cycle's
+    cycles: torch.Tensor  # [S] long
+    lbfgs: LbfgsState
+
+    @classmethod
+    def new(cls, like: Dofs, n: int, alpha: float = 1.0 / 70.0) -> CgState:
+        t = like.atoms
+        zeros = torch.zeros(n, dtype=t.dtype, device=t.device)
+        false = torch.zeros(n, dtype=torch.bool, device=t.device)
+        return cls(like.zeros_like(), like.zeros_like(), zeros.clone(), zeros.clone(), torch.full_like(zeros, alpha),
+                   false.clone(), false.clone(), torch.zeros(n, dtype=torch.long, device=t.device),
+                   LbfgsState.new(like, n))
+
+    def take(self, atoms_idx: torch.Tensor, sys_idx: torch.Tensor) -> CgState:
+        return CgState(self.d.take(atoms_idx, sys_idx), self.g_base.take(atoms_idx, sys_idx), self.e_base[sys_idx],
+                       self.alpha0[sys_idx], self.alpha[sys_idx], self.trial[sys_idx], self.has_prev[sys_idx],
+                       self.cycles[sys_idx], self.lbfgs.take(atoms_idx, sys_idx))
+
+    def join(self, other: CgState) -> CgState:
+        cat = torch.cat
+        return CgState(self.d.join(other.d), self.g_base.join(other.g_base), cat([self.e_base, other.e_base]),
+                       cat([self.alpha0, other.alpha0]), cat([self.alpha, other.alpha]), cat([self.trial, other.trial]),
+                       cat([self.has_prev, other.has_prev]), cat([self.cycles, other.cycles]),
+                       self.lbfgs.join(other.lbfgs))
+
+    def restart(self, mask: torch.Tensor) -> None:
+        """Steepest descent from the current point for the masked structures (after an uphill cycle, or when
+        the cell variables change scale)."""
+        self.has_prev &= ~mask
+        self.trial &= ~mask
+
+
+def cg_step(state: CgState, grad: Dofs, energy: torch.Tensor, system: torch.Tensor, n: int,
+            maxstep: float = 0.1) -> Dofs:
+    """One evaluation's CG move per structure: the secant step at a trial point, a new trial at a base point."""
+    t = state.trial
+    # at a trial point: the minimum of the parabola through the base slope and this slope along d
+    slope0 = dot(state.g_base, state.d, system, n)
+    curv = (dot(grad, state.d, system, n) - slope0) / state.alpha0.clamp(min=1e-300)
+    cap = maxstep / longest(state.d, system, n).clamp(min=1e-300)
+    secant = torch.where(curv > 0, -slope0 / curv.clamp(min=1e-300), 2.0 * state.alpha0)
+    secant = torch.minimum(secant.clamp(min=0.0), cap)
+    finish = scale(secant - state.alpha0, state.d, system)
+    # at a base point: Polak–Ribière+ direction (steepest descent when not downhill) and a capped trial step
+    dg = Dofs(grad.atoms - state.g_base.atoms, grad.cell - state.g_base.cell)
+    beta = (dot(grad, dg, system, n) / dot(state.g_base, state.g_base, system, n).clamp(min=1e-300)).clamp(min=0.0)
+    beta = torch.where(state.has_prev, beta, torch.zeros_like(beta))
+    steepest = Dofs(-grad.atoms, -grad.cell)
+    d = axpy(beta, state.d, steepest, system)
+    d = select(dot(d, grad, system, n) < 0, d, steepest, system)
+    alpha0 = torch.minimum(state.alpha, maxstep / longest(d, system, n).clamp(min=1e-300))
+    start = scale(alpha0, d, system)
+    # bookkeeping: trial points finish their cycle, base points open one
+    state.alpha = torch.where(t & (secant > 0), secant, state.alpha)
+    state.cycles = state.cycles + t.long()
+    state.has_prev = state.has_prev | t
+    state.d = select(t, state.d, d, system)
+    state.g_base = select(t, state.g_base, grad, system)
+    state.e_base = torch.where(t, state.e_base, energy)
+    state.alpha0 = torch.where(t, state.alpha0, alpha0)
+    state.trial = ~t
+    return select(t, finish, start, system)

@@ -26,10 +26,11 @@ from ase.units import GPa
 from rlcsp.calculators.library import Library
 from rlcsp.calculators.relax import FailureReason, RelaxResult, Relaxer, RelaxStream, failed
 from rlcsp.calculators.torch_buckingham import Batch, Neighbours, TorchBuckingham, det3, inv3, segment_ranges
-from rlcsp.calculators.torch_optim import Dofs, FireState, LbfgsState, fire_step, lbfgs_step, segment_max
+from rlcsp.calculators.torch_optim import (CgState, Dofs, FireState, LbfgsState, cg_step, fire_step, lbfgs_step,
+                                          segment_max, select)
 from rlcsp.exceptions import InvalidStructure, LibraryError, UnknownName
 
-OPTIMIZERS = ("fire", "lbfgs")
+OPTIMIZERS = ("fire", "lbfgs", "cg")
 
 
 @dataclass
@@ -51,7 +52,7 @@ class _Flight:
     reason: torch.Tensor  # [S] 0 converged, 1 exploded, 2 step cap
     energy: torch.Tensor
     dmin: torch.Tensor
-    state: FireState | LbfgsState
+    state: FireState | LbfgsState | CgState
     index: list[int]  # input position of each structure
 
     def positions(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -61,7 +62,7 @@ class _Flight:
 
 
 class TorchRelaxer(Relaxer):
-    """Relax at zero pressure with a batched L-BFGS or FIRE on a unit-cell filter; thresholds as LammpsRelaxer.
+    """Relax at zero pressure with batched L-BFGS, FIRE or CG then L-BFGS on a cell filter; LammpsRelaxer thresholds.
 
     Like ``LammpsRelaxer``, the minimiser works on a cheaper copy of the model (``min_cutoff`` real-space cutoff,
     ``min_accuracy`` Ewald accuracy; about half the pairs and k-vectors) to ``tighten`` times the thresholds;
@@ -84,7 +85,8 @@ class TorchRelaxer(Relaxer):
                  batch_size: int | None = None, swap_every: int = 5, min_distance: float = 0.5,
                  collapse_distance: float = 0.5, max_energy_drop: float = 50.0, accuracy: float = 1e-10,
                  min_cutoff: float = 8.0, min_accuracy: float = 1e-6, tighten: float = 0.5, cell_factor: float = 1.0,
-                 open_factor: float = 0.05, open_gpa: float = 1.0, max_volume: float = 200.0, timed: bool = False):
+                 open_factor: float = 0.05, open_gpa: float = 1.0, max_volume: float = 200.0, cg_cycles: int = 50,
+                 cg_maxstep: float = 0.1, timed: bool = False):
         if optimizer not in OPTIMIZERS:
             raise UnknownName("torch optimizer", optimizer, list(OPTIMIZERS))
         dt = getattr(torch, dtype)
@@ -94,6 +96,7 @@ class TorchRelaxer(Relaxer):
         self.optimizer = optimizer
         self.fmax, self.smax, self.tighten = fmax, smax_gpa * GPa, tighten
         self.max_steps, self.maxstep = max_steps, maxstep
+        self.cg_cycles, self.cg_maxstep = cg_cycles, cg_maxstep  # optimizer "cg": GULP's stage 1 in FUSE, then L-BFGS
         self.batch_atoms, self.batch_size, self.swap_every = batch_atoms, batch_size, swap_every
         self.min_distance, self.collapse_distance = min_distance, collapse_distance
         self.max_energy_drop = max_energy_drop
@@ -171,6 +174,15 @@ class TorchRelaxer(Relaxer):
         x = Dofs(fl.u, fl.F * factor)
         if self.optimizer == "fire":
             delta = fire_step(fl.state, Dofs(-grad.atoms, -grad.cell), system, S, maxstep=self.maxstep)
+        elif self.optimizer == "cg":
+            st = fl.state
+            late = (st.cycles >= self.cg_cycles) & ~st.trial  # past the CG stage: L-BFGS from here on
+            uphill = ~first & (e > fl.e_prev + 1e-9 * e.abs())
+            st.lbfgs.forget((uphill & late) | switched)
+            st.restart(switched | (~st.trial & st.has_prev & (e > st.e_base + 1e-9 * e.abs())))
+            early = cg_step(st, grad, e, system, S, maxstep=self.cg_maxstep)
+            st.trial &= ~late
+            delta = select(late, lbfgs_step(st.lbfgs, x, grad, system, S, maxstep=self.maxstep), early, system)
         else:
             uphill = ~first & (e > fl.e_prev + 1e-9 * e.abs())
             fl.state.forget(uphill | switched)  # the cell variables change scale at the switch
@@ -297,7 +309,7 @@ class TorchRelaxer(Relaxer):
         dev, dt = batch.positions.device, batch.positions.dtype
         eye = torch.eye(3, dtype=dt, device=dev).expand(S, 3, 3).clone()
         like = Dofs(batch.positions, batch.cells)
-        state = FireState.new(like, S) if self.optimizer == "fire" else LbfgsState.new(like, S)
+        state = {"fire": FireState, "lbfgs": LbfgsState, "cg": CgState}[self.optimizer].new(like, S)
         zeros = torch.zeros(S, dtype=dt, device=dev)
         return _Flight(batch, nbrs, batch.positions.clone(), eye, batch.cells.clone(), batch.positions.clone(),
                        batch.cells.clone(), zeros.clone(), zeros.clone(), torch.zeros(S, dtype=torch.bool, device=dev),

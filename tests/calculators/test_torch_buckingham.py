@@ -88,7 +88,7 @@ def test_bad_input_is_named(model):
             TorchBuckingham(device="cuda")
 
 
-@pytest.mark.parametrize("optimizer", ["lbfgs", "fire"])
+@pytest.mark.parametrize("optimizer", ["lbfgs", "fire", "cg"])
 def test_rattled_minima_relax_back_in_one_batch(optimizer):
     structures = []
     for seed in range(3):
