@@ -171,6 +171,7 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=None)
     parser.add_argument("--deadline-s", type=float, default=0, help="stop each seed cleanly after this long (0: never)")
     parser.add_argument("--report", action="store_true", help="only tabulate the seed folders already there")
+    parser.add_argument("--ran-at", default=None, help="with --report: which commits ran the walkers, for the table")
     args = parser.parse_args()
 
     from rlcsp.csp.config import load_script
@@ -254,16 +255,18 @@ def write(rows: list[dict], args, package: str, tag: str) -> None:
     out = args.output or RESULTS / f"fuse_own_loop_{tag}.json"
     marks = (500, 1000, 1500, args.budget)
     out.write_text(json.dumps({
-        "bench": "fuse_own_loop", "commit": commit, "composition": args.composition, "fuse": package,
-        "relaxer": args.relaxer, "budget": args.budget, "walkers": len(rows), "complete": len(complete),
+        "bench": "fuse_own_loop", "commit": commit, "ran_at": args.ran_at, "composition": args.composition,
+        "fuse": package, "relaxer": args.relaxer, "budget": args.budget, "walkers": len(rows), "complete": len(complete),
         "gm_reached_complete": hits, "gm_reached_all": sum(events), "fuse_reference": ref, "fisher_p": p,
         "km_median": km_median(times, events), "reached_by": {m: reached_by(rows, m) for m in marks},
         "pooled": mine,
         "rlcsp_loop": {"walkers": ours, "reached_by": {m: reached_by(ours, m) for m in marks},
-                       "logrank_p": vs_ours, "pooled": theirs, "move_share_chi2_p": move_p}, "rows": rows}, indent=1) + "\n")
+                       "logrank_p": vs_ours, "pooled": theirs, "move_share_chi2_p": move_p},
+        "rows": rows}, indent=1) + "\n")
     lines = [f"# FUSE's own loop ({package}) with rlcsp's `{args.relaxer}` relaxer: {args.composition}, budget "
              f"{args.budget}", "",
-             f"commit {commit}. GM reached in **{hits}/{len(complete)}** walkers run to the budget or to the GM"
+             f"commit {commit}" + (f" (walkers ran at {args.ran_at})" if args.ran_at else "")
+             + f". GM reached in **{hits}/{len(complete)}** walkers run to the budget or to the GM"
              + (f" (FUSE with GULP: {ref}/40, Fisher p = {p:.2g})" if p is not None else "")
              + f"; {len(rows) - len(complete)} more walkers stopped earlier are censored where they stopped.", "",
              "GM reached by relaxation R, of the walkers observed that far:", "",
