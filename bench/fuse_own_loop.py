@@ -256,7 +256,8 @@ def write(rows: list[dict], args, package: str, tag: str) -> None:
     marks = (500, 1000, 1500, args.budget)
     out.write_text(json.dumps({
         "bench": "fuse_own_loop", "commit": commit, "ran_at": args.ran_at, "composition": args.composition,
-        "fuse": package, "relaxer": args.relaxer, "budget": args.budget, "walkers": len(rows), "complete": len(complete),
+        "fuse": package, "relaxer": args.relaxer,
+        "budget": args.budget, "walkers": len(rows), "complete": len(complete),
         "gm_reached_complete": hits, "gm_reached_all": sum(events), "fuse_reference": ref, "fisher_p": p,
         "km_median": km_median(times, events), "reached_by": {m: reached_by(rows, m) for m in marks},
         "pooled": mine,
