@@ -171,18 +171,29 @@ def mode_options(args) -> dict:
     return {"fuse": args.fuse, "quirks": args.quirks, "without": args.without}
 
 
-def pooled_shares(runs: list[dict]) -> dict[str, float]:
+def pooled_counts(runs: list[dict]) -> dict[str, int]:
+    """Relaxations per move, summed over walkers, in move order."""
     counts: dict[str, int] = {}
     for run in runs:
         for move, n in (run.get("relaxations_per_move") or {}).items():
             counts[move] = counts.get(move, 0) + n
+    return {m: counts[m] for m in sorted(counts, key=int)}
+
+
+def pooled_shares(runs: list[dict]) -> dict[str, float]:
+    counts = pooled_counts(runs)
     total = sum(counts.values())
-    return {m: counts[m] / total for m in sorted(counts, key=int)} if total else {}
+    return {m: n / total for m, n in counts.items()} if total else {}
+
+
+def fisher_p(hits: int, n: int, ref_hits: int, ref_n: int = 40) -> float:
+    """Fisher's exact test of hits/n against a reference count (FUSE's, of 40 runs)."""
+    from scipy.stats import fisher_exact
+
+    return float(fisher_exact([[hits, n - hits], [ref_hits, ref_n - ref_hits]])[1])
 
 
 def write_report(args, summaries: list[dict], jobs: list, started: float) -> None:
-    from scipy.stats import fisher_exact
-
     from rlcsp.stats import km_median
 
     label = mode_label(args)
@@ -221,8 +232,7 @@ def write_report(args, summaries: list[dict], jobs: list, started: float) -> Non
                 "relaxation_share_per_move": pooled_shares(measured),
                 "modes_reported": sorted({s["settings"]["mode"] for s in measured if s.get("settings")}),
                 "reference_success_of_40": ref,
-                "fisher_p": (None if ref is None else
-                             float(fisher_exact([[sum(reached), len(runs) - sum(reached)], [ref, 40 - ref]])[1])),
+                "fisher_p": None if ref is None else fisher_p(sum(reached), len(runs), ref),
                 "best_energies": [s["best_energy"] for s in runs],
                 "best_energy_spread": [best[0], best[len(best) // 2], best[-1]] if best else None,
             })

@@ -90,20 +90,26 @@ def make_run_gulp(relaxer_name: str):
     return run_gulp
 
 
-def done_relaxations(folder: Path) -> int:
-    """Relaxations FUSE has finished in ``folder`` (initial population included), from its restart pickles.
+def history(folder: Path) -> tuple[list[float], list[str]]:
+    """Every relaxation's energy (initial population first) and each search step's move, from FUSE's pickles.
 
-    Counted from ``search_structures.p`` (every relaxed candidate, failures included), not ``energies.p``, which
+    Read from ``search_structures.p`` (every relaxed candidate, failures included), not ``energies.p``, which
     FUSE pickles before appending the step's energy. So a restart loses that last energy from FUSE's
     ``energies`` and never runs the acceptance of the candidate relaxed just before the stop: FUSE's own
     restart behaviour, one candidate per stop, left as it is.
     """
+    ini = pickle.load(open(folder / "ini_energies.p", "rb"))
+    structures = pickle.load(open(folder / "search_structures.p", "rb"))
+    steps = [structures[k] for k in sorted(structures) if k > 0]  # 0 is the initial population's best
+    return list(ini) + [s[3] for s in steps], [str(s[4]) for s in steps]
+
+
+def done_relaxations(folder: Path) -> int:
+    """Relaxations FUSE has finished in ``folder``, initial population included (0 before any is saved)."""
     try:
-        ini = pickle.load(open(folder / "ini_energies.p", "rb"))
-        structures = pickle.load(open(folder / "search_structures.p", "rb"))
+        return len(history(folder)[0])
     except (OSError, EOFError, pickle.UnpicklingError):
         return 0
-    return len(ini) + max(len(structures) - 1, 0)
 
 
 def run_seed(job: dict) -> dict:
@@ -141,22 +147,12 @@ def run_seed(job: dict) -> dict:
 
 
 def read_run(folder: Path, target: float) -> dict:
-    """GM hit, relaxations to it, best energy and per-move counts from FUSE's restart pickles."""
-    ini = pickle.load(open(folder / "ini_energies.p", "rb"))
-    structures = pickle.load(open(folder / "search_structures.p", "rb"))
-    energies = list(ini) + [structures[k][3] for k in sorted(structures) if k > 0]
-    moves = [str(structures[k][4]) for k in sorted(structures) if k > 0]
+    """GM hit, relaxations to it, best energy and relaxations per move of one FUSE run."""
+    energies, moves = history(folder)
     hit = next((i + 1 for i, e in enumerate(energies) if e <= target + GM_TOL), None)
-    share = {m: moves.count(m) for m in sorted(set(moves), key=lambda m: (len(m), m))}
-    failed = sum(e > 0 for e in energies)
+    share = {m: moves.count(m) for m in sorted(set(moves), key=int)}
     return {"relaxations": len(energies), "gm_relaxation": hit, "best_energy": min(energies),
-            "failed": failed, "moves": share}
-
-
-def fisher_p(hits: int, n: int, ref_hits: int, ref_n: int = 40) -> float:
-    from scipy.stats import fisher_exact
-
-    return float(fisher_exact([[hits, n - hits], [ref_hits, ref_n - ref_hits]])[1])
+            "failed": sum(e > 0 for e in energies), "relaxations_per_move": share}
 
 
 def main() -> None:
@@ -202,24 +198,19 @@ def rlcsp_walkers(composition: str) -> list[dict]:
     path = RESULTS / "csp_fuse106.json"
     if not path.exists():
         return []
-    return [{"seed": r["seed"], "relaxations": r["relaxations"], "gm_relaxation": r["gm_relaxation"],
-             "best_energy": r["best_energy"], "failed": r["outcomes"]["failed"],
-             "moves": r["relaxations_per_move"]}
+    keys = ("seed", "relaxations", "gm_relaxation", "best_energy", "relaxations_per_move")
+    return [{**{k: r[k] for k in keys}, "failed": r["outcomes"]["failed"]}
             for r in json.loads(path.read_text())["runs"] if r["composition"].lower() == composition]
 
 
 def pooled(rows: list[dict]) -> dict:
-    """Relaxations per move (%), failed relaxations (%) and best energies, over a loop's walkers."""
-    moves: dict[str, int] = {}
-    for r in rows:
-        for m, n in r["moves"].items():
-            moves[m] = moves.get(m, 0) + n
-    total = sum(moves.values())
-    relaxations = sum(r["relaxations"] for r in rows)
-    return {"moves": {m: moves[m] for m in sorted(moves, key=int)}, "move_pct": {
-        m: round(100 * moves[m] / total, 1) for m in sorted(moves, key=int)},
-        "failed_pct": round(100 * sum(r["failed"] for r in rows) / relaxations, 2),
-        "best_energies": sorted(r["best_energy"] for r in rows)}
+    """Relaxations per move (count and %), failed relaxations (%) and best energies, over a loop's walkers."""
+    from csp_fuse_policies import pooled_counts, pooled_shares
+
+    return {"moves": pooled_counts(rows),
+            "move_pct": {m: round(100 * f, 1) for m, f in pooled_shares(rows).items()},
+            "failed_pct": round(100 * sum(r["failed"] for r in rows) / sum(r["relaxations"] for r in rows), 2),
+            "best_energies": sorted(r["best_energy"] for r in rows)}
 
 
 def reached_by(rows: list[dict], at: int) -> str:
@@ -229,7 +220,7 @@ def reached_by(rows: list[dict], at: int) -> str:
 
 
 def write(rows: list[dict], args, package: str, tag: str) -> None:
-    from csp_fuse_policies import REFERENCE, current_commit
+    from csp_fuse_policies import REFERENCE, current_commit, fisher_p
 
     from rlcsp.stats import km_median, logrank
 
@@ -293,7 +284,7 @@ def write(rows: list[dict], args, package: str, tag: str) -> None:
     lines += ["", "| seed | relaxations | GM at | best E (eV/atom) | failed | relaxations per move |",
               "|---|---|---|---|---|---|"]
     for r in rows:
-        moves = " ".join(f"{m}:{n}" for m, n in r["moves"].items())
+        moves = " ".join(f"{m}:{n}" for m, n in r["relaxations_per_move"].items())
         lines.append(f"| {r['seed']} | {r['relaxations']} | {r['gm_relaxation'] or '-'} | {r['best_energy']:.6f} "
                      f"| {r['failed']} | {moves} |")
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
