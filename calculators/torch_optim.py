@@ -51,11 +51,16 @@ def scale(alpha: torch.Tensor, x: Dofs, system: torch.Tensor) -> Dofs:
     return Dofs(alpha[system, None] * x.atoms, alpha[:, None, None] * x.cell)
 
 
+def longest(d: Dofs, system: torch.Tensor, n: int) -> torch.Tensor:
+    """Per structure, the longest atom (or cell-row) displacement of ``d`` [S]."""
+    atoms = segment_max(torch.linalg.norm(d.atoms, dim=1), system, n)
+    return torch.maximum(atoms, torch.linalg.norm(d.cell, dim=2).amax(1))
+
+
 def cap_step(step: Dofs, maxstep: float, system: torch.Tensor, n: int) -> Dofs:
     """Scale each structure's step so no atom (or cell row) moves more than ``maxstep`` (ASE's rule)."""
-    longest = torch.maximum(segment_max(torch.linalg.norm(step.atoms, dim=1), system, n),
-                            torch.linalg.norm(step.cell, dim=2).amax(1))
-    factor = torch.where(longest > maxstep, maxstep / longest.clamp(min=1e-300), torch.ones_like(longest))
+    length = longest(step, system, n)
+    factor = torch.where(length > maxstep, maxstep / length.clamp(min=1e-300), torch.ones_like(length))
     return scale(factor, step, system)
 
 
@@ -186,12 +191,6 @@ def lbfgs_step(state: LbfgsState, x: Dofs, grad: Dofs, system: torch.Tensor, n: 
 def select(mask: torch.Tensor, a: Dofs, b: Dofs, system: torch.Tensor) -> Dofs:
     """``a`` for the structures under ``mask`` [S], ``b`` for the others."""
     return Dofs(torch.where(mask[system, None], a.atoms, b.atoms), torch.where(mask[:, None, None], a.cell, b.cell))
-
-
-def longest(d: Dofs, system: torch.Tensor, n: int) -> torch.Tensor:
-    """Per structure, the longest atom (or cell-row) displacement of ``d`` [S]."""
-    atoms = segment_max(torch.linalg.norm(d.atoms, dim=1), system, n)
-    return torch.maximum(atoms, torch.linalg.norm(d.cell, dim=2).amax(1))
 
 
 @dataclass

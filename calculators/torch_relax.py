@@ -172,19 +172,18 @@ class TorchRelaxer(Relaxer):
         grad = Dofs(-torch.einsum("nj,njk->nk", ev.forces, fl.F[system]),
                     torch.bmm(ev.virial, inv3(fl.F).transpose(1, 2)) / factor)
         x = Dofs(fl.u, fl.F * factor)
+        uphill = ~first & (e > fl.e_prev + 1e-9 * e.abs())
         if self.optimizer == "fire":
             delta = fire_step(fl.state, Dofs(-grad.atoms, -grad.cell), system, S, maxstep=self.maxstep)
         elif self.optimizer == "cg":
             st = fl.state
             late = (st.cycles >= self.cg_cycles) & ~st.trial  # past the CG stage: L-BFGS from here on
-            uphill = ~first & (e > fl.e_prev + 1e-9 * e.abs())
             st.lbfgs.forget((uphill & late) | switched)
             st.restart(switched | (~st.trial & st.has_prev & (e > st.e_base + 1e-9 * e.abs())))
             early = cg_step(st, grad, e, system, S, maxstep=self.cg_maxstep)
             st.trial &= ~late
             delta = select(late, lbfgs_step(st.lbfgs, x, grad, system, S, maxstep=self.maxstep), early, system)
         else:
-            uphill = ~first & (e > fl.e_prev + 1e-9 * e.abs())
             fl.state.forget(uphill | switched)  # the cell variables change scale at the switch
             delta = lbfgs_step(fl.state, x, grad, system, S, maxstep=self.maxstep)
         fl.e_prev = e
