@@ -74,12 +74,9 @@ def shim_environment() -> None:
 
 def make_run_gulp(relaxer_name: str):
     """A drop-in for FUSE's ``run_gulp``: (atoms, energy per cell or 1e20, converged), relaxed by rlcsp."""
-    from rlcsp.calculators.lammps_relax import LammpsRelaxer
-    from rlcsp.calculators.torch_relax import TorchRelaxer
+    from gm_funnel import make_relaxer
 
-    lib = ROOT / "inputs" / "lib2.lib"
-    relaxer = {"lammps": lambda: LammpsRelaxer(lib), "torch": lambda: TorchRelaxer(lib),
-               "torch-gulp": lambda: TorchRelaxer(lib, inner="gulp")}[relaxer_name]()
+    relaxer = make_relaxer(relaxer_name)
 
     def run_gulp(atoms=None, **_ignored):
         result = relaxer.relax([atoms])[0]
@@ -156,12 +153,14 @@ def read_run(folder: Path, target: float) -> dict:
 
 
 def main() -> None:
+    from gm_funnel import RELAXERS
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--fuse-src", type=Path, required=True, help="FUSE-stable's fuse_106 or fuse_104 folder")
     parser.add_argument("--composition", default="y2ti2o7", help="an inputs/ script name")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4])
     parser.add_argument("--budget", type=int, default=2000, help="relaxations, initial population included")
-    parser.add_argument("--relaxer", default="lammps", choices=["lammps", "torch", "torch-gulp"])
+    parser.add_argument("--relaxer", default="lammps", choices=RELAXERS, help="as bench/gm_funnel.py names them")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "fuse_own_loop")
     parser.add_argument("--output", type=Path, default=None)
