@@ -118,22 +118,28 @@ def relax(args: argparse.Namespace) -> None:
                 factor, gpa = (float(x) for x in opening.split(":"))
                 relaxer = TorchRelaxer(device=args.device, dtype=args.dtype, optimizer=optimizer, inner=inner,
                                        batch_size=batch, batch_atoms=batch * 80, open_factor=factor,
-                                       open_gpa=gpa, timed=True)
-                if args.device == "cuda":
-                    relaxer.relax(pool[:8])  # warm-up: CUDA context and kernels
-                    torch.cuda.synchronize()
+                                       open_gpa=gpa, compile=args.compile, timed=True)
+                if args.device == "cuda" or args.compile:
+                    warm = time.perf_counter()
+                    relaxer.relax(pool[:8])  # warm-up: CUDA context and kernels, or compilation
+                    if args.device == "cuda":
+                        torch.cuda.synchronize()
+                    warm_s = time.perf_counter() - warm
                 start = time.perf_counter()
                 if args.profile and not rows:
-                    results = profiled(relaxer, pool, args.output.with_suffix(".profile.txt"))
+                    results, steady = profiled(relaxer, pool, args.output.with_suffix(".profile.txt"))
                 else:
-                    results = relaxer.relax(pool)
+                    results, steady = streamed(relaxer, pool)
                 if args.device == "cuda":
                     torch.cuda.synchronize()
                 row = {"composition": comp, "device": args.device, "dtype": args.dtype, "batch": batch,
                        "optimizer": optimizer, "inner": inner, "open": opening, "threads": torch.get_num_threads(),
-                       "commit": commit(), **summarise(results, TARGETS[comp], time.perf_counter() - start),
+                       "compile": args.compile, "commit": commit(),
+                       **summarise(results, TARGETS[comp], time.perf_counter() - start), **steady,
                        "engine_steps": relaxer.stats["steps"], "pair_rebuilds": relaxer.stats["rebuilds"],
                        "time_s": {k: round(v, 2) for k, v in relaxer.stats.items() if k.endswith("_s")}}
+                if args.device == "cuda" or args.compile:
+                    row["warmup_s"] = round(warm_s, 2)
                 if args.peer:
                     if comp not in lammps:
                         lammps[comp] = lammps_results(pool[:args.peer_n])
@@ -145,17 +151,44 @@ def relax(args: argparse.Namespace) -> None:
     print(table(rows))
 
 
-def profiled(relaxer, pool: list, out: Path) -> list:
+def streamed(relaxer, pool: list) -> tuple[list, dict]:
+    """Relax ``pool`` through the relaxer's stream, and its rate while the batch was full.
+
+    The whole run's rate includes the start, where every slot begins at step 0 and nothing finishes for a
+    while, and the queue's draining tail, where the slowest structures relax almost alone. The steady rate counts
+    the relaxations finished between the first ``batch`` finishing and the queue running dry: what walkers that
+    keep the batch fed get (``steady_per_s``; absent when the pool is too small to have such a window).
+    """
+    stream = relaxer.stream()
+    for k, atoms in enumerate(pool):
+        stream.submit(k, atoms)
+    results: list = [None] * len(pool)
+    start, done, marks = time.perf_counter(), 0, []
+    while stream.pending:
+        for k, result, _ in stream.poll():
+            results[k] = result
+            done += 1
+        marks.append((time.perf_counter() - start, done, stream.queued))
+    relaxer.stats["wall_s"] = time.perf_counter() - start
+    first = next((m for m in marks if m[1] >= relaxer.batch_size), None)
+    dry = next((m for m in marks if m[2] == 0), None)
+    if first is None or dry is None or dry[0] <= first[0]:
+        return results, {}
+    return results, {"steady_per_s": round((dry[1] - first[1]) / (dry[0] - first[0]), 2),
+                     "steady_window": [round(first[0], 1), round(dry[0], 1)]}
+
+
+def profiled(relaxer, pool: list, out: Path) -> tuple[list, dict]:
     """One relaxation run under torch.profiler; the kernels and host calls that cost most go to ``out``."""
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-        results = relaxer.relax(pool)
+        results, steady = streamed(relaxer, pool)
     text = (prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=30) + "\n"
             + prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=30))
     out.write_text(text)
     print(text[:6000])
-    return results
+    return results, steady
 
 
 def lammps_results(structures: list) -> tuple[list, float]:
@@ -228,15 +261,17 @@ def walker_table(rows: list[dict]) -> str:
 
 
 def table(rows: list[dict]) -> str:
-    head = ("| composition | device | dtype | batch | optimizer | inner | opening | relax/s | × LAMMPS core | median steps | "
+    head = ("| composition | device | dtype | compile | batch | optimizer | inner | opening | relax/s | steady/s | "
+            "× LAMMPS core | median steps | "
             "p90 | collapse | LAMMPS collapse | converged | GM | commit |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         lammps = f"{r['peer']['collapse_rate']:.1%}" if "peer" in r else ""
-        lines.append(f"| {r['composition']} | {r['device']} | {r.get('dtype', 'float64')} | {r['batch']} | "
+        lines.append(f"| {r['composition']} | {r['device']} | {r.get('dtype', 'float64')} | "
+                     f"{'yes' if r.get('compile') else ''} | {r['batch']} | "
                      f"{r['optimizer']} | {r['inner']} | "
                      f"{r.get('open', '1:1')} | "
-                     f"{r['relax_per_s']} | {r.get('ratio_vs_lammps', '')} | {r['median_steps']:.0f} | "
+                     f"{r['relax_per_s']} | {r.get('steady_per_s', '')} | {r.get('ratio_vs_lammps', '')} | {r['median_steps']:.0f} | "
                      f"{r['p90_steps']:.0f} | "
                      f"{r['collapse_rate']:.1%} | {lammps} | {r['converged']}/{r['n']} | {r['gm']} | {r['commit']} |")
     return "\n".join(lines)
@@ -263,6 +298,7 @@ def main() -> None:
     rel.add_argument("--open", nargs="+", default=["0.05:1"],
                      help="opening stage as open_factor:open_gpa (1:1 switches it off)")
     rel.add_argument("--profile", action="store_true", help="profile the first row (torch.profiler)")
+    rel.add_argument("--compile", action="store_true", help="torch.compile the minimiser's model")
     rel.add_argument("--peer", action="store_true", help="also LammpsRelaxer on one core, same candidates")
     rel.add_argument("--peer-n", type=int, default=64, help="candidates the peer relaxes")
     rel.add_argument("--output", type=Path, default=RESULTS / "gpu_throughput.json", help="JSON rows")

@@ -105,6 +105,13 @@ def inv3(m: torch.Tensor) -> torch.Tensor:
     return c / det3(m)[..., None, None]
 
 
+def pair_distances(r: torch.Tensor, cells: torch.Tensor, i: torch.Tensor, j: torch.Tensor, shift: torch.Tensor,
+                   pair_system: torch.Tensor) -> torch.Tensor:
+    """|r_j − r_i + shift·H| of every listed pair."""
+    d = r[j] - r[i] + torch.einsum("pk,pkm->pm", shift, cells[pair_system])
+    return torch.sqrt((d * d).sum(-1))
+
+
 def segment_ranges(counts: torch.Tensor) -> torch.Tensor:
     """Offsets [S+1] of consecutive segments of the given lengths (atoms of each structure, k-vectors, ...)."""
     return torch.cat([counts.new_zeros(1), torch.cumsum(counts, 0)])
@@ -132,11 +139,14 @@ class TorchBuckingham:
     cut of the exponential below rmin, ``'keep'`` keeps it there (what LAMMPS' minimiser sees): energies of
     sane structures are identical, only overlapping atoms differ. A ``cutoff`` below rmax (real-space sums and
     the exponential; 12 Å by default) is an approximation for minimisers only, as LAMMPS' ``min_cutoff``.
+    ``compile=True`` runs the energy through ``torch.compile`` (the batch's sizes dynamic, so a changing pair count
+    does not recompile): the pair and k-vector terms and their gradients fuse into a few kernels instead of dozens of
+    elementwise passes over millions of pairs; it pays on a GPU, where evaluation was half of a relaxation step.
     """
 
     def __init__(self, library: str | Path | Library | None = None, accuracy: float = 1e-10,
                  device: str | torch.device = "cpu", dtype: torch.dtype = torch.float64, inner: str = "gulp",
-                 skin: float = 1.5, cutoff: float | None = None):
+                 skin: float = 1.5, cutoff: float | None = None, compile: bool = False):
         if inner not in ("gulp", "keep"):
             raise ValueError(f"inner must be 'gulp' or 'keep', not {inner!r}")
         self.library = library if isinstance(library, Library) else load_library(library)
@@ -164,6 +174,7 @@ class TorchBuckingham:
         x = math.sqrt(-math.log(accuracy))
         self.g = x / self.cutoff  # Ewald splitting (1/Å): erfc(g·rc) ≈ accuracy
         self.kmax = 2.0 * self.g * x
+        self._compiled = torch.compile(self._model_terms) if compile else None
 
     def _rigid(self, element: str) -> bool:
         try:
@@ -306,8 +317,7 @@ class TorchBuckingham:
 
     @staticmethod
     def _distances(nbrs: Neighbours, r: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
-        d = r[nbrs.j] - r[nbrs.i] + torch.einsum("pk,pkm->pm", nbrs.shift, cells[nbrs.pair_system])
-        return torch.sqrt((d * d).sum(-1))
+        return pair_distances(r, cells, nbrs.i, nbrs.j, nbrs.shift, nbrs.pair_system)
 
     def _closest(self, dist: torch.Tensor, nbrs: Neighbours, n: int) -> torch.Tensor:
         dmin = torch.full((n,), float("inf"), dtype=self.dtype, device=self.device)
@@ -319,52 +329,64 @@ class TorchBuckingham:
         return self._closest(self._distances(nbrs, batch.positions, batch.cells), nbrs, batch.n_systems)
 
     def _energy(self, batch: Batch, nbrs: Neighbours, r: torch.Tensor, cells: torch.Tensor):
-        S, g, ke = batch.n_systems, self.g, GULP_COULOMB
-        zeros = torch.zeros(S, dtype=self.dtype, device=self.device)
-        q = self.charges[batch.species]
-        si, sj = batch.species[nbrs.i], batch.species[nbrs.j]
-        dist = self._distances(nbrs, r, cells)
-        dmin = self._closest(dist, nbrs, S)
-        rc = self.cutoff
+        sized = (r, cells, batch.species, batch.system, nbrs.i, nbrs.j, nbrs.shift, nbrs.pair_system, nbrs.m,
+                 nbrs.k_system, nbrs.ak_atom, nbrs.ak_k)  # their first dimension changes from call to call
+        terms = self._model_terms
+        if self._compiled is not None and min(len(t) for t in sized) > 1:
+            # one graph for every batch: only the first dimensions vary; a lone structure (or a single pair or
+            # k-vector) would be specialised to a graph of its own, so it runs eagerly instead
+            for t in sized:
+                torch._dynamo.mark_dynamic(t, 0)
+            terms = self._compiled
+        energy, dist = terms(*sized, self.charges, self.A, self.rho, self.C, self.rmin, self.rmax)
+        return energy, self._closest(dist, nbrs, batch.n_systems)
+
+    def _model_terms(self, r, cells, species, system, i, j, shift, pair_system, m, k_system, ak_atom, ak_k, charges,
+                     A, rho, C, rmin, rmax) -> tuple[torch.Tensor, torch.Tensor]:
+        """Energies [S] and pair distances [P]: a function of tensors only, so that torch.compile can fuse it."""
+        S, g, ke, rc, n_sp = cells.shape[0], self.g, GULP_COULOMB, self.cutoff, len(self.elements)
+        zeros = torch.zeros(S, dtype=r.dtype, device=r.device)
+        q = charges[species]
+        si, sj = species[i], species[j]
+        dist = pair_distances(r, cells, i, j, shift, pair_system)
         inside = dist <= rc
         safe = torch.where(inside, dist, torch.full_like(dist, rc))
         # real-space Coulomb and C6, and the exponential inside its window
-        coul = ke * q[nbrs.i] * q[nbrs.j] * torch.erfc(g * safe) / safe
+        coul = ke * q[i] * q[j] * torch.erfc(g * safe) / safe
         a2 = (g * safe) ** 2
-        c6 = -self.C[si, sj] * torch.exp(-a2) * (1.0 + a2 + 0.5 * a2 * a2) / safe ** 6
-        lower = self.rmin[si, sj] if self.inner == "gulp" else torch.zeros_like(safe)
-        window = inside & (safe >= lower) & (safe <= self.rmax[si, sj])
-        expo = torch.where(window, self.A[si, sj] * torch.exp(-safe / self.rho[si, sj]), torch.zeros_like(safe))
+        c6 = -C[si, sj] * torch.exp(-a2) * (1.0 + a2 + 0.5 * a2 * a2) / safe ** 6
+        lower = rmin[si, sj] if self.inner == "gulp" else torch.zeros_like(safe)
+        window = inside & (safe >= lower) & (safe <= rmax[si, sj])
+        expo = torch.where(window, A[si, sj] * torch.exp(-safe / rho[si, sj]), torch.zeros_like(safe))
         pair = torch.where(inside, coul + c6, torch.zeros_like(safe)) + expo
-        energy = zeros.index_add(0, nbrs.pair_system, pair)
+        energy = zeros.index_add(0, pair_system, pair)
         # reciprocal space: per-species structure factors, the k and -k terms folded (hence the factors 2)
         volume = det3(cells).abs()
         recip = 2.0 * math.pi * inv3(cells).transpose(1, 2)
-        k = torch.einsum("mi,mij->mj", nbrs.m, recip[nbrs.k_system])
+        k = torch.einsum("mi,mij->mj", m, recip[k_system])
         k2 = (k * k).sum(-1)
-        phase = (k[nbrs.ak_k] * r[nbrs.ak_atom]).sum(-1)
-        n_sp = len(self.elements)
-        slot = nbrs.ak_k * n_sp + batch.species[nbrs.ak_atom]
+        phase = (k[ak_k] * r[ak_atom]).sum(-1)
+        slot = ak_k * n_sp + species[ak_atom]
         K = k.shape[0]
-        re = torch.zeros(K * n_sp, dtype=self.dtype, device=self.device).index_add(0, slot, torch.cos(phase))
-        im = torch.zeros(K * n_sp, dtype=self.dtype, device=self.device).index_add(0, slot, torch.sin(phase))
+        re = torch.zeros(K * n_sp, dtype=r.dtype, device=r.device).index_add(0, slot, torch.cos(phase))
+        im = torch.zeros(K * n_sp, dtype=r.dtype, device=r.device).index_add(0, slot, torch.sin(phase))
         re, im = re.view(K, n_sp), im.view(K, n_sp)
-        v_k = volume[nbrs.k_system]
-        sq_re, sq_im = re @ self.charges, im @ self.charges
+        v_k = volume[k_system]
+        sq_re, sq_im = re @ charges, im @ charges
         coul_k = 2.0 * (2.0 * math.pi * ke / v_k) * torch.exp(-k2 / (4 * g * g)) / k2 * (sq_re ** 2 + sq_im ** 2)
         b = torch.sqrt(k2) / (2.0 * g)
         phi = (2.0 * math.pi ** 1.5 * g ** 3 / 3.0) * (math.sqrt(math.pi) * b ** 3 * torch.erfc(b)
                                                   + (0.5 - b * b) * torch.exp(-b * b))
-        cs = ((re @ self.C) * re).sum(-1) + ((im @ self.C) * im).sum(-1)  # Σ_ab C_ab Re(S_a S_b*)
+        cs = ((re @ C) * re).sum(-1) + ((im @ C) * im).sum(-1)  # Σ_ab C_ab Re(S_a S_b*)
         c6_k = -2.0 * phi * cs / (2.0 * v_k)
-        energy = energy.index_add(0, nbrs.k_system, coul_k + c6_k)
+        energy = energy.index_add(0, k_system, coul_k + c6_k)
         # k = 0 of the C6 sum, and the self terms of both sums
-        n_species = torch.zeros((S, n_sp), dtype=self.dtype, device=self.device).index_put_(
-            (batch.system, batch.species), torch.ones_like(q), accumulate=True)
-        c6_0 = -(math.pi ** 1.5 * g ** 3 / 3.0) * ((n_species @ self.C) * n_species).sum(-1) / (2.0 * volume)
-        self_terms = (-ke * g / math.sqrt(math.pi) * zeros.index_add(0, batch.system, q * q)
-                      + g ** 6 / 12.0 * zeros.index_add(0, batch.system, self.C[batch.species, batch.species]))
-        return energy + c6_0 + self_terms, dmin
+        n_species = torch.zeros((S, n_sp), dtype=r.dtype, device=r.device).index_put_(
+            (system, species), torch.ones_like(q), accumulate=True)
+        c6_0 = -(math.pi ** 1.5 * g ** 3 / 3.0) * ((n_species @ C) * n_species).sum(-1) / (2.0 * volume)
+        self_terms = (-ke * g / math.sqrt(math.pi) * zeros.index_add(0, system, q * q)
+                      + g ** 6 / 12.0 * zeros.index_add(0, system, C[species, species]))
+        return energy + c6_0 + self_terms, dist
 
     def energies(self, structures: list[Atoms]) -> np.ndarray:
         """Total energies (eV) of a list of structures, one batch."""

@@ -75,6 +75,9 @@ class TorchRelaxer(Relaxer):
     exponential; moving atoms first collapses them (ASE's own LBFGS and FIRE on the same model do too). On 24 SrY2O4
     candidates this took collapses from 13 to 4 (LAMMPS: 4) at a median of 194 instead of 6 steps; on Y2Ti2O7
     collapses stay 3 of 24 (LAMMPS: 3), steps 184 → 295 (bench/results/gpu_throughput.md).
+
+    ``compile=True`` compiles the minimiser's model (:class:`TorchBuckingham`); the exact model that scores each
+    finished structure stays eager.
     """
 
     name = "torch"
@@ -86,13 +89,14 @@ class TorchRelaxer(Relaxer):
                  collapse_distance: float = 0.5, max_energy_drop: float = 50.0, accuracy: float = 1e-10,
                  min_cutoff: float = 8.0, min_accuracy: float = 1e-6, tighten: float = 0.5, cell_factor: float = 1.0,
                  open_factor: float = 0.05, open_gpa: float = 1.0, max_volume: float = 200.0, cg_cycles: int = 50,
-                 cg_maxstep: float = 0.1, timed: bool = False):
+                 cg_maxstep: float = 0.1, compile: bool = False, timed: bool = False):
         if optimizer not in OPTIMIZERS:
             raise UnknownName("torch optimizer", optimizer, list(OPTIMIZERS))
         dt = getattr(torch, dtype)
         self.exact = TorchBuckingham(library, accuracy=accuracy, device=device, dtype=dt, inner="gulp")
         self.model = TorchBuckingham(self.exact.library, accuracy=max(accuracy, min_accuracy), device=device,
-                                     dtype=dt, inner=inner, skin=skin, cutoff=min(min_cutoff, self.exact.cutoff))
+                                     dtype=dt, inner=inner, skin=skin, cutoff=min(min_cutoff, self.exact.cutoff),
+                                     compile=compile)
         self.optimizer = optimizer
         self.fmax, self.smax, self.tighten = fmax, smax_gpa * GPa, tighten
         self.max_steps, self.maxstep = max_steps, maxstep
@@ -384,6 +388,11 @@ class TorchStream(RelaxStream):
     @property
     def pending(self) -> int:
         return len(self._keys)
+
+    @property
+    def queued(self) -> int:
+        """Structures submitted that have not yet joined the batch."""
+        return len(self._waiting)
 
     def poll(self) -> list[tuple[Any, RelaxResult, float]]:
         r = self.relaxer

@@ -78,6 +78,22 @@ def test_a_batch_of_mixed_sizes_equals_each_structure_alone(model):
         start += len(atoms)
 
 
+def test_the_compiled_model_equals_the_eager_one_on_a_changing_batch(model):
+    """torch.compile with dynamic shapes: two batches of different sizes, pair and k-vector counts, one compile."""
+    compiled = TorchBuckingham(compile=True)
+    first = [gm("SrY2O4"), gm("Y2O3"), gm("Y2Ti2O7")]
+    first[2].rattle(0.05, seed=7)
+    second = [gm("Y2Ti2O7"), bulk("SrO", "rocksalt", a=5.2)]
+    for structures in (first, second):
+        batch = model.batch(structures)
+        nbrs = model.neighbours(batch)
+        eager, fused = model.evaluate(batch, nbrs), compiled.evaluate(batch, nbrs)
+        assert torch.allclose(fused.energy, eager.energy, rtol=0, atol=1e-9)
+        assert torch.allclose(fused.forces, eager.forces, rtol=0, atol=1e-9)
+        assert torch.allclose(fused.virial, eager.virial, rtol=0, atol=1e-8)
+        assert torch.equal(fused.min_distance, eager.min_distance)
+
+
 def test_bad_input_is_named(model):
     with pytest.raises(InvalidStructure, match="no charge or potential for \\['Cu'\\]"):
         model.batch([bulk("Cu")])
