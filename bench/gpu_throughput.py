@@ -126,10 +126,8 @@ def relax(args: argparse.Namespace) -> None:
                         torch.cuda.synchronize()
                     warm_s = time.perf_counter() - warm
                 start = time.perf_counter()
-                if args.profile and not rows:
-                    results, steady = profiled(relaxer, pool, args.output.with_suffix(".profile.txt"))
-                else:
-                    results, steady = streamed(relaxer, pool)
+                profile = args.output.with_suffix(".profile.txt") if args.profile and not rows else None
+                results, steady = streamed(relaxer, pool, args.max_seconds, profile)
                 if args.device == "cuda":
                     torch.cuda.synchronize()
                 row = {"composition": comp, "device": args.device, "dtype": args.dtype, "batch": batch,
@@ -151,44 +149,60 @@ def relax(args: argparse.Namespace) -> None:
     print(table(rows))
 
 
-def streamed(relaxer, pool: list) -> tuple[list, dict]:
+def streamed(relaxer, pool: list, max_s: float | None = None, profile: Path | None = None) -> tuple[list, dict]:
     """Relax ``pool`` through the relaxer's stream, and its rate while the batch was full.
 
     The whole run's rate includes the start, where every slot begins at step 0 and nothing finishes for a
     while, and the queue's draining tail, where the slowest structures relax almost alone. The steady rate counts
-    the relaxations finished between the first ``batch`` finishing and the queue running dry: what walkers that
-    keep the batch fed get (``steady_per_s``; absent when the pool is too small to have such a window).
+    the relaxations finished between the first ``batch`` finishing and the queue running dry (or ``max_s``, where
+    the run stops and the unfinished structures are left out): what walkers that keep the batch fed get
+    (``steady_per_s``; absent when the run has no such window). ``profile`` names a file for a torch.profiler
+    table of the first five seconds of that window.
     """
     stream = relaxer.stream()
     for k, atoms in enumerate(pool):
         stream.submit(k, atoms)
     results: list = [None] * len(pool)
-    start, done, marks = time.perf_counter(), 0, []
+    start, done, marks, prof = time.perf_counter(), 0, [], None
     while stream.pending:
         for k, result, _ in stream.poll():
             results[k] = result
             done += 1
-        marks.append((time.perf_counter() - start, done, stream.queued))
+        now = time.perf_counter() - start
+        marks.append((now, done, stream.queued))
+        if profile is not None and prof is None and done >= relaxer.batch_size:
+            prof = _profiler()
+            prof.__enter__()
+            profiled_from = now
+        if prof is not None and profile is not None and now > profiled_from + 5.0:
+            prof.__exit__(None, None, None)
+            _write_profile(prof, profile)
+            profile = None
+        if max_s is not None and now > max_s:
+            break
     relaxer.stats["wall_s"] = time.perf_counter() - start
     first = next((m for m in marks if m[1] >= relaxer.batch_size), None)
-    dry = next((m for m in marks if m[2] == 0), None)
-    if first is None or dry is None or dry[0] <= first[0]:
-        return results, {}
-    return results, {"steady_per_s": round((dry[1] - first[1]) / (dry[0] - first[0]), 2),
-                     "steady_window": [round(first[0], 1), round(dry[0], 1)]}
+    end = next((m for m in marks if m[2] == 0), marks[-1] if marks else None)
+    finished = [r for r in results if r is not None]
+    extra = {} if done == len(pool) else {"stopped_at_s": max_s, "unfinished": len(pool) - done}
+    if first is None or end is None or end[0] <= first[0]:
+        return finished, extra
+    return finished, {**extra, "steady_per_s": round((end[1] - first[1]) / (end[0] - first[0]), 2),
+                      "steady_window": [round(first[0], 1), round(end[0], 1)]}
 
 
-def profiled(relaxer, pool: list, out: Path) -> tuple[list, dict]:
-    """One relaxation run under torch.profiler; the kernels and host calls that cost most go to ``out``."""
+def _profiler():
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-        results, steady = streamed(relaxer, pool)
-    text = (prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=30) + "\n"
-            + prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=30))
+    return profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA])
+
+
+def _write_profile(prof, out: Path) -> None:
+    """The kernels and host calls that cost most, to ``out``."""
+    text = (prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=40) + "\n"
+            + prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=40))
     out.write_text(text)
     print(text[:6000])
-    return results, steady
 
 
 def lammps_results(structures: list) -> tuple[list, float]:
@@ -297,7 +311,10 @@ def main() -> None:
                      help="exponential below 1.2 Å while minimising: kept (LAMMPS) or cut (GULP's model)")
     rel.add_argument("--open", nargs="+", default=["0.05:1"],
                      help="opening stage as open_factor:open_gpa (1:1 switches it off)")
-    rel.add_argument("--profile", action="store_true", help="profile the first row (torch.profiler)")
+    rel.add_argument("--profile", action="store_true",
+                     help="profile five seconds of the first row's steady window (torch.profiler)")
+    rel.add_argument("--max-seconds", type=float, default=None,
+                     help="stop each row after this long and report the relaxations finished by then")
     rel.add_argument("--compile", action="store_true", help="torch.compile the minimiser's model")
     rel.add_argument("--peer", action="store_true", help="also LammpsRelaxer on one core, same candidates")
     rel.add_argument("--peer-n", type=int, default=64, help="candidates the peer relaxes")
