@@ -111,78 +111,125 @@ def fire_step(state: FireState, force: Dofs, system: torch.Tensor, n: int, maxst
     return scale(torch.where(norm > maxstep, maxstep / norm.clamp(min=1e-300), torch.ones_like(norm)), step, system)
 
 
+def stack_dot(stack: Dofs, b: Dofs, system: torch.Tensor, n: int) -> torch.Tensor:
+    """Per-structure inner products [m,S] of each of m stacked Dofs ([m,N,3], [m,S,3,3]) with ``b``."""
+    atoms = (stack.atoms * b.atoms[None]).sum(-1)
+    out = torch.zeros((len(atoms), n), dtype=atoms.dtype, device=atoms.device).index_add(1, system, atoms)
+    return out + (stack.cell * b.cell[None]).sum((-2, -1))
+
+
+def combine(stack: Dofs, coef: torch.Tensor, system: torch.Tensor) -> Dofs:
+    """Σ_i coef[i,s]·stack[i] per structure: coef [m,S].
+
+    The sum runs over a contiguous last dimension: summed over the leading one, torch's reduction order follows
+    the size of the rest, and a structure's step would change in its last bits with the batch around it.
+    """
+    last = lambda t: torch.movedim(t, 0, -1).contiguous().sum(-1)  # noqa: E731
+    return Dofs(last(stack.atoms * coef[:, system, None]), last(stack.cell * coef[:, :, None, None]))
+
+
 @dataclass
 class LbfgsState:
-    """The last ``memory`` (s, y) pairs of every structure, in one ring shared by the batch.
+    """The last ``memory`` (s, y) pairs of every structure, oldest first, and their inner products.
 
     A slot is valid per structure, so a structure admitted mid-run, or one whose curvature condition failed,
     simply has fewer pairs. The first step of each structure is steepest descent scaled by 1/alpha (ASE's 70).
+    The products S·Y and Y·Y [S,m,m] are kept up to date one row and column per step, so that a step is the
+    compact representation's few batched operations rather than the two-loop recursion's 2m dependent ones: the
+    same direction up to rounding, and on a GPU a few dozen kernel launches instead of several hundred.
     """
 
-    s: list[Dofs]
-    y: list[Dofs]
-    rho: torch.Tensor  # [m,S]
+    s: Dofs  # [m,N,3] and [m,S,3,3]
+    y: Dofs
+    sy: torch.Tensor  # [S,m,m]: s_i·y_j
+    yy: torch.Tensor  # [S,m,m]: y_i·y_j
     valid: torch.Tensor  # [m,S] bool
     x_prev: Dofs
     g_prev: Dofs
     has_prev: torch.Tensor  # [S] bool
-    head: int = 0
 
     @classmethod
     def new(cls, like: Dofs, n: int, memory: int = 20) -> LbfgsState:
         t = like.atoms
-        return cls([like.zeros_like() for _ in range(memory)], [like.zeros_like() for _ in range(memory)],
-                   torch.zeros((memory, n), dtype=t.dtype, device=t.device),
-                   torch.zeros((memory, n), dtype=torch.bool, device=t.device), like.zeros_like(),
-                   like.zeros_like(), torch.zeros(n, dtype=torch.bool, device=t.device))
+        stack = lambda: Dofs(t.new_zeros((memory, *t.shape)), t.new_zeros((memory, n, 3, 3)))  # noqa: E731
+        return cls(stack(), stack(), t.new_zeros((n, memory, memory)), t.new_zeros((n, memory, memory)),
+                   torch.zeros((memory, n), dtype=torch.bool, device=t.device), like.zeros_like(), like.zeros_like(),
+                   torch.zeros(n, dtype=torch.bool, device=t.device))
 
     def take(self, atoms_idx: torch.Tensor, sys_idx: torch.Tensor) -> LbfgsState:
-        pick = lambda d: d.take(atoms_idx, sys_idx)  # noqa: E731
-        return LbfgsState([pick(d) for d in self.s], [pick(d) for d in self.y], self.rho[:, sys_idx],
-                          self.valid[:, sys_idx], pick(self.x_prev), pick(self.g_prev), self.has_prev[sys_idx],
-                          self.head)
+        pick = lambda d: Dofs(d.atoms[:, atoms_idx], d.cell[:, sys_idx])  # noqa: E731
+        return LbfgsState(pick(self.s), pick(self.y), self.sy[sys_idx], self.yy[sys_idx], self.valid[:, sys_idx],
+                          self.x_prev.take(atoms_idx, sys_idx), self.g_prev.take(atoms_idx, sys_idx),
+                          self.has_prev[sys_idx])
 
     def join(self, other: LbfgsState) -> LbfgsState:
-        """``other`` must be fresh (no history): its slots are invalid, so the ring positions need not agree."""
+        """``other``'s structures after this one's."""
         cat = torch.cat
-        return LbfgsState([a.join(b) for a, b in zip(self.s, other.s)], [a.join(b) for a, b in zip(self.y, other.y)],
-                          cat([self.rho, other.rho], 1), cat([self.valid, other.valid], 1),
-                          self.x_prev.join(other.x_prev), self.g_prev.join(other.g_prev),
-                          cat([self.has_prev, other.has_prev]), self.head)
+        both = lambda a, b: Dofs(cat([a.atoms, b.atoms], 1), cat([a.cell, b.cell], 1))  # noqa: E731
+        return LbfgsState(both(self.s, other.s), both(self.y, other.y), cat([self.sy, other.sy]),
+                          cat([self.yy, other.yy]), cat([self.valid, other.valid], 1), self.x_prev.join(other.x_prev),
+                          self.g_prev.join(other.g_prev), cat([self.has_prev, other.has_prev]))
 
     def forget(self, mask: torch.Tensor) -> None:
         """Drop the history of the masked structures (after an uphill step)."""
         self.valid &= ~mask[None, :]
 
+    def push(self, s: Dofs, y: Dofs, good: torch.Tensor, system: torch.Tensor, n: int) -> None:
+        """Drop the oldest pair, append (s, y) as the newest, and extend S·Y and Y·Y by its row and column."""
+        cat = torch.cat
+        shift = lambda d, new: Dofs(cat([d.atoms[1:], new.atoms[None]]), cat([d.cell[1:], new.cell[None]]))  # noqa
+        self.s, self.y = shift(self.s, s), shift(self.y, y)
+        self.valid = cat([self.valid[1:], good[None]])
+        s_y, y_s, y_y = (stack_dot(self.y, s, system, n).T, stack_dot(self.s, y, system, n).T,
+                         stack_dot(self.y, y, system, n).T)  # [S,m] against the new stacks, the new pair last
+        self.sy = _grown(self.sy, s_y, y_s)
+        self.yy = _grown(self.yy, y_y, y_y)
+
+
+def _grown(mat: torch.Tensor, row: torch.Tensor, col: torch.Tensor) -> torch.Tensor:
+    """[S,m,m] without its oldest row and column, with ``row`` and ``col`` [S,m] as the newest."""
+    out = torch.nn.functional.pad(mat[:, 1:, 1:], (0, 1, 0, 1))
+    out[:, -1, :] = row
+    out[:, :, -1] = col
+    return out
+
 
 def lbfgs_step(state: LbfgsState, x: Dofs, grad: Dofs, system: torch.Tensor, n: int, maxstep: float = 0.2,
                alpha: float = 70.0) -> Dofs:
-    """One L-BFGS step (two-loop recursion, Shanno-scaled initial Hessian); returns the capped displacement."""
+    """One L-BFGS step in the compact representation (Byrd, Nocedal & Schnabel 1994, eq. 2.6) with the
+    Shanno-scaled initial Hessian γI; returns the capped displacement.
+
+    H·g = γg + S·p + γY·q with a = Sᵀg, b = Yᵀg, q = −R⁻¹a, p = R⁻ᵀ((D + γYᵀY)R⁻¹a − γb), R the upper triangle of
+    SᵀY and D its diagonal. An invalid slot has its row and column of R replaced by the identity's and its s and
+    y zeroed in every product, so it drops out exactly as it would from the two-loop recursion.
+    """
     s = Dofs(x.atoms - state.x_prev.atoms, x.cell - state.x_prev.cell)
     y = Dofs(grad.atoms - state.g_prev.atoms, grad.cell - state.g_prev.cell)
     sy = dot(s, y, system, n)
     good = state.has_prev & (sy > 1e-12)  # the curvature condition; otherwise the pair is left out
-    k = state.head
-    state.s[k], state.y[k] = s, y
-    state.rho[k] = torch.where(good, 1.0 / sy.clamp(min=1e-300), torch.zeros_like(sy))
-    state.valid[k] = good
-    state.head = (k + 1) % len(state.s)
-    m = len(state.s)
-    order = [(state.head - 1 - i) % m for i in range(m)]  # newest first
-    q = grad
-    alphas = {}
-    for k in order:
-        a = torch.where(state.valid[k], state.rho[k] * dot(state.s[k], q, system, n), torch.zeros_like(state.rho[k]))
-        alphas[k] = a
-        q = axpy(-a, state.y[k], q, system)
-    newest = order[0]
-    yy = dot(state.y[newest], state.y[newest], system, n)
-    gamma = torch.where(state.valid[newest], 1.0 / (state.rho[newest] * yy).clamp(min=1e-300),
-                        torch.full_like(yy, 1.0 / alpha))
-    z = scale(gamma, q, system)
-    for k in reversed(order):
-        b = torch.where(state.valid[k], state.rho[k] * dot(state.y[k], z, system, n), torch.zeros_like(state.rho[k]))
-        z = axpy(alphas[k] - b, state.s[k], z, system)
+    state.push(s, y, good, system, n)
+    v = state.valid.T.to(sy.dtype)  # [S,m]
+    vv = v[:, :, None] * v[:, None, :]
+    eye = torch.eye(v.shape[1], dtype=v.dtype, device=v.device)
+    SY, YY = state.sy * vv, state.yy * vv
+    R = torch.triu(SY) + torch.diag_embed(1.0 - v)
+    D = torch.diagonal(SY, dim1=1, dim2=2)
+    newest = state.valid[-1]
+    gamma = torch.where(newest, state.sy[:, -1, -1] / state.yy[:, -1, -1].clamp(min=1e-300),
+                        torch.full_like(sy, 1.0 / alpha))
+    a = (stack_dot(state.s, grad, system, n).T * v)[:, :, None]  # [S,m,1]
+    b = (stack_dot(state.y, grad, system, n).T * v)[:, :, None]
+    r_a = torch.linalg.solve_triangular(R, a, upper=True)
+    # products as sums of elementwise terms, not batched matmuls: a structure's step must not depend on how
+    # many others share the batch (BLAS picks its kernels, and so its rounding, by the batch's shape)
+    inner = (((D[:, :, None] * eye + gamma[:, None, None] * YY) * r_a.transpose(1, 2)).sum(-1, keepdim=True)
+             - gamma[:, None, None] * b)
+    p = torch.linalg.solve_triangular(R.transpose(1, 2), inner, upper=False)[..., 0]
+    q = -r_a[..., 0]
+    z = combine(state.s, (p * v).T, system)
+    zy = combine(state.y, (gamma[:, None] * q * v).T, system)
+    z = Dofs(gamma[system, None] * grad.atoms + z.atoms + zy.atoms,
+             gamma[:, None, None] * grad.cell + z.cell + zy.cell)
     state.x_prev, state.g_prev = x, grad
     state.has_prev = torch.ones_like(state.has_prev)
     return cap_step(Dofs(-z.atoms, -z.cell), maxstep, system, n)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from rlcsp.calculators.torch_optim import CgState, Dofs, cg_step, dot, longest
+from rlcsp.calculators.torch_optim import CgState, Dofs, LbfgsState, cg_step, dot, lbfgs_step, longest
 
 SYSTEM = torch.tensor([0, 0, 1, 1, 1])  # two structures of 2 and 3 atoms
 N_SYS = 2
@@ -61,3 +61,41 @@ def test_cg_steps_never_exceed_maxstep_and_still_descend():
         x = Dofs(x.atoms + step.atoms, x.cell + step.cell)
     end, _ = energy_and_grad(x, mats, minima)
     assert (end < 0.5 * start).all()
+
+
+def two_loop(pairs: list[tuple[torch.Tensor, torch.Tensor, bool]], g: torch.Tensor, alpha: float = 70.0):
+    """The textbook two-loop recursion on one structure's flat vectors, invalid pairs left out."""
+    q, alphas = g.clone(), []
+    for s, y, ok in reversed(pairs):
+        a = (s @ q) / (s @ y) if ok else 0.0
+        alphas.append(a)
+        q = q - a * y
+    s, y, ok = pairs[-1]
+    z = (s @ y) / (y @ y) * q if ok else q / alpha
+    for (s, y, ok), a in zip(pairs, reversed(alphas)):
+        if ok:
+            z = z + (a - (y @ z) / (s @ y)) * s
+    return -z
+
+
+def test_compact_lbfgs_steps_equal_the_two_loop_recursion():
+    """Seven steps through a memory of three (the history wraps), one structure forgetting its history midway."""
+    mats, minima = quadratic(2)
+    x = unflat([torch.zeros_like(m) for m in minima])
+    state = LbfgsState.new(x, N_SYS, memory=3)
+    history = [[], []]
+    prev = None
+    for step in range(7):
+        e, g = energy_and_grad(x, mats, minima)
+        if step == 4:
+            state.forget(torch.tensor([False, True]))
+            history[1] = [(s, y, False) for s, y, _ in history[1]]
+        move = lbfgs_step(state, x, g, SYSTEM, N_SYS, maxstep=1e6)
+        for k, (xk, gk) in enumerate(zip(flat(x), flat(g))):
+            if prev is not None:
+                s, y = xk - prev[0][k], gk - prev[1][k]
+                history[k] = (history[k] + [(s, y, bool(s @ y > 1e-12))])[-3:]
+            expected = two_loop(history[k], gk) if history[k] else -gk / 70.0
+            assert torch.allclose(flat(move)[k], expected, rtol=1e-9, atol=1e-12), (step, k)
+        prev = (flat(x), flat(g))
+        x = Dofs(x.atoms + move.atoms, x.cell + move.cell)
