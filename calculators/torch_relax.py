@@ -25,7 +25,8 @@ from ase.units import GPa
 
 from rlcsp.calculators.library import Library
 from rlcsp.calculators.relax import FailureReason, RelaxResult, Relaxer, RelaxStream, failed
-from rlcsp.calculators.torch_buckingham import Batch, Neighbours, TorchBuckingham, det3, inv3, segment_ranges
+from rlcsp.calculators.torch_buckingham import (Batch, Neighbours, TorchBuckingham, det3, inv3, matmul3,
+                                                segment_ranges, vecmat)
 from rlcsp.calculators.torch_optim import (CgState, Dofs, FireState, LbfgsState, cg_step, fire_step, lbfgs_step,
                                           segment_max, select)
 from rlcsp.exceptions import InvalidStructure, LibraryError, UnknownName
@@ -58,7 +59,7 @@ class _Flight:
     def positions(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Current Cartesian positions and cells: r = u·Fᵀ, H = H0·Fᵀ."""
         Ft = self.F.transpose(1, 2)
-        return torch.einsum("nj,njk->nk", self.u, Ft[self.batch.system]), torch.bmm(self.H0, Ft)
+        return vecmat(self.u, Ft[self.batch.system]), matmul3(self.H0, Ft)
 
 
 class TorchRelaxer(Relaxer):
@@ -173,8 +174,7 @@ class TorchRelaxer(Relaxer):
         switched = ~fl.opened & ~opening  # the opening stage ends now
         fl.opened = fl.opened | switched
         factor = (counts.to(e.dtype) * torch.where(opening, self.open_factor, self.cell_factor))[:, None, None]
-        grad = Dofs(-torch.einsum("nj,njk->nk", ev.forces, fl.F[system]),
-                    torch.bmm(ev.virial, inv3(fl.F).transpose(1, 2)) / factor)
+        grad = Dofs(-vecmat(ev.forces, fl.F[system]), matmul3(ev.virial, inv3(fl.F).transpose(1, 2)) / factor)
         x = Dofs(fl.u, fl.F * factor)
         uphill = ~first & (e > fl.e_prev + 1e-9 * e.abs())
         if self.optimizer == "fire":
@@ -209,9 +209,9 @@ class TorchRelaxer(Relaxer):
         # pair vector is d_ref·M + (u_j − u_i), so only contraction (M's smallest singular value) and u can bring
         # a pair from beyond rc + skin inside rc, and only expansion (the largest) can bring a k-vector from
         # beyond the list's kmax·(1 + skin/rc) inside kmax. An opening cell expands a lot and contracts nowhere.
-        M = torch.bmm(inv3(fl.H_ref), H)
+        M = matmul3(inv3(fl.H_ref), H)
         sv = torch.linalg.svdvals(M)
-        affine = torch.einsum("nj,njk->nk", fl.r_ref, M[fl.batch.system])
+        affine = vecmat(fl.r_ref, M[fl.batch.system])
         disp = segment_max(torch.linalg.norm(r - affine, dim=1), fl.batch.system, S)
         stale = ((2.0 * disp + (1.0 - sv[:, 2]).clamp(min=0.0) * (rc + skin) > share * skin)
                  | ((sv[:, 0] - 1.0) * rc > share * skin))
