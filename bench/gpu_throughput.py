@@ -274,6 +274,11 @@ def walker_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def stopped(row: dict) -> str:
+    """A row stopped by --max-seconds counts only what finished by then: the faster relaxations."""
+    return f" (stopped at {row['stopped_at_s']:.0f} s, {row['unfinished']} unfinished)" if "stopped_at_s" in row else ""
+
+
 def table(rows: list[dict]) -> str:
     head = ("| composition | device | dtype | compile | batch | optimizer | inner | opening | relax/s | steady/s | "
             "× LAMMPS core | median steps | "
@@ -287,7 +292,7 @@ def table(rows: list[dict]) -> str:
                      f"{r.get('open', '1:1')} | "
                      f"{r['relax_per_s']} | {r.get('steady_per_s', '')} | {r.get('ratio_vs_lammps', '')} | {r['median_steps']:.0f} | "
                      f"{r['p90_steps']:.0f} | "
-                     f"{r['collapse_rate']:.1%} | {lammps} | {r['converged']}/{r['n']} | {r['gm']} | {r['commit']} |")
+                     f"{r['collapse_rate']:.1%} | {lammps} | {r['converged']}/{r['n']}{stopped(r)} | {r['gm']} | {r['commit']} |")
     return "\n".join(lines)
 
 
