@@ -59,13 +59,15 @@ class Neighbours:
 
     def remap(self, atom_map: torch.Tensor, system_map: torch.Tensor) -> Neighbours:
         """The same lists after structures were dropped (map −1) or renumbered, e.g. when a batch is refilled."""
-        keep_p = system_map[self.pair_system] >= 0
+        # one nonzero per mask, not one per masked tensor: each is a host synchronisation on a GPU
+        keep_p = torch.nonzero(system_map[self.pair_system] >= 0).squeeze(1)
         keep_k = system_map[self.k_system] >= 0
+        k_idx = torch.nonzero(keep_k).squeeze(1)
         k_map = torch.full_like(self.k_system, -1)
-        k_map[keep_k] = torch.arange(int(keep_k.sum()), device=k_map.device)
-        keep_ak = keep_k[self.ak_k]
+        k_map[k_idx] = torch.arange(len(k_idx), device=k_map.device)
+        keep_ak = torch.nonzero(keep_k[self.ak_k]).squeeze(1)
         return Neighbours(atom_map[self.i[keep_p]], atom_map[self.j[keep_p]], self.shift[keep_p],
-                          system_map[self.pair_system[keep_p]], self.m[keep_k], system_map[self.k_system[keep_k]],
+                          system_map[self.pair_system[keep_p]], self.m[k_idx], system_map[self.k_system[k_idx]],
                           atom_map[self.ak_atom[keep_ak]], k_map[self.ak_k[keep_ak]])
 
     def join(self, other: Neighbours) -> Neighbours:
@@ -146,7 +148,7 @@ def _chunks(order: np.ndarray, cost, limit: int):
             start = end
 
 
-def _positive(grid: torch.Tensor) -> torch.Tensor:
+def _positive(grid: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
     """Integer triples lexicographically above zero: one of each ±pair."""
     return grid[..., 0] * 4096.0 * 4096.0 + grid[..., 1] * 4096.0 + grid[..., 2] > 0
 
@@ -240,11 +242,14 @@ class TorchBuckingham:
         ptr = segment_ranges(batch.counts)
         frac = vecmat(batch.positions, inv3(batch.cells)[batch.system])
         out = {key: [] for key in ("i", "j", "shift", "s")}
-        counts, images = batch.counts.cpu().numpy(), (2 * n_img + 1).cpu().numpy().prod(1)
+        # sizes on the host once: each int() of a device tensor would be a synchronisation on a GPU
+        counts, reach = batch.counts.cpu().numpy(), n_img.cpu().numpy()
+        images = (2 * reach + 1).prod(1)
         order = np.argsort(-(counts ** 2) * images, kind="stable")  # similar structures share a chunk's padding
         padded = lambda chunk: len(chunk) * counts[chunk].max() ** 2 * images[chunk].max()  # noqa: E731
         for chunk in _chunks(order, padded, chunk_pairs):
-            self._pairs_chunk(batch, frac, ptr, n_img, torch.as_tensor(chunk, device=self.device), rc, out)
+            self._pairs_chunk(batch, frac, ptr, n_img, torch.as_tensor(chunk, device=self.device), rc, out,
+                              int(counts[chunk].max()), reach[chunk].max(0).tolist(), int(counts.sum()))
 
         def cat(key: str, dtype: torch.dtype, width: tuple[int, ...] = ()) -> torch.Tensor:
             if not out[key]:
@@ -256,25 +261,28 @@ class TorchBuckingham:
         m, k_system = self._kvectors(batch.cells)
         # every atom of a structure against every k-vector of the same structure
         S = batch.n_systems
-        k_ptr = segment_ranges(torch.bincount(k_system, minlength=S))
-        n_ak = batch.counts * (k_ptr[1:] - k_ptr[:-1])
-        ak_sys = torch.repeat_interleave(torch.arange(S, device=self.device), n_ak)
-        local = torch.arange(int(n_ak.sum()), device=self.device) - segment_ranges(n_ak)[:-1][ak_sys]
+        k_counts = torch.bincount(k_system, minlength=S)
+        k_ptr = segment_ranges(k_counts)
+        n_ak = batch.counts * k_counts
+        total = int((counts * k_counts.cpu().numpy()).sum())
+        ak_sys = torch.repeat_interleave(torch.arange(S, device=self.device), n_ak, output_size=total)
+        local = torch.arange(total, device=self.device) - segment_ranges(n_ak)[:-1][ak_sys]
         n_k = (k_ptr[1:] - k_ptr[:-1])[ak_sys]
         ak_atom = ptr[:-1][ak_sys] + torch.div(local, n_k, rounding_mode="floor")
         ak_k = k_ptr[:-1][ak_sys] + local % n_k
         return Neighbours(i, j, shift, s_idx, m, k_system, ak_atom, ak_k)
 
-    def _pairs_chunk(self, batch: Batch, frac, ptr, n_img, systems: torch.Tensor, rc: float, out: dict) -> None:
-        """Pairs of some structures, padded to their largest; |Δr + T|² expanded so no [..,3] temporaries."""
+    def _pairs_chunk(self, batch: Batch, frac, ptr, n_img, systems: torch.Tensor, rc: float, out: dict, nmax: int,
+                     reach: list[int], n_atoms: int) -> None:
+        """Pairs of some structures, padded to their largest (``nmax`` atoms, ``reach`` images each way);
+        |Δr + T|² expanded so no [..,3] temporaries."""
         dev = self.device
         counts = batch.counts[systems]
-        nmax = int(counts.max())
-        ranges = [torch.arange(-int(x), int(x) + 1, device=dev) for x in n_img[systems].amax(0)]
+        ranges = [torch.arange(-x, x + 1, device=dev) for x in reach]
         images = torch.cartesian_prod(*ranges).to(self.dtype)  # [I,3]
         local = torch.arange(nmax, device=dev)
         valid = local[None, :] < counts[:, None]  # [C,n]
-        idx = (ptr[systems, None] + local[None, :]).clamp(max=int(ptr[-1]) - 1)
+        idx = (ptr[systems, None] + local[None, :]).clamp(max=n_atoms - 1)
         cells = batch.cells[systems]
         f, r = frac[idx], batch.positions[idx]
         base = -torch.round(f[:, None, :, :] - f[:, :, None, :])  # [C,i,j,3]: the image of j nearest to i
@@ -303,13 +311,14 @@ class TorchBuckingham:
         recip = 2.0 * math.pi * inv3(cells).transpose(1, 2)  # rows b_i
         kcut = self.kmax * (1.0 + self.skin / self.cutoff)
         n = torch.ceil(kcut * torch.linalg.norm(cells, dim=2) / (2.0 * math.pi)).long()
-        sizes = (2 * n + 1).prod(1).cpu().numpy()
+        reach = n.cpu().numpy()  # grids are built on the host: no synchronisation per chunk on a GPU
+        sizes = (2 * reach + 1).prod(1)
         ms, ss = [], []
         for chunk_idx in _chunks(np.argsort(-sizes, kind="stable"), lambda c: len(c) * sizes[c].max(), chunk):
             sys_idx = torch.as_tensor(chunk_idx, device=self.device)
-            ranges = [torch.arange(-int(x), int(x) + 1, device=self.device) for x in n[sys_idx].amax(0)]
-            grid = torch.cartesian_prod(*ranges).to(self.dtype)
-            grid = grid[_positive(grid)]
+            axes = np.meshgrid(*[np.arange(-x, x + 1) for x in reach[chunk_idx].max(0)], indexing="ij")
+            grid = np.stack(axes, -1).reshape(-1, 3)
+            grid = torch.as_tensor(grid[_positive(grid)], dtype=self.dtype, device=self.device)
             k = vecmat(grid[None], recip[sys_idx][:, None])
             ok = ((k * k).sum(-1) <= kcut ** 2) & (grid.abs()[None] <= n[sys_idx, None, :]).all(-1)
             c, g = torch.nonzero(ok, as_tuple=True)

@@ -221,10 +221,10 @@ class TorchRelaxer(Relaxer):
         fl.reason = torch.where(broken, 1, fl.reason)
         fl.done = fl.done | broken
         stale = stale & ~fl.done
-        if not bool(stale.any()):
+        sys_idx = torch.nonzero(stale).squeeze(1)  # one host synchronisation tells whether and which
+        if len(sys_idx) == 0:
             return
-        self.stats["rebuilds"] += int(stale.sum())
-        sys_idx = torch.nonzero(stale).squeeze(1)
+        self.stats["rebuilds"] += len(sys_idx)
         atom_mask = stale[fl.batch.system]
         atom_idx = torch.nonzero(atom_mask).squeeze(1)
         sub = Batch(r[atom_idx], H[sys_idx], fl.batch.species[atom_idx],
