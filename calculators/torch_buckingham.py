@@ -26,6 +26,7 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 
 from rlcsp.calculators.library import GULP_COULOMB, Library, load_library
+from rlcsp.calculators.torch_linalg import det3, inv3, matmul3, segment_ranges, vecmat
 from rlcsp.exceptions import CalculatorFailed, InvalidStructure, LibraryError
 
 
@@ -93,50 +94,11 @@ class Evaluation:
         return self.virial / det3(cells).abs()[:, None, None]
 
 
-def det3(m: torch.Tensor) -> torch.Tensor:
-    """Determinants of [...,3,3] by cofactors: elementwise, so no solver call and no host synchronisation."""
-    return (m[..., 0, 0] * (m[..., 1, 1] * m[..., 2, 2] - m[..., 1, 2] * m[..., 2, 1])
-            - m[..., 0, 1] * (m[..., 1, 0] * m[..., 2, 2] - m[..., 1, 2] * m[..., 2, 0])
-            + m[..., 0, 2] * (m[..., 1, 0] * m[..., 2, 1] - m[..., 1, 1] * m[..., 2, 0]))
-
-
-def inv3(m: torch.Tensor) -> torch.Tensor:
-    """Inverses of [...,3,3] by the adjugate (see :func:`det3`)."""
-    c = torch.stack([torch.cross(m[..., 1, :], m[..., 2, :], dim=-1), torch.cross(m[..., 2, :], m[..., 0, :], dim=-1),
-                     torch.cross(m[..., 0, :], m[..., 1, :], dim=-1)], dim=-1)  # columns: the reciprocal basis
-    return c / det3(m)[..., None, None]
-
-
-def vecmat(v: torch.Tensor, m: torch.Tensor, elementwise: bool | None = None) -> torch.Tensor:
-    """Row vectors times small matrices, v·M over broadcast leading dimensions.
-
-    On a GPU as elementwise products and a sum (``elementwise``, by default where ``v`` is on CUDA): there einsum
-    turns millions of 1×3 by 3×3 products into as many batched GEMM tiles, which took 70 % of a relaxation step's
-    kernel time (bench/results/gpu_throughput.md, the fc136b3 profile). On a CPU einsum's batched BLAS is the
-    faster of the two (a step of 32 structures: 76 against 110 ms).
-    """
-    if v.is_cuda if elementwise is None else elementwise:
-        return (v[..., :, None] * m).sum(-2)
-    return torch.einsum("...i,...ij->...j", v, m)
-
-
-def matmul3(a: torch.Tensor, b: torch.Tensor, elementwise: bool | None = None) -> torch.Tensor:
-    """3×3 matrix products over broadcast leading dimensions, chosen as :func:`vecmat` chooses."""
-    if a.is_cuda if elementwise is None else elementwise:
-        return (a[..., :, :, None] * b[..., None, :, :]).sum(-2)
-    return a @ b
-
-
 def pair_distances(r: torch.Tensor, cells: torch.Tensor, i: torch.Tensor, j: torch.Tensor, shift: torch.Tensor,
                    pair_system: torch.Tensor) -> torch.Tensor:
     """|r_j − r_i + shift·H| of every listed pair."""
     d = r[j] - r[i] + vecmat(shift, cells[pair_system])
     return torch.sqrt((d * d).sum(-1))
-
-
-def segment_ranges(counts: torch.Tensor) -> torch.Tensor:
-    """Offsets [S+1] of consecutive segments of the given lengths (atoms of each structure, k-vectors, ...)."""
-    return torch.cat([counts.new_zeros(1), torch.cumsum(counts, 0)])
 
 
 def _chunks(order: np.ndarray, cost, limit: int):

@@ -25,8 +25,8 @@ from ase.units import GPa
 
 from rlcsp.calculators.library import Library
 from rlcsp.calculators.relax import FailureReason, RelaxResult, Relaxer, RelaxStream, failed
-from rlcsp.calculators.torch_buckingham import (Batch, Neighbours, TorchBuckingham, det3, inv3, matmul3,
-                                                segment_ranges, vecmat)
+from rlcsp.calculators.torch_buckingham import Batch, Neighbours, TorchBuckingham
+from rlcsp.calculators.torch_linalg import det3, inv3, matmul3, segment_ranges, vecmat
 from rlcsp.calculators.torch_optim import (CgState, Dofs, FireState, LbfgsState, cg_step, fire_step, lbfgs_step,
                                           segment_max, select)
 from rlcsp.exceptions import InvalidStructure, LibraryError, UnknownName

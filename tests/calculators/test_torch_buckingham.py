@@ -10,7 +10,7 @@ from ase.io import read
 
 from rlcsp.calculators import get_calculator, get_relaxer
 from rlcsp.calculators.relax import FailureReason
-from rlcsp.calculators.torch_buckingham import TorchBuckingham, matmul3, vecmat
+from rlcsp.calculators.torch_buckingham import TorchBuckingham
 from rlcsp.exceptions import CalculatorFailed, InvalidStructure, LibraryError
 
 from ..conftest import ROOT, TARGETS
@@ -92,21 +92,6 @@ def test_the_compiled_model_equals_the_eager_one_on_a_changing_batch(model):
         assert torch.allclose(fused.forces, eager.forces, rtol=0, atol=1e-9)
         assert torch.allclose(fused.virial, eager.virial, rtol=0, atol=1e-8)
         assert torch.equal(fused.min_distance, eager.min_distance)
-
-
-def test_the_gpu_forms_of_the_small_products_equal_the_cpu_forms():
-    """vecmat and matmul3 run elementwise on CUDA and through einsum/BLAS on a CPU: same values and gradients."""
-    g = torch.Generator().manual_seed(3)
-    v = torch.randn(50, 3, generator=g, dtype=torch.float64, requires_grad=True)
-    m = torch.randn(50, 3, 3, generator=g, dtype=torch.float64, requires_grad=True)
-    outs = []
-    for elementwise in (True, False):
-        out = (vecmat(v, m, elementwise) ** 2).sum() + (matmul3(m, m.transpose(1, 2), elementwise) ** 2).sum()
-        outs.append((out, *torch.autograd.grad(out, (v, m))))
-    for a, b in zip(*outs):
-        assert torch.allclose(a, b, rtol=1e-13, atol=1e-12)
-    broadcast = vecmat(v[None, :5], m[:2, None], True)  # [2,5,3]: each matrix against every vector
-    assert torch.allclose(broadcast, vecmat(v[None, :5], m[:2, None], False), rtol=1e-13, atol=1e-13)
 
 
 def test_bad_input_is_named(model):
