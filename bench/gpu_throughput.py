@@ -163,7 +163,7 @@ def streamed(relaxer, pool: list, max_s: float | None = None, profile: Path | No
     for k, atoms in enumerate(pool):
         stream.submit(k, atoms)
     results: list = [None] * len(pool)
-    start, done, marks, prof = time.perf_counter(), 0, [], None
+    start, done, marks, prof, until = time.perf_counter(), 0, [], None, None
     while stream.pending:
         for k, result, _ in stream.poll():
             results[k] = result
@@ -171,15 +171,15 @@ def streamed(relaxer, pool: list, max_s: float | None = None, profile: Path | No
         now = time.perf_counter() - start
         marks.append((now, done, stream.queued))
         if profile is not None and prof is None and done >= relaxer.batch_size:
-            prof = _profiler()
+            prof, until = _profiler(), now + 5.0
             prof.__enter__()
-            profiled_from = now
-        if prof is not None and profile is not None and now > profiled_from + 5.0:
-            prof.__exit__(None, None, None)
-            _write_profile(prof, profile)
-            profile = None
+        if until is not None and now > until:
+            _stop_profile(prof, profile)
+            until = None
         if max_s is not None and now > max_s:
             break
+    if until is not None:  # the run ended inside the profiled window
+        _stop_profile(prof, profile)
     relaxer.stats["wall_s"] = time.perf_counter() - start
     first = next((m for m in marks if m[1] >= relaxer.batch_size), None)
     end = next((m for m in marks if m[2] == 0), marks[-1] if marks else None)
@@ -197,8 +197,9 @@ def _profiler():
     return profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA])
 
 
-def _write_profile(prof, out: Path) -> None:
-    """The kernels and host calls that cost most, to ``out``."""
+def _stop_profile(prof, out: Path) -> None:
+    """Stop the profiler; the kernels and host calls that cost most go to ``out``."""
+    prof.__exit__(None, None, None)
     text = (prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=40) + "\n"
             + prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=40))
     out.write_text(text)
