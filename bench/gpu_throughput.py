@@ -132,7 +132,7 @@ def relax(args: argparse.Namespace) -> None:
                     torch.cuda.synchronize()
                 row = {"composition": comp, "device": args.device, "dtype": args.dtype, "batch": batch,
                        "optimizer": optimizer, "inner": inner, "open": opening, "threads": torch.get_num_threads(),
-                       "compile": args.compile, "commit": commit(),
+                       "compile": relaxer.model.compiled, "commit": commit(),
                        **summarise(results, TARGETS[comp], time.perf_counter() - start), **steady,
                        "engine_steps": relaxer.stats["steps"], "pair_rebuilds": relaxer.stats["rebuilds"],
                        "time_s": {k: round(v, 2) for k, v in relaxer.stats.items() if k.endswith("_s")}}

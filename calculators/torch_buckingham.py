@@ -160,6 +160,11 @@ class TorchBuckingham:
         self.kmax = 2.0 * self.g * x
         self._compiled = torch.compile(self._model_terms) if compile else None
 
+    @property
+    def compiled(self) -> bool:
+        """Whether evaluations of two or more structures run through torch.compile (benches record it)."""
+        return self._compiled is not None
+
     def _rigid(self, element: str) -> bool:
         try:
             self.library.charge(element)

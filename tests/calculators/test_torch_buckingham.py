@@ -81,6 +81,9 @@ def test_a_batch_of_mixed_sizes_equals_each_structure_alone(model):
 def test_the_compiled_model_equals_the_eager_one_on_a_changing_batch(model):
     """torch.compile with dynamic shapes: two batches of different sizes, pair and k-vector counts, one compile."""
     compiled = TorchBuckingham(compile=True)
+    assert compiled.compiled and not model.compiled
+    relaxer = get_relaxer("torch-buckingham", compile=True)  # the option reaches the minimiser's model only
+    assert relaxer.model.compiled and not relaxer.exact.compiled
     first = [gm("SrY2O4"), gm("Y2O3"), gm("Y2Ti2O7")]
     first[2].rattle(0.05, seed=7)
     second = [gm("Y2Ti2O7"), bulk("SrO", "rocksalt", a=5.2)]
