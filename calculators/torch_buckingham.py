@@ -101,13 +101,16 @@ def pair_distances(r: torch.Tensor, cells: torch.Tensor, i: torch.Tensor, j: tor
     return torch.sqrt((d * d).sum(-1))
 
 
-def _chunks(order: np.ndarray, cost, limit: int):
-    """``order`` cut into consecutive chunks whose ``cost(chunk)`` (padded size) stays under ``limit``."""
-    start = 0
-    for end in range(1, len(order) + 1):
-        if end == len(order) or cost(order[start:end + 1]) > limit:
-            yield order[start:end]
-            start = end
+def _runs(cost: np.ndarray, limit: int):
+    """Consecutive ranges [lo, hi) whose summed ``cost`` stays under ``limit`` (one item at least)."""
+    lo, total = 0, 0
+    for k, c in enumerate(cost.tolist()):
+        if k > lo and total + c > limit:
+            yield lo, k
+            lo, total = k, 0
+        total += c
+    if lo < len(cost):
+        yield lo, len(cost)
 
 
 def _positive(grid: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
@@ -198,36 +201,20 @@ class TorchBuckingham:
         return torch.floor((self.cutoff + self.skin) * torch.linalg.norm(inv3(cells), dim=1) + 0.5).long()
 
     @torch.no_grad()
-    def neighbours(self, batch: Batch, chunk_pairs: int = 1 << 22) -> Neighbours:
-        """Brute-force pairs within cutoff + skin over all needed images, structures in chunks.
+    def neighbours(self, batch: Batch, chunk: int | None = None) -> Neighbours:
+        """Pairs within cutoff + skin over every image each structure needs, and its Ewald k-vectors.
 
         Image ranges follow from each cell's plane spacings, so cutoffs longer than the cell work; the
         fractional difference is first rounded to the nearest image, so unwrapped positions work too.
         """
-        rc = self.cutoff + self.skin
-        n_img = self.image_ranges(batch.cells)
-        ptr = segment_ranges(batch.counts)
-        frac = vecmat(batch.positions, inv3(batch.cells)[batch.system])
-        out = {key: [] for key in ("i", "j", "shift", "s")}
-        # sizes on the host once: each int() of a device tensor would be a synchronisation on a GPU
-        counts, reach = batch.counts.cpu().numpy(), n_img.cpu().numpy()
-        images = (2 * reach + 1).prod(1)
-        order = np.argsort(-(counts ** 2) * images, kind="stable")  # similar structures share a chunk's padding
-        padded = lambda chunk: len(chunk) * counts[chunk].max() ** 2 * images[chunk].max()  # noqa: E731
-        for chunk in _chunks(order, padded, chunk_pairs):
-            self._pairs_chunk(batch, frac, ptr, n_img, torch.as_tensor(chunk, device=self.device), rc, out,
-                              int(counts[chunk].max()), reach[chunk].max(0).tolist(), int(counts.sum()))
-
-        def cat(key: str, dtype: torch.dtype, width: tuple[int, ...] = ()) -> torch.Tensor:
-            if not out[key]:
-                return torch.zeros((0, *width), dtype=dtype, device=self.device)
-            return torch.cat(out[key]).to(dtype)
-
-        i, j, s_idx = cat("i", torch.long), cat("j", torch.long), cat("s", torch.long)
-        shift = cat("shift", self.dtype, (3,))
+        counts = batch.counts.cpu().numpy()  # sizes on the host once: each int() of a device tensor is a sync
+        reach = self.image_ranges(batch.cells).cpu().numpy()
+        chunk = chunk or (1 << 25 if self.device.type == "cuda" else 1 << 22)
+        i, j, shift, s_idx = self._pairs(batch, counts, reach, chunk)
         m, k_system = self._kvectors(batch.cells)
         # every atom of a structure against every k-vector of the same structure
         S = batch.n_systems
+        ptr = segment_ranges(batch.counts)
         k_counts = torch.bincount(k_system, minlength=S)
         k_ptr = segment_ranges(k_counts)
         n_ak = batch.counts * k_counts
@@ -239,60 +226,85 @@ class TorchBuckingham:
         ak_k = k_ptr[:-1][ak_sys] + local % n_k
         return Neighbours(i, j, shift, s_idx, m, k_system, ak_atom, ak_k)
 
-    def _pairs_chunk(self, batch: Batch, frac, ptr, n_img, systems: torch.Tensor, rc: float, out: dict, nmax: int,
-                     reach: list[int], n_atoms: int) -> None:
-        """Pairs of some structures, padded to their largest (``nmax`` atoms, ``reach`` images each way);
-        |Δr + T|² expanded so no [..,3] temporaries."""
-        dev = self.device
-        counts = batch.counts[systems]
-        ranges = [torch.arange(-x, x + 1, device=dev) for x in reach]
-        images = torch.cartesian_prod(*ranges).to(self.dtype)  # [I,3]
-        local = torch.arange(nmax, device=dev)
-        valid = local[None, :] < counts[:, None]  # [C,n]
-        idx = (ptr[systems, None] + local[None, :]).clamp(max=n_atoms - 1)
-        cells = batch.cells[systems]
-        f, r = frac[idx], batch.positions[idx]
-        base = -torch.round(f[:, None, :, :] - f[:, :, None, :])  # [C,i,j,3]: the image of j nearest to i
-        # per structure these are real matrix products (n² pair vectors by the cell, by the images): einsum
-        dr = r[:, None, :, :] - r[:, :, None, :] + torch.einsum("cijk,ckm->cijm", base, cells)
-        t = torch.einsum("Ik,ckm->cIm", images, cells)  # [C,I,3]
-        dist2 = ((dr * dr).sum(-1)[..., None] + (t * t).sum(-1)[:, None, None, :]
-                 + 2.0 * torch.einsum("cijm,cIm->cijI", dr, t))
-        in_range = (images.abs()[None] <= n_img[systems, None, :]).all(-1)  # [C,I]
-        upper = (local[:, None] < local[None, :])[None, :, :, None]
-        same = (local[:, None] == local[None, :])[None, :, :, None] & _positive(images)  # one of each ±shift self-image
-        keep = ((upper | same) & (dist2 <= rc * rc) & in_range[:, None, None, :]
-                & (valid[:, :, None] & valid[:, None, :])[..., None])
-        c, a, b, img = torch.nonzero(keep, as_tuple=True)
-        out["i"].append(ptr[systems][c] + a)
-        out["j"].append(ptr[systems][c] + b)
-        out["shift"].append(base[c, a, b] + images[img])
-        out["s"].append(systems[c])
+    def _pairs(self, batch: Batch, counts: np.ndarray, reach: np.ndarray, chunk: int):
+        """Every pair a ≤ b of each structure against every image of its own box, without padding.
 
-    def _kvectors(self, cells: torch.Tensor, chunk: int = 1 << 22) -> tuple[torch.Tensor, torch.Tensor]:
+        A pair's nearest-image vector and an image's lattice vector are computed once each; the candidates (pair,
+        image) are enumerated flat, structure after structure, in chunks of about ``chunk``, so a structure of few
+        atoms or images costs what it needs and not the batch's largest. Kept: distance within cutoff + skin,
+        and a self-image only with a positive shift (one of each ±pair).
+        """
+        dev, S, rc = self.device, len(counts), self.cutoff + self.skin
+        arange = lambda n: torch.arange(n, device=dev)  # noqa: E731
+        on_dev = lambda x: torch.as_tensor(x, device=dev)  # noqa: E731
+        n_tri, widths = counts * (counts + 1) // 2, 2 * reach + 1
+        n_img = widths.prod(1)
+        tri_ptr, img_ptr = np.concatenate([[0], np.cumsum(n_tri)]), np.concatenate([[0], np.cumsum(n_img)])
+        # pair level: (a, b) from the row-major index of the upper triangle with its diagonal
+        pair_sys = torch.repeat_interleave(arange(S), on_dev(n_tri), output_size=int(tri_ptr[-1]))
+        n = batch.counts[pair_sys]
+        p = arange(int(tri_ptr[-1])) - on_dev(tri_ptr[:-1])[pair_sys]
+        first = lambda a: a * n - a * (a - 1) // 2  # noqa: E731  (index of row a's first entry)
+        a = torch.floor((2 * n + 1 - torch.sqrt(((2 * n + 1) ** 2 - 8 * p).double())) / 2).long()
+        a = a - (p < first(a)).long() + (p >= first(a + 1)).long()  # the square root's rounding, corrected
+        b = a + p - first(a)
+        ptr = segment_ranges(batch.counts)
+        a, b = ptr[pair_sys] + a, ptr[pair_sys] + b
+        cells = batch.cells
+        frac = vecmat(batch.positions, inv3(cells)[batch.system])
+        base = -torch.round(frac[b] - frac[a])  # the image of b nearest to a
+        d = batch.positions[b] - batch.positions[a] + vecmat(base, cells[pair_sys])
+        # image level: each structure's own box, [-reach, reach] along each lattice vector
+        img_sys = torch.repeat_interleave(arange(S), on_dev(n_img), output_size=int(img_ptr[-1]))
+        q = arange(int(img_ptr[-1])) - on_dev(img_ptr[:-1])[img_sys]
+        w, r0 = on_dev(widths)[img_sys], on_dev(reach)[img_sys]
+        img = torch.stack([q // (w[:, 1] * w[:, 2]), q // w[:, 2] % w[:, 1], q % w[:, 2]], 1) - r0
+        img = img.to(self.dtype)
+        t = vecmat(img, cells[img_sys])
+        positive = _positive(img)
+        cost = n_tri * n_img
+        out = {key: [] for key in ("i", "j", "shift", "s")}
+        for lo, hi in _runs(cost, chunk):
+            c_ptr = np.concatenate([[0], np.cumsum(cost[lo:hi])])
+            seg = torch.repeat_interleave(arange(hi - lo), on_dev(cost[lo:hi]), output_size=int(c_ptr[-1]))
+            local, sys = arange(int(c_ptr[-1])) - on_dev(c_ptr)[seg], seg + lo
+            per = on_dev(n_img)[sys]
+            pp = on_dev(tri_ptr[:-1])[sys] + torch.div(local, per, rounding_mode="floor")
+            qq = on_dev(img_ptr[:-1])[sys] + local % per
+            v = d[pp] + t[qq]
+            keep = torch.nonzero(((v * v).sum(-1) <= rc * rc) & ((a[pp] != b[pp]) | positive[qq])).squeeze(1)
+            pp, qq = pp[keep], qq[keep]
+            out["i"].append(a[pp])
+            out["j"].append(b[pp])
+            out["shift"].append(base[pp] + img[qq])
+            out["s"].append(pair_sys[pp])
+        if not out["i"]:
+            empty = torch.zeros(0, dtype=torch.long, device=dev)
+            return empty, empty, torch.zeros((0, 3), dtype=self.dtype, device=dev), empty
+        return tuple(torch.cat(out[key]) for key in ("i", "j", "shift", "s"))
+
+    def _kvectors(self, cells: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Integer triples m > 0 (lexicographically) with |k| ≤ kmax (+ the skin's margin) for every cell.
 
-        |m_a| ≤ kmax·|a_a| / 2π bounds each cell's grid; cells are taken in chunks of similar grids, since one
-        long cell would otherwise size the grid of the whole batch.
+        |m_a| ≤ kmax·|a_a| / 2π bounds each cell's own box of triples; the boxes are enumerated flat, structure
+        after structure, so one long cell does not size the grid of the others, and come out grouped by structure,
+        as the atom–k products expect.
         """
+        dev = self.device
         recip = 2.0 * math.pi * inv3(cells).transpose(1, 2)  # rows b_i
         kcut = self.kmax * (1.0 + self.skin / self.cutoff)
-        n = torch.ceil(kcut * torch.linalg.norm(cells, dim=2) / (2.0 * math.pi)).long()
-        reach = n.cpu().numpy()  # grids are built on the host: no synchronisation per chunk on a GPU
-        sizes = (2 * reach + 1).prod(1)
-        ms, ss = [], []
-        for chunk_idx in _chunks(np.argsort(-sizes, kind="stable"), lambda c: len(c) * sizes[c].max(), chunk):
-            sys_idx = torch.as_tensor(chunk_idx, device=self.device)
-            axes = np.meshgrid(*[np.arange(-x, x + 1) for x in reach[chunk_idx].max(0)], indexing="ij")
-            grid = np.stack(axes, -1).reshape(-1, 3)
-            grid = torch.as_tensor(grid[_positive(grid)], dtype=self.dtype, device=self.device)
-            k = vecmat(grid[None], recip[sys_idx][:, None])
-            ok = ((k * k).sum(-1) <= kcut ** 2) & (grid.abs()[None] <= n[sys_idx, None, :]).all(-1)
-            c, g = torch.nonzero(ok, as_tuple=True)
-            ms.append(grid[g])
-            ss.append(sys_idx[c])
-        m, system = torch.cat(ms), torch.cat(ss)
-        keep = torch.argsort(system, stable=True)  # k-vectors grouped by structure, as the atom–k products expect
+        reach = torch.ceil(kcut * torch.linalg.norm(cells, dim=2) / (2.0 * math.pi)).long()
+        widths = (2 * reach + 1).cpu().numpy()  # sizes on the host: no synchronisation per structure on a GPU
+        sizes = widths.prod(1)
+        total = int(sizes.sum())
+        system = torch.repeat_interleave(torch.arange(len(sizes), device=dev), torch.as_tensor(sizes, device=dev),
+                                         output_size=total)
+        q = torch.arange(total, device=dev) - torch.as_tensor(np.cumsum(sizes) - sizes, device=dev)[system]
+        w = torch.as_tensor(widths, device=dev)[system]
+        m = (torch.stack([q // (w[:, 1] * w[:, 2]), q // w[:, 2] % w[:, 1], q % w[:, 2]], 1) - reach[system])
+        m = m.to(self.dtype)
+        k = vecmat(m, recip[system])
+        keep = torch.nonzero(((k * k).sum(-1) <= kcut ** 2) & _positive(m)).squeeze(1)
         return m[keep], system[keep]
 
     # -- energy ------------------------------------------------------------------------------------

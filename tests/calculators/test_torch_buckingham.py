@@ -186,3 +186,35 @@ def test_a_pair_list_stays_complete_while_the_cell_expands_and_not_when_it_contr
         return int((dist <= model.cutoff).sum()), int(((k * k).sum(-1) <= model.kmax ** 2).sum())
 
     assert (inside(listed) == inside(fresh)) == complete
+
+
+@pytest.mark.parametrize("chunk", [None, 5000])
+def test_the_pair_list_is_ase_neighbour_list_halved(chunk):
+    """Each structure's pairs within cutoff + skin are ASE's neighbour list with one of each ±pair, for a batch of
+    different sizes and image boxes: a skewed, a flat and a long cell, an atom alone and unwrapped positions, also
+    when the flat enumeration is cut into chunks that split the batch (5000 candidates)."""
+    from ase.neighborlist import neighbor_list
+
+    model = TorchBuckingham(cutoff=6.0, skin=1.0)
+    rng = np.random.default_rng(3)
+    structures = []
+    for cell, n in (([[5.0, 0, 0], [2.5, 4.2, 0], [1.0, 1.5, 6.0]], 7), ([[9.0, 0, 0], [0, 8.0, 0], [0, 0, 2.5]], 5),
+                    ([[3.1, 0, 0], [0, 3.3, 0], [0, 0, 14.0]], 6), (np.eye(3) * 4.0, 1)):
+        atoms = bulk("Y", "sc", a=1.0).repeat((n, 1, 1))
+        atoms.set_cell(cell)
+        atoms.set_scaled_positions(rng.random((n, 3)) * 1.6 - 0.3)  # some outside the cell
+        atoms.set_chemical_symbols((["Y", "Ti", "O"] * n)[:n])
+        structures.append(atoms)
+    batch = model.batch(structures)
+    nbrs = model.neighbours(batch, chunk=chunk)
+    offset = np.cumsum([0] + [len(a) for a in structures])
+    for s, atoms in enumerate(structures):
+        i, j, shift = neighbor_list("ijS", atoms, 7.0)
+        d = atoms.positions[j] - atoms.positions[i] + shift @ atoms.cell.array
+        assert np.all(np.linalg.norm(d, axis=1) <= 7.0)
+        want = {(a, b, *t) for a, b, t in zip(i, j, shift.tolist())
+                if a < b or (a == b and tuple(t) > (0, 0, 0))}
+        mine = nbrs.pair_system == s
+        got = {(a - offset[s], b - offset[s], *t) for a, b, t in
+               zip(nbrs.i[mine].tolist(), nbrs.j[mine].tolist(), nbrs.shift[mine].long().tolist())}
+        assert got == want and len(want) > 0
