@@ -113,6 +113,24 @@ def _runs(cost: np.ndarray, limit: int):
         yield lo, len(cost)
 
 
+def _segments(sizes: np.ndarray, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """For segments of the given host-side sizes, each item's segment and its index inside it: a flat
+    enumeration of uneven segments, without padding and without a host synchronisation."""
+    total = int(sizes.sum())
+    seg = torch.repeat_interleave(torch.arange(len(sizes), device=device), torch.as_tensor(sizes, device=device),
+                                  output_size=total)
+    return seg, torch.arange(total, device=device) - torch.as_tensor(np.cumsum(sizes) - sizes, device=device)[seg]
+
+
+def _boxes(reach: np.ndarray, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """Integer triples of each structure's own box [-reach, reach]³, in lexicographic order, and their structure."""
+    widths = 2 * reach + 1
+    system, q = _segments(widths.prod(1), device)
+    w = torch.as_tensor(widths, device=device)[system]
+    triples = torch.stack([q // (w[:, 1] * w[:, 2]), q // w[:, 2] % w[:, 1], q % w[:, 2]], 1)
+    return (triples - torch.as_tensor(reach, device=device)[system]).to(dtype), system
+
+
 def _positive(grid: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
     """Integer triples lexicographically above zero: one of each ±pair."""
     return grid[..., 0] * 4096.0 * 4096.0 + grid[..., 1] * 4096.0 + grid[..., 2] > 0
@@ -213,15 +231,10 @@ class TorchBuckingham:
         i, j, shift, s_idx = self._pairs(batch, counts, reach, chunk)
         m, k_system = self._kvectors(batch.cells)
         # every atom of a structure against every k-vector of the same structure
-        S = batch.n_systems
-        ptr = segment_ranges(batch.counts)
-        k_counts = torch.bincount(k_system, minlength=S)
-        k_ptr = segment_ranges(k_counts)
-        n_ak = batch.counts * k_counts
-        total = int((counts * k_counts.cpu().numpy()).sum())
-        ak_sys = torch.repeat_interleave(torch.arange(S, device=self.device), n_ak, output_size=total)
-        local = torch.arange(total, device=self.device) - segment_ranges(n_ak)[:-1][ak_sys]
-        n_k = (k_ptr[1:] - k_ptr[:-1])[ak_sys]
+        k_counts = torch.bincount(k_system, minlength=batch.n_systems)
+        ptr, k_ptr = segment_ranges(batch.counts), segment_ranges(k_counts)
+        ak_sys, local = _segments(counts * k_counts.cpu().numpy(), self.device)
+        n_k = k_counts[ak_sys]
         ak_atom = ptr[:-1][ak_sys] + torch.div(local, n_k, rounding_mode="floor")
         ak_k = k_ptr[:-1][ak_sys] + local % n_k
         return Neighbours(i, j, shift, s_idx, m, k_system, ak_atom, ak_k)
@@ -234,16 +247,13 @@ class TorchBuckingham:
         atoms or images costs what it needs and not the batch's largest. Kept: distance within cutoff + skin,
         and a self-image only with a positive shift (one of each ±pair).
         """
-        dev, S, rc = self.device, len(counts), self.cutoff + self.skin
-        arange = lambda n: torch.arange(n, device=dev)  # noqa: E731
+        dev, rc = self.device, self.cutoff + self.skin
         on_dev = lambda x: torch.as_tensor(x, device=dev)  # noqa: E731
-        n_tri, widths = counts * (counts + 1) // 2, 2 * reach + 1
-        n_img = widths.prod(1)
-        tri_ptr, img_ptr = np.concatenate([[0], np.cumsum(n_tri)]), np.concatenate([[0], np.cumsum(n_img)])
-        # pair level: (a, b) from the row-major index of the upper triangle with its diagonal
-        pair_sys = torch.repeat_interleave(arange(S), on_dev(n_tri), output_size=int(tri_ptr[-1]))
+        n_tri, n_img = counts * (counts + 1) // 2, (2 * reach + 1).prod(1)
+        tri_ptr, img_ptr = np.cumsum(n_tri) - n_tri, np.cumsum(n_img) - n_img
+        # pair level: (a, b) from the row-major index p of the upper triangle with its diagonal
+        pair_sys, p = _segments(n_tri, dev)
         n = batch.counts[pair_sys]
-        p = arange(int(tri_ptr[-1])) - on_dev(tri_ptr[:-1])[pair_sys]
         first = lambda a: a * n - a * (a - 1) // 2  # noqa: E731  (index of row a's first entry)
         a = torch.floor((2 * n + 1 - torch.sqrt(((2 * n + 1) ** 2 - 8 * p).double())) / 2).long()
         a = a - (p < first(a)).long() + (p >= first(a + 1)).long()  # the square root's rounding, corrected
@@ -255,22 +265,17 @@ class TorchBuckingham:
         base = -torch.round(frac[b] - frac[a])  # the image of b nearest to a
         d = batch.positions[b] - batch.positions[a] + vecmat(base, cells[pair_sys])
         # image level: each structure's own box, [-reach, reach] along each lattice vector
-        img_sys = torch.repeat_interleave(arange(S), on_dev(n_img), output_size=int(img_ptr[-1]))
-        q = arange(int(img_ptr[-1])) - on_dev(img_ptr[:-1])[img_sys]
-        w, r0 = on_dev(widths)[img_sys], on_dev(reach)[img_sys]
-        img = torch.stack([q // (w[:, 1] * w[:, 2]), q // w[:, 2] % w[:, 1], q % w[:, 2]], 1) - r0
-        img = img.to(self.dtype)
+        img, img_sys = _boxes(reach, dev, self.dtype)
         t = vecmat(img, cells[img_sys])
         positive = _positive(img)
         cost = n_tri * n_img
         out = {key: [] for key in ("i", "j", "shift", "s")}
         for lo, hi in _runs(cost, chunk):
-            c_ptr = np.concatenate([[0], np.cumsum(cost[lo:hi])])
-            seg = torch.repeat_interleave(arange(hi - lo), on_dev(cost[lo:hi]), output_size=int(c_ptr[-1]))
-            local, sys = arange(int(c_ptr[-1])) - on_dev(c_ptr)[seg], seg + lo
+            seg, local = _segments(cost[lo:hi], dev)
+            sys = seg + lo
             per = on_dev(n_img)[sys]
-            pp = on_dev(tri_ptr[:-1])[sys] + torch.div(local, per, rounding_mode="floor")
-            qq = on_dev(img_ptr[:-1])[sys] + local % per
+            pp = on_dev(tri_ptr)[sys] + torch.div(local, per, rounding_mode="floor")
+            qq = on_dev(img_ptr)[sys] + local % per
             v = d[pp] + t[qq]
             keep = torch.nonzero(((v * v).sum(-1) <= rc * rc) & ((a[pp] != b[pp]) | positive[qq])).squeeze(1)
             pp, qq = pp[keep], qq[keep]
@@ -290,19 +295,10 @@ class TorchBuckingham:
         after structure, so one long cell does not size the grid of the others, and come out grouped by structure,
         as the atom–k products expect.
         """
-        dev = self.device
         recip = 2.0 * math.pi * inv3(cells).transpose(1, 2)  # rows b_i
         kcut = self.kmax * (1.0 + self.skin / self.cutoff)
         reach = torch.ceil(kcut * torch.linalg.norm(cells, dim=2) / (2.0 * math.pi)).long()
-        widths = (2 * reach + 1).cpu().numpy()  # sizes on the host: no synchronisation per structure on a GPU
-        sizes = widths.prod(1)
-        total = int(sizes.sum())
-        system = torch.repeat_interleave(torch.arange(len(sizes), device=dev), torch.as_tensor(sizes, device=dev),
-                                         output_size=total)
-        q = torch.arange(total, device=dev) - torch.as_tensor(np.cumsum(sizes) - sizes, device=dev)[system]
-        w = torch.as_tensor(widths, device=dev)[system]
-        m = (torch.stack([q // (w[:, 1] * w[:, 2]), q // w[:, 2] % w[:, 1], q % w[:, 2]], 1) - reach[system])
-        m = m.to(self.dtype)
+        m, system = _boxes(reach.cpu().numpy(), self.device, self.dtype)  # box sizes on the host: one sync
         k = vecmat(m, recip[system])
         keep = torch.nonzero(((k * k).sum(-1) <= kcut ** 2) & _positive(m)).squeeze(1)
         return m[keep], system[keep]

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from ase import Atoms
 from ase.build import bulk
 from ase.calculators.fd import calculate_numerical_forces, calculate_numerical_stress
 from ase.io import read
@@ -200,11 +201,8 @@ def test_the_pair_list_is_ase_neighbour_list_halved(chunk):
     structures = []
     for cell, n in (([[5.0, 0, 0], [2.5, 4.2, 0], [1.0, 1.5, 6.0]], 7), ([[9.0, 0, 0], [0, 8.0, 0], [0, 0, 2.5]], 5),
                     ([[3.1, 0, 0], [0, 3.3, 0], [0, 0, 14.0]], 6), (np.eye(3) * 4.0, 1)):
-        atoms = bulk("Y", "sc", a=1.0).repeat((n, 1, 1))
-        atoms.set_cell(cell)
-        atoms.set_scaled_positions(rng.random((n, 3)) * 1.6 - 0.3)  # some outside the cell
-        atoms.set_chemical_symbols((["Y", "Ti", "O"] * n)[:n])
-        structures.append(atoms)
+        structures.append(Atoms((["Y", "Ti", "O"] * n)[:n], cell=cell, pbc=True,
+                                scaled_positions=rng.random((n, 3)) * 1.6 - 0.3))  # some outside the cell
     batch = model.batch(structures)
     nbrs = model.neighbours(batch, chunk=chunk)
     offset = np.cumsum([0] + [len(a) for a in structures])
