@@ -5,6 +5,8 @@ the host to check its result, and batched GEMM runs a 1×3-by-3×3 product as a 
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
 
@@ -20,6 +22,23 @@ def inv3(m: torch.Tensor) -> torch.Tensor:
     c = torch.stack([torch.cross(m[..., 1, :], m[..., 2, :], dim=-1), torch.cross(m[..., 2, :], m[..., 0, :], dim=-1),
                      torch.cross(m[..., 0, :], m[..., 1, :], dim=-1)], dim=-1)  # columns: the reciprocal basis
     return c / det3(m)[..., None, None]
+
+
+def singular_extremes(m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Largest and smallest singular values of [...,3,3], from the eigenvalues of MᵀM in closed form (Smith 1961).
+
+    Elementwise: ``torch.linalg.svdvals`` synchronises a CUDA device with the host on every call.
+    """
+    a = matmul3(m.transpose(-1, -2), m)
+    q = (a[..., 0, 0] + a[..., 1, 1] + a[..., 2, 2]) / 3.0
+    off = a[..., 0, 1] ** 2 + a[..., 0, 2] ** 2 + a[..., 1, 2] ** 2
+    p = torch.sqrt((((a[..., 0, 0] - q) ** 2 + (a[..., 1, 1] - q) ** 2 + (a[..., 2, 2] - q) ** 2 + 2.0 * off) / 6.0))
+    eye = torch.eye(3, dtype=m.dtype, device=m.device)
+    b = (a - q[..., None, None] * eye) / p.clamp(min=1e-300)[..., None, None]
+    phi = torch.acos((det3(b) / 2.0).clamp(-1.0, 1.0)) / 3.0
+    top = q + 2.0 * p * torch.cos(phi)
+    bottom = q + 2.0 * p * torch.cos(phi + 2.0 * math.pi / 3.0)
+    return torch.sqrt(top.clamp(min=0.0)), torch.sqrt(bottom.clamp(min=0.0))
 
 
 def vecmat(v: torch.Tensor, m: torch.Tensor, elementwise: bool | None = None) -> torch.Tensor:

@@ -113,9 +113,10 @@ def fire_step(state: FireState, force: Dofs, system: torch.Tensor, n: int, maxst
 
 def stack_dot(stack: Dofs, b: Dofs, system: torch.Tensor, n: int) -> torch.Tensor:
     """Per-structure inner products [m,S] of each of m stacked Dofs ([m,N,3], [m,S,3,3]) with ``b``."""
-    atoms = (stack.atoms * b.atoms[None]).sum(-1)
-    out = torch.zeros((len(atoms), n), dtype=atoms.dtype, device=atoms.device).index_add(1, system, atoms)
-    return out + (stack.cell * b.cell[None]).sum((-2, -1))
+    atoms = (stack.atoms * b.atoms[None]).sum(-1).T  # [N,m]: summed into structures along the first dimension,
+    # which inductor's CPU code generator handles for one structure too (along the second it fails there)
+    out = torch.zeros((n, atoms.shape[1]), dtype=atoms.dtype, device=atoms.device).index_add(0, system, atoms)
+    return out.T + (stack.cell * b.cell[None]).sum((-2, -1))
 
 
 def combine(stack: Dofs, coef: torch.Tensor, system: torch.Tensor) -> Dofs:

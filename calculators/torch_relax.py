@@ -25,8 +25,8 @@ from ase.units import GPa
 
 from rlcsp.calculators.library import Library
 from rlcsp.calculators.relax import FailureReason, RelaxResult, Relaxer, RelaxStream, failed
-from rlcsp.calculators.torch_buckingham import Batch, Neighbours, TorchBuckingham
-from rlcsp.calculators.torch_linalg import det3, inv3, matmul3, segment_ranges, vecmat
+from rlcsp.calculators.torch_buckingham import Batch, Evaluation, Neighbours, TorchBuckingham
+from rlcsp.calculators.torch_linalg import det3, inv3, matmul3, segment_ranges, singular_extremes, vecmat
 from rlcsp.calculators.torch_optim import (CgState, Dofs, FireState, LbfgsState, cg_step, fire_step, lbfgs_step,
                                           segment_max, select)
 from rlcsp.exceptions import InvalidStructure, LibraryError, UnknownName
@@ -77,8 +77,9 @@ class TorchRelaxer(Relaxer):
     candidates this took collapses from 13 to 4 (LAMMPS: 4) at a median of 194 instead of 6 steps; on Y2Ti2O7
     collapses stay 3 of 24 (LAMMPS: 3), steps 184 → 295 (bench/results/gpu_throughput.md).
 
-    ``compile=True`` compiles the minimiser's model (:class:`TorchBuckingham`); the exact model that scores each
-    finished structure stays eager.
+    ``compile=True`` compiles the minimiser's model (:class:`TorchBuckingham`) and the step's tensor work around it
+    (staleness of the pair lists, convergence, cell filter, optimiser step; shapes dynamic, so one graph serves
+    every batch); the exact model that scores each finished structure stays eager.
     """
 
     name = "torch"
@@ -110,6 +111,14 @@ class TorchRelaxer(Relaxer):
         self.max_volume = max_volume  # Å³ per atom: a cell past it has blown up
         self.timed = timed
         self.device = self.model.device
+        # the tensor work around the model's evaluation too: eagerly, hundreds of small kernel launches a step. On a
+        # CPU the captured graphs run eagerly (aot_eager): inductor's C++ code for the optimiser step crashes
+        # (torch 2.13), and a CPU has no launches to save
+        self._check, self._advance = self._stale, self._move
+        if compile:
+            backend = "inductor" if self.device.type == "cuda" else "aot_eager"
+            self._check, self._advance = (torch.compile(f, dynamic=True, backend=backend)
+                                          for f in (self._stale, self._move))
         self.stats: dict = {}
 
     def _tick(self, phase: str, since: float) -> float:
@@ -145,14 +154,60 @@ class TorchRelaxer(Relaxer):
 
     def _step(self, fl: _Flight, swap: bool) -> None:
         t = time.perf_counter()
-        r, H = fl.positions()
-        self._refresh(fl, r, H, 0.5 if swap else 1.0)
+        r, H, stale = self._check(fl, 0.5 if swap else 1.0)
+        self._rebuild(fl, r, H, stale)
         t = self._tick("neighbours_s", t)
-        batch = Batch(r, H, fl.batch.species, fl.batch.system, fl.batch.counts)
-        ev = self.model.evaluate(batch, fl.nbrs)
+        ev = self.model.evaluate(Batch(r, H, fl.batch.species, fl.batch.system, fl.batch.counts), fl.nbrs)
         t = self._tick("evaluate_s", t)
         self.stats["evaluations"] += 1
-        S, system, counts = batch.n_systems, batch.system, batch.counts
+        self._advance(fl, ev, H)
+        self._tick("optimizer_s", t)
+
+    def _stale(self, fl: _Flight, share: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Current positions and cells, and the structures whose pair lists used up ``share`` of the skin.
+
+        A list is exact until its structure has used the whole skin; rebuilding the ones past half of it at swap
+        steps (share 0.5) gathers most rebuilds into a few large calls, since each call costs more in launches
+        than in arithmetic; between swaps only the lists about to break are rebuilt (share 1). A structure whose
+        cell blew up or went flat is failed here as exploded: its list would need a vast image range.
+        """
+        r, H = fl.positions()
+        S, rc, skin = fl.batch.n_systems, self.model.cutoff, self.model.skin
+        # Since the build, the cell deformed by M (H = H_ref·M) and atoms moved by u beyond that affine motion: a
+        # pair vector is d_ref·M + (u_j − u_i), so only contraction (M's smallest singular value) and u can bring
+        # a pair from beyond rc + skin inside rc, and only expansion (the largest) can bring a k-vector from
+        # beyond the list's kmax·(1 + skin/rc) inside kmax. An opening cell expands a lot and contracts nowhere.
+        M = matmul3(inv3(fl.H_ref), H)
+        top, bottom = singular_extremes(M)
+        affine = vecmat(fl.r_ref, M[fl.batch.system])
+        disp = segment_max(torch.linalg.norm(r - affine, dim=1), fl.batch.system, S)
+        stale = ((2.0 * disp + (1.0 - bottom).clamp(min=0.0) * (rc + skin) > share * skin)
+                 | ((top - 1.0) * rc > share * skin))
+        images = (2 * self.model.image_ranges(H) + 1).prod(1)
+        broken = ~fl.done & ((images > 20000) | (det3(H).abs() > self.max_volume * fl.batch.counts))
+        fl.reason = torch.where(broken, 1, fl.reason)
+        fl.done = fl.done | broken
+        return r, H, stale & ~fl.done
+
+    def _rebuild(self, fl: _Flight, r: torch.Tensor, H: torch.Tensor, stale: torch.Tensor) -> None:
+        """New pair lists for the ``stale`` structures [S] (bool), the others' kept."""
+        sys_idx = torch.nonzero(stale).squeeze(1)  # one host synchronisation tells whether and which
+        if len(sys_idx) == 0:
+            return
+        self.stats["rebuilds"] += len(sys_idx)
+        atom_mask = stale[fl.batch.system]
+        atom_idx = torch.nonzero(atom_mask).squeeze(1)
+        sub = Batch(r[atom_idx], H[sys_idx], fl.batch.species[atom_idx],
+                    torch.cumsum(stale.long(), 0)[fl.batch.system[atom_idx]] - 1, fl.batch.counts[sys_idx])
+        fresh = self.model.neighbours(sub).remap(atom_idx, sys_idx)
+        keep_sys = torch.where(stale, -1, torch.arange(len(stale), device=r.device))
+        fl.nbrs = fl.nbrs.remap(torch.arange(len(r), device=r.device), keep_sys).join(fresh)
+        fl.r_ref = torch.where(atom_mask[:, None], r, fl.r_ref)
+        fl.H_ref = torch.where(stale[:, None, None], H, fl.H_ref)
+
+    def _move(self, fl: _Flight, ev: Evaluation, H: torch.Tensor) -> None:
+        """From one evaluation: retire the structures that finished, and move the others one optimiser step."""
+        S, system, counts = fl.batch.n_systems, fl.batch.system, fl.batch.counts
         fmax = segment_max(ev.forces.abs().amax(1), system, S)
         smax = (ev.virial / det3(H).abs()[:, None, None]).abs().amax((1, 2))
         e = ev.energy
@@ -165,8 +220,8 @@ class TorchRelaxer(Relaxer):
         capped = fl.steps >= self.max_steps
         finish = live & (converged | exploded | capped)
         fl.reason = torch.where(finish, torch.where(converged, 0, torch.where(exploded, 1, 2)), fl.reason)
-        for name, value in (("energy", e), ("dmin", ev.min_distance)):
-            setattr(fl, name, torch.where(live, value, getattr(fl, name)))
+        fl.energy = torch.where(live, e, fl.energy)
+        fl.dmin = torch.where(live, ev.min_distance, fl.dmin)
         fl.done = fl.done | finish
         moving = ~fl.done
         # unit-cell-filter gradient: dE/du = −f·F, dE/d(cF) = W·F⁻ᵀ / c
@@ -191,49 +246,10 @@ class TorchRelaxer(Relaxer):
             fl.state.forget(uphill | switched)  # the cell variables change scale at the switch
             delta = lbfgs_step(fl.state, x, grad, system, S, maxstep=self.maxstep)
         fl.e_prev = e
-        go = moving.to(r.dtype)
+        go = moving.to(e.dtype)
         fl.u = fl.u + go[system, None] * delta.atoms
         fl.F = fl.F + go[:, None, None] * delta.cell / factor
         fl.steps = fl.steps + moving.long()
-        self._tick("optimizer_s", t)
-
-    def _refresh(self, fl: _Flight, r: torch.Tensor, H: torch.Tensor, share: float) -> None:
-        """Rebuild the pair lists of structures that used up ``share`` of the skin.
-
-        A list is exact until its structure has used the whole skin; rebuilding the ones past half of it at swap
-        steps (share 0.5) gathers most rebuilds into a few large calls, since each call costs more in launches
-        than in arithmetic; between swaps only the lists about to break are rebuilt (share 1).
-        """
-        S, rc, skin = fl.batch.n_systems, self.model.cutoff, self.model.skin
-        # Since the build, the cell deformed by M (H = H_ref·M) and atoms moved by u beyond that affine motion: a
-        # pair vector is d_ref·M + (u_j − u_i), so only contraction (M's smallest singular value) and u can bring
-        # a pair from beyond rc + skin inside rc, and only expansion (the largest) can bring a k-vector from
-        # beyond the list's kmax·(1 + skin/rc) inside kmax. An opening cell expands a lot and contracts nowhere.
-        M = matmul3(inv3(fl.H_ref), H)
-        sv = torch.linalg.svdvals(M)
-        affine = vecmat(fl.r_ref, M[fl.batch.system])
-        disp = segment_max(torch.linalg.norm(r - affine, dim=1), fl.batch.system, S)
-        stale = ((2.0 * disp + (1.0 - sv[:, 2]).clamp(min=0.0) * (rc + skin) > share * skin)
-                 | ((sv[:, 0] - 1.0) * rc > share * skin))
-        # a cell that blew up or went flat would need a vast image range: it has exploded, its list stays
-        images = (2 * self.model.image_ranges(H) + 1).prod(1)
-        broken = ~fl.done & ((images > 20000) | (det3(H).abs() > self.max_volume * fl.batch.counts))
-        fl.reason = torch.where(broken, 1, fl.reason)
-        fl.done = fl.done | broken
-        stale = stale & ~fl.done
-        sys_idx = torch.nonzero(stale).squeeze(1)  # one host synchronisation tells whether and which
-        if len(sys_idx) == 0:
-            return
-        self.stats["rebuilds"] += len(sys_idx)
-        atom_mask = stale[fl.batch.system]
-        atom_idx = torch.nonzero(atom_mask).squeeze(1)
-        sub = Batch(r[atom_idx], H[sys_idx], fl.batch.species[atom_idx],
-                    torch.cumsum(stale.long(), 0)[fl.batch.system[atom_idx]] - 1, fl.batch.counts[sys_idx])
-        fresh = self.model.neighbours(sub).remap(atom_idx, sys_idx)
-        keep_sys = torch.where(stale, -1, torch.arange(S, device=r.device))
-        fl.nbrs = fl.nbrs.remap(torch.arange(len(r), device=r.device), keep_sys).join(fresh)
-        fl.r_ref = torch.where(atom_mask[:, None], r, fl.r_ref)
-        fl.H_ref = torch.where(stale[:, None, None], H, fl.H_ref)
 
     # -- retire and admit ----------------------------------------------------------------------------
 
