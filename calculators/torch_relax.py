@@ -85,22 +85,27 @@ class TorchRelaxer(Relaxer):
 
     ``compile=True`` compiles the minimiser's model (:class:`TorchBuckingham`) and the step's tensor work around it
     (staleness of the pair lists, convergence, cell filter, optimiser step; shapes dynamic, so one graph serves
-    every batch); the exact model that scores each finished structure stays eager.
+    every batch); the exact model that scores each finished structure stays eager. By default it is on for a GPU
+    only, where ``batch_atoms`` (atoms in flight) also defaults to about a million instead of 4096: lockstep walkers
+    then relax as many candidates at once as there are walkers.
     """
 
     name = "torch"
 
     def __init__(self, library: str | Path | Library | None = None, device: str = "cpu", dtype: str = "float64",
                  optimizer: str = "lbfgs", fmax: float = 5e-3, smax_gpa: float = 0.05, max_steps: int = 3000,
-                 maxstep: float = 0.2, inner: str = "keep", skin: float = 1.5, batch_atoms: int = 4096,
+                 maxstep: float = 0.2, inner: str = "keep", skin: float = 1.5, batch_atoms: int | None = None,
                  batch_size: int | None = None, swap_every: int = 5, min_distance: float = 0.5,
                  collapse_distance: float = 0.5, max_energy_drop: float = 50.0, accuracy: float = 1e-10,
                  min_cutoff: float = 8.0, min_accuracy: float = 1e-6, tighten: float = 0.5, cell_factor: float = 1.0,
                  open_factor: float = 0.05, open_gpa: float = 1.0, max_volume: float = 200.0, cg_cycles: int = 50,
-                 cg_maxstep: float = 0.1, memory: int = 120, compile: bool = False, timed: bool = False):
+                 cg_maxstep: float = 0.1, memory: int = 120, compile: bool | None = None, timed: bool = False):
         if optimizer not in OPTIMIZERS:
             raise UnknownName("torch optimizer", optimizer, list(OPTIMIZERS))
         dt = getattr(torch, dtype)
+        gpu = torch.device(device).type == "cuda"
+        compile = gpu if compile is None else compile  # a GPU's step is launch-bound, a CPU's is not
+        batch_atoms = batch_atoms or (1 << 20 if gpu else 4096)  # on a GPU a fuller batch pays in steps per second
         self.exact = TorchBuckingham(library, accuracy=accuracy, device=device, dtype=dt, inner="gulp")
         self.model = TorchBuckingham(self.exact.library, accuracy=max(accuracy, min_accuracy), device=device,
                                      dtype=dt, inner=inner, skin=skin, cutoff=min(min_cutoff, self.exact.cutoff),
