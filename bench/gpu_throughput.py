@@ -23,8 +23,10 @@ import argparse
 import itertools
 import json
 import os
+import signal
 import statistics
 import subprocess
+import threading
 import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
@@ -241,6 +243,8 @@ def walkers(args: argparse.Namespace) -> None:
                for seed in range(1, args.walkers + 1)]
     with tempfile.TemporaryDirectory() as tmp:
         timings: dict[str, float] = {}
+        if args.max_seconds:  # SIGINT to this process only: walkers stop cleanly, the pool's workers live on
+            threading.Timer(args.max_seconds, os.kill, (os.getpid(), signal.SIGINT)).start()
         start = time.perf_counter()
         summaries = run_lockstep([(c, Path(tmp) / f"w{c.seed}") for c in configs], f"sqlite:///{tmp}/walkers.db",
                                  device=args.device, build_workers=args.build_workers or None, progress=True,
@@ -255,6 +259,8 @@ def walkers(args: argparse.Namespace) -> None:
            "walker_relax_per_s": round(relaxations / wall, 2),
            "relaxer_relax_per_s": round(relaxations / timings["relax_s"], 2) if timings.get("relax_s") else None,
            "time_share": {k: round(v / wall, 3) for k, v in timings.items()}, "errors": errors[:3]}
+    if args.max_seconds:
+        row["stopped_at_s"] = args.max_seconds
     print(json.dumps(row), flush=True)
     rows = json.loads(args.output.read_text()) if args.output.exists() else []
     args.output.parent.mkdir(parents=True, exist_ok=True)
@@ -335,6 +341,8 @@ def main() -> None:
     walk.add_argument("--device", default="cpu", help="torch device: cpu or cuda")
     walk.add_argument("--build-workers", type=int, default=0, help="processes building candidates")
     walk.add_argument("--rounds", action="store_true", help="wait for each group's slowest relaxation")
+    walk.add_argument("--max-seconds", type=float, default=None,
+                      help="stop every walker cleanly after this long (as Ctrl-C does) and report what was done")
     walk.add_argument("--output", type=Path, default=RESULTS / "gpu_walkers.json", help="JSON rows (appended)")
     rep = sub.add_parser("report", help="print the table of earlier JSON files")
     rep.add_argument("files", nargs="+", type=Path, help="JSON files from relax")

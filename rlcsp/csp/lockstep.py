@@ -12,14 +12,16 @@ population, search) mix freely and finished ones drop out.
 
 Proposals can be built in a pool of processes (``build_workers``), since random genomes pass the checks only 1
 time in 25-677: a proposal is a function of the walker and its build state alone (``Search.build_state``: RNG,
-policy, tallies), which travels to a worker and comes back with the proposal, so the result is the same.
+policy, tallies), which travels to a worker and comes back with the proposal, so the result is the same. The
+driver does not wait for a round of proposals: each joins the relaxer's stream as soon as it is built, while the
+batch keeps relaxing (it waits only when nothing is relaxing).
 """
 from __future__ import annotations
 
 import contextlib
 import json
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Callable
@@ -83,25 +85,33 @@ def _propose_remote(config: dict[str, Any], walker: Walker | None,
     return proposal, search.build_state()
 
 
-def _propose(due: dict[int, WalkerRun], pool: ProcessPoolExecutor | None) -> dict[int, Proposal | RlcspError]:
-    """Every due walker's proposal, in this process or in the pool; a walker that cannot build gets its error."""
+def _propose(due: dict[int, WalkerRun]) -> dict[int, Proposal | RlcspError]:
+    """Every due walker's proposal, built in this process; a walker that cannot build gets its error."""
     out: dict[int, Proposal | RlcspError] = {}
-    if pool is None:
-        for i, run in due.items():
-            try:
-                out[i] = run.search.propose()
-            except RlcspError as err:
-                out[i] = err
-        return out
-    futures = {i: pool.submit(_propose_remote, run.search.config.to_dict(), run.search.walker,
-                              run.search.build_state()) for i, run in due.items()}
-    for i, future in futures.items():
+    for i, run in due.items():
         try:
-            out[i], state = future.result()
+            out[i] = run.search.propose()
+        except RlcspError as err:
+            out[i] = err
+    return out
+
+
+def _built(building: dict[int, Future], runs: dict[int, WalkerRun], wait_one: bool) -> dict[int, Proposal | RlcspError]:
+    """The proposals the pool has finished (waiting for one when ``wait_one``), each walker's build state updated.
+
+    Collected as they come, not all of a round: the batch keeps relaxing while the pool builds, and a random
+    start that needs hundreds of attempts holds up only its own walker.
+    """
+    if wait_one and building:
+        wait(building.values(), return_when=FIRST_COMPLETED)
+    out: dict[int, Proposal | RlcspError] = {}
+    for i in [i for i, future in building.items() if future.done()]:
+        try:
+            out[i], state = building.pop(i).result()
         except RlcspError as err:
             out[i] = err
             continue
-        due[i].search.load_build_state(state)
+        runs[i].search.load_build_state(state)
     return out
 
 
@@ -180,11 +190,12 @@ def run_lockstep(walkers: list[tuple[SearchConfig, str | Path]], db_url: str, de
             stream = RelaxStream(relaxer) if rounds else relaxer.stream()
             clock = Timings(timings)
             flying: dict[int, Proposal] = {}  # walkers whose candidate is with the relaxer
+            building: dict[int, Future] = {}  # walkers whose proposal is with the pool
             while runs:
                 due = {}
                 clock.start()
                 for i, run in list(runs.items()):
-                    if i in flying:
+                    if i in flying or i in building:
                         continue
                     try:
                         reason = run.search.advance(stops[i])
@@ -198,7 +209,12 @@ def run_lockstep(walkers: list[tuple[SearchConfig, str | Path]], db_url: str, de
                             summary = run.finish(run.search.end_segment(reason))
                         done(i, summary)
                 clock.lap("advance_s")
-                proposals = _propose(due, pool)
+                if pool is None:
+                    proposals = _propose(due)
+                else:
+                    building.update({i: pool.submit(_propose_remote, run.search.config.to_dict(), run.search.walker,
+                                                    run.search.build_state()) for i, run in due.items()})
+                    proposals = _built(building, runs, wait_one=not stream.pending)
                 clock.lap("propose_s")
                 settled = []
                 for i, proposal in proposals.items():
