@@ -19,6 +19,7 @@ class UniquenessIndex:
         self.energy_tolerance = energy_tolerance
         self._energies: list[float] = []
         self._structures: list = []
+        self._reduced_flags: list[bool] = []  # whether each stored structure is reduced yet
         self._matcher = None
 
     def __len__(self) -> int:
@@ -30,7 +31,20 @@ class UniquenessIndex:
 
             self._matcher = StructureMatcher(ltol=0.2, stol=0.3, angle_tol=5, primitive_cell=True,
                                              attempt_supercell=True, scale=True)
-        return bool(self._matcher.fit(a, b))
+        return bool(self._matcher.fit(a, b, skip_structure_reduction=True))
+
+    @staticmethod
+    def _reduced(structure):
+        """The Niggli-reduced primitive cell, as StructureMatcher reduces both structures before every fit: done
+        at most once per structure here, and only for those that meet another in the energy window, since a walker
+        that relaxes back into a known minimum compares against it again and again."""
+        return structure.get_reduced_structure(reduction_algo="niggli").get_primitive_structure()
+
+    def _stored(self, k: int):
+        if not self._reduced_flags[k]:
+            self._structures[k] = self._reduced(self._structures[k])
+            self._reduced_flags[k] = True
+        return self._structures[k]
 
     def add(self, atoms: Atoms, energy: float) -> bool:
         """Record a structure; True if no structure within the energy window matches it."""
@@ -39,18 +53,21 @@ class UniquenessIndex:
         structure = AseAtomsAdaptor.get_structure(atoms)
         lo = bisect.bisect_left(self._energies, energy - self.energy_tolerance)
         hi = bisect.bisect_right(self._energies, energy + self.energy_tolerance)
-        unique = not any(self._match(structure, self._structures[k]) for k in range(lo, hi))
+        if lo < hi:
+            structure = self._reduced(structure)
+        unique = not any(self._match(structure, self._stored(k)) for k in range(lo, hi))
         if unique:
-            self._insert(structure, energy)
+            self._insert(structure, energy, lo < hi)
         return unique
 
     def insert(self, atoms: Atoms, energy: float) -> None:
         """Add a structure already known to be unique (restoring a run from its store)."""
         from pymatgen.io.ase import AseAtomsAdaptor
 
-        self._insert(AseAtomsAdaptor.get_structure(atoms), energy)
+        self._insert(AseAtomsAdaptor.get_structure(atoms), energy, False)
 
-    def _insert(self, structure, energy: float) -> None:
+    def _insert(self, structure, energy: float, reduced: bool) -> None:
         at = bisect.bisect_right(self._energies, energy)
         self._energies.insert(at, energy)
         self._structures.insert(at, structure)
+        self._reduced_flags.insert(at, reduced)
