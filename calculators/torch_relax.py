@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,41 +24,14 @@ from ase.units import GPa
 
 from rlcsp.calculators.library import Library
 from rlcsp.calculators.relax import FailureReason, RelaxResult, Relaxer, RelaxStream, failed
-from rlcsp.calculators.torch_buckingham import Batch, Evaluation, Neighbours, TorchBuckingham
+from rlcsp.calculators.torch_buckingham import Batch, Evaluation, TorchBuckingham
+from rlcsp.calculators.torch_flight import Flight
 from rlcsp.calculators.torch_linalg import det3, inv3, matmul3, segment_ranges, singular_extremes, vecmat
 from rlcsp.calculators.torch_optim import (CgState, Dofs, FireState, LbfgsState, cg_step, fire_step, lbfgs_step,
                                           segment_max, select)
 from rlcsp.exceptions import InvalidStructure, LibraryError, UnknownName
 
 OPTIMIZERS = ("fire", "lbfgs", "cg")
-
-
-@dataclass
-class _Flight:
-    """The structures in flight: model batch, filter variables, optimiser state and bookkeeping per structure."""
-
-    batch: Batch
-    nbrs: Neighbours
-    u: torch.Tensor  # [N,3] positions in the reference frame
-    F: torch.Tensor  # [S,3,3] deformation gradient
-    H0: torch.Tensor  # [S,3,3] reference cells
-    r_ref: torch.Tensor  # [N,3] positions when the pair list was built
-    H_ref: torch.Tensor  # [S,3,3] cells when the pair list was built
-    e0: torch.Tensor  # [S] first energy
-    e_prev: torch.Tensor
-    opened: torch.Tensor  # [S] bool: the stress has come below open_gpa once
-    steps: torch.Tensor
-    done: torch.Tensor  # [S] bool: frozen until the next swap
-    reason: torch.Tensor  # [S] 0 converged, 1 exploded, 2 step cap
-    energy: torch.Tensor
-    dmin: torch.Tensor
-    state: FireState | LbfgsState | CgState
-    index: list[int]  # input position of each structure
-
-    def positions(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Current Cartesian positions and cells: r = u·Fᵀ, H = H0·Fᵀ."""
-        Ft = self.F.transpose(1, 2)
-        return vecmat(self.u, Ft[self.batch.system]), matmul3(self.H0, Ft)
 
 
 class TorchRelaxer(Relaxer):
@@ -164,7 +136,7 @@ class TorchRelaxer(Relaxer):
         self.stats = {"steps": 0, "rebuilds": 0, "evaluations": 0}
         return TorchStream(self)
 
-    def _step(self, fl: _Flight, swap: bool) -> None:
+    def _step(self, fl: Flight, swap: bool) -> None:
         t = time.perf_counter()
         r, H, stale = self._check(fl, 0.5 if swap else 1.0)
         self._rebuild(fl, r, H, stale)
@@ -175,7 +147,7 @@ class TorchRelaxer(Relaxer):
         self._advance(fl, ev, H)
         self._tick("optimizer_s", t)
 
-    def _stale(self, fl: _Flight, share: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _stale(self, fl: Flight, share: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Current positions and cells, and the structures whose pair lists used up ``share`` of the skin.
 
         A list is exact until its structure has used the whole skin; rebuilding the ones past half of it at swap
@@ -201,7 +173,7 @@ class TorchRelaxer(Relaxer):
         fl.done = fl.done | broken
         return r, H, stale & ~fl.done
 
-    def _rebuild(self, fl: _Flight, r: torch.Tensor, H: torch.Tensor, stale: torch.Tensor) -> None:
+    def _rebuild(self, fl: Flight, r: torch.Tensor, H: torch.Tensor, stale: torch.Tensor) -> None:
         """New pair lists for the ``stale`` structures [S] (bool), the others' kept."""
         sys_idx = torch.nonzero(stale).squeeze(1)  # one host synchronisation tells whether and which
         if len(sys_idx) == 0:
@@ -217,7 +189,7 @@ class TorchRelaxer(Relaxer):
         fl.r_ref = torch.where(atom_mask[:, None], r, fl.r_ref)
         fl.H_ref = torch.where(stale[:, None, None], H, fl.H_ref)
 
-    def _move(self, fl: _Flight, ev: Evaluation, H: torch.Tensor) -> None:
+    def _move(self, fl: Flight, ev: Evaluation, H: torch.Tensor) -> None:
         """From one evaluation: retire the structures that finished, and move the others one optimiser step."""
         S, system, counts = fl.batch.n_systems, fl.batch.system, fl.batch.counts
         fmax = segment_max(ev.forces.abs().amax(1), system, S)
@@ -265,13 +237,13 @@ class TorchRelaxer(Relaxer):
 
     # -- retire and admit ----------------------------------------------------------------------------
 
-    def _swap(self, fl: _Flight | None, queue: deque[int], structures: dict[int, Atoms], results: dict,
-              started: float) -> _Flight | None:
+    def _swap(self, fl: Flight | None, queue: deque[int], structures: dict[int, Atoms], results: dict,
+              started: float) -> Flight | None:
         budget = self.batch_atoms
         if fl is not None and bool(fl.done.any()):
             self._retire(fl, structures, results, started)
             keep = ~fl.done
-            fl = self._take(fl, keep) if bool(keep.any()) else None
+            fl = fl.take(keep) if bool(keep.any()) else None
         budget -= 0 if fl is None else len(fl.u)
         new: list[int] = []
         room = (self.batch_size or len(structures)) - (0 if fl is None else fl.batch.n_systems)
@@ -284,9 +256,9 @@ class TorchRelaxer(Relaxer):
         admitted = self._admit([structures[k] for k in new], new, results, started)
         if admitted is None:
             return fl
-        return admitted if fl is None else self._merge(fl, admitted)
+        return admitted if fl is None else fl.merge(admitted)
 
-    def _retire(self, fl: _Flight, structures: dict[int, Atoms], results: dict, started: float) -> None:
+    def _retire(self, fl: Flight, structures: dict[int, Atoms], results: dict, started: float) -> None:
         finished = torch.nonzero(fl.done).squeeze(1).tolist()
         if not finished:
             return
@@ -324,7 +296,7 @@ class TorchRelaxer(Relaxer):
                 message="" if converged else f"after {steps} steps fmax {f:.3g} eV/A, max stress {sm / GPa:.3g} GPa",
                 fmax=f, max_stress=sm)
 
-    def _admit(self, atoms_list: list[Atoms], index: list[int], results: dict, started: float) -> _Flight | None:
+    def _admit(self, atoms_list: list[Atoms], index: list[int], results: dict, started: float) -> Flight | None:
         batch = self.model.batch(atoms_list)
         nbrs = self.model.neighbours(batch)
         self.stats["rebuilds"] += len(atoms_list)
@@ -337,52 +309,10 @@ class TorchRelaxer(Relaxer):
             kept = [a for a, c in zip(atoms_list, close) if not c]
             return self._admit(kept, [k for k, c in zip(index, close) if not c], results, started) if kept else None
         S = batch.n_systems
-        dev, dt = batch.positions.device, batch.positions.dtype
-        eye = torch.eye(3, dtype=dt, device=dev).expand(S, 3, 3).clone()
         like = Dofs(batch.positions, batch.cells)
         state = (LbfgsState.new(like, S, self.memory) if self.optimizer == "lbfgs"
                  else {"fire": FireState, "cg": CgState}[self.optimizer].new(like, S))
-        zeros = torch.zeros(S, dtype=dt, device=dev)
-        return _Flight(batch, nbrs, batch.positions.clone(), eye, batch.cells.clone(), batch.positions.clone(),
-                       batch.cells.clone(), zeros.clone(), zeros.clone(), torch.zeros(S, dtype=torch.bool, device=dev),
-                       torch.zeros(S, dtype=torch.long, device=dev),
-                       torch.zeros(S, dtype=torch.bool, device=dev), torch.zeros(S, dtype=torch.long, device=dev),
-                       zeros.clone(), zeros.clone(), state, list(index))
-
-    @staticmethod
-    def _take(fl: _Flight, keep: torch.Tensor) -> _Flight:
-        """The structures under ``keep``, renumbered."""
-        b = fl.batch
-        atom_keep = keep[b.system]
-        atom_idx, sys_idx = torch.nonzero(atom_keep).squeeze(1), torch.nonzero(keep).squeeze(1)
-        atom_map = torch.full_like(b.system, -1)
-        atom_map[atom_idx] = torch.arange(len(atom_idx), device=atom_map.device)
-        sys_map = torch.full_like(b.counts, -1)
-        sys_map[sys_idx] = torch.arange(len(sys_idx), device=sys_map.device)
-        batch = Batch(b.positions[atom_idx], b.cells[sys_idx], b.species[atom_idx], sys_map[b.system[atom_idx]],
-                      b.counts[sys_idx])
-        per_sys = ("H0", "H_ref", "e0", "e_prev", "opened", "steps", "done", "reason", "energy", "dmin", "F")
-        fields = {name: getattr(fl, name)[sys_idx] for name in per_sys}
-        return _Flight(batch=batch, nbrs=fl.nbrs.remap(atom_map, sys_map), u=fl.u[atom_idx],
-                       r_ref=fl.r_ref[atom_idx], state=fl.state.take(atom_idx, sys_idx),
-                       index=[fl.index[s] for s in sys_idx.tolist()], **fields)
-
-    @staticmethod
-    def _merge(a: _Flight, b: _Flight) -> _Flight:
-        """One flight from two; ``b``'s atoms and structures are numbered after ``a``'s."""
-        n_atoms, n_sys = len(a.u), a.batch.n_systems
-        cat = torch.cat
-        batch = Batch(cat([a.batch.positions, b.batch.positions]), cat([a.batch.cells, b.batch.cells]),
-                      cat([a.batch.species, b.batch.species]), cat([a.batch.system, b.batch.system + n_sys]),
-                      cat([a.batch.counts, b.batch.counts]))
-        shifted = b.nbrs.remap(torch.arange(len(b.u), device=b.u.device) + n_atoms,
-                               torch.arange(b.batch.n_systems, device=b.u.device) + n_sys)
-        per = ("u", "r_ref", "H0", "H_ref", "e0", "e_prev", "opened", "steps", "done", "reason", "energy", "dmin", "F")
-        fields = {name: cat([getattr(a, name), getattr(b, name)]) for name in per}
-        return _Flight(batch=batch, nbrs=a.nbrs.join(shifted), state=a.state.join(b.state),
-                       index=a.index + b.index, **fields)
-
-
+        return Flight.new(batch, nbrs, state, index)
 
 class TorchStream(RelaxStream):
     """The relaxer's in-flight batch as a stream: a structure submitted while others relax waits in the queue
@@ -400,7 +330,7 @@ class TorchStream(RelaxStream):
         self._keys: dict[int, Any] = {}
         self._waiting: deque[int] = deque()
         self._ready: dict[int, RelaxResult] = {}
-        self._flight: _Flight | None = None
+        self._flight: Flight | None = None
         self._step = 0
         self._next = 0
 
