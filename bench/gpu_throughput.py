@@ -243,12 +243,18 @@ def walkers(args: argparse.Namespace) -> None:
                for seed in range(1, args.walkers + 1)]
     with tempfile.TemporaryDirectory() as tmp:
         timings: dict[str, float] = {}
-        if args.max_seconds:  # SIGINT to this process only: walkers stop cleanly, the pool's workers live on
-            threading.Timer(args.max_seconds, os.kill, (os.getpid(), signal.SIGINT)).start()
+        # SIGINT to this process only: walkers stop cleanly, the pool's workers live on; cancelled if they finish
+        timer = threading.Timer(args.max_seconds or 0.0, os.kill, (os.getpid(), signal.SIGINT))
+        if args.max_seconds:
+            timer.start()
         start = time.perf_counter()
-        summaries = run_lockstep([(c, Path(tmp) / f"w{c.seed}") for c in configs], f"sqlite:///{tmp}/walkers.db",
-                                 device=args.device, build_workers=args.build_workers or None, progress=True,
-                                 rounds=args.rounds, timings=timings)
+        try:
+            summaries = run_lockstep([(c, Path(tmp) / f"w{c.seed}") for c in configs],
+                                     f"sqlite:///{tmp}/walkers.db", device=args.device,
+                                     build_workers=args.build_workers or None, progress=True, rounds=args.rounds,
+                                     timings=timings)
+        finally:
+            timer.cancel()
         wall = time.perf_counter() - start
     errors = [s["error"] for s in summaries if "error" in s]
     relaxations = sum(s.get("relaxations", 0) for s in summaries)
