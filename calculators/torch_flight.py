@@ -54,7 +54,7 @@ class Flight:
 
     def take(self, keep: torch.Tensor) -> Flight:
         """The structures under ``keep``, renumbered."""
-        fl, b = self, self.batch
+        b = self.batch
         atom_keep = keep[b.system]
         atom_idx, sys_idx = torch.nonzero(atom_keep).squeeze(1), torch.nonzero(keep).squeeze(1)
         atom_map = torch.full_like(b.system, -1)
@@ -64,10 +64,10 @@ class Flight:
         batch = Batch(b.positions[atom_idx], b.cells[sys_idx], b.species[atom_idx], sys_map[b.system[atom_idx]],
                       b.counts[sys_idx])
         per_sys = ("H0", "H_ref", "e0", "e_prev", "opened", "steps", "done", "reason", "energy", "dmin", "F")
-        fields = {name: getattr(fl, name)[sys_idx] for name in per_sys}
-        return Flight(batch=batch, nbrs=fl.nbrs.remap(atom_map, sys_map), u=fl.u[atom_idx],
-                       r_ref=fl.r_ref[atom_idx], state=fl.state.take(atom_idx, sys_idx),
-                       index=[fl.index[s] for s in sys_idx.tolist()], **fields)
+        fields = {name: getattr(self, name)[sys_idx] for name in per_sys}
+        return Flight(batch=batch, nbrs=self.nbrs.remap(atom_map, sys_map), u=self.u[atom_idx],
+                      r_ref=self.r_ref[atom_idx], state=self.state.take(atom_idx, sys_idx),
+                      index=[self.index[s] for s in sys_idx.tolist()], **fields)
 
     def merge(self, b: Flight) -> Flight:
         """One flight from two; ``b``'s atoms and structures are numbered after this one's."""
@@ -82,4 +82,4 @@ class Flight:
         per = ("u", "r_ref", "H0", "H_ref", "e0", "e_prev", "opened", "steps", "done", "reason", "energy", "dmin", "F")
         fields = {name: cat([getattr(a, name), getattr(b, name)]) for name in per}
         return Flight(batch=batch, nbrs=a.nbrs.join(shifted), state=a.state.join(b.state),
-                       index=a.index + b.index, **fields)
+                      index=a.index + b.index, **fields)

@@ -314,6 +314,7 @@ class TorchRelaxer(Relaxer):
                  else {"fire": FireState, "cg": CgState}[self.optimizer].new(like, S))
         return Flight.new(batch, nbrs, state, index)
 
+
 class TorchStream(RelaxStream):
     """The relaxer's in-flight batch as a stream: a structure submitted while others relax waits in the queue
     and joins at the next refill (every ``swap_every`` steps); ``poll`` steps the batch until a refill hands
