@@ -9,13 +9,14 @@ several in-flight batch sizes (optimiser and below-1.2 Å convention as options)
     python bench/gpu_throughput.py candidates --n 2048 --workers 16 --out runs/candidates
     python bench/gpu_throughput.py relax --candidates runs/candidates --device cuda --batch 512 2048 8192
     python bench/gpu_throughput.py relax --candidates runs/candidates --device cpu --batch 64 --limit 64 --peer
-    python bench/gpu_throughput.py walkers --device cuda --walkers 1024 --budget 12 --build-workers 14
+    python bench/gpu_throughput.py walkers --device cuda --walkers 1024 --budget 12 --processes 15
     python bench/gpu_throughput.py report bench/results/gpu_throughput_*.json
 
 ``walkers`` measures the whole loop: that many lockstep walkers (seeds 1..N, each its own run in one SQLite
 store) streaming their candidates through one TorchRelaxer, as ``rlcsp compare --device`` runs them, with the
-seconds spent advancing, building, relaxing, settling and storing; ``--rounds`` makes every group of walkers wait
-for its slowest relaxation instead, for comparison.
+shares of time spent advancing, building, waiting for relaxations, settling and storing (with ``--processes``,
+averaged over the walker processes), and the share of wall time the relaxer itself was stepping ("serve");
+``--rounds`` makes every group of walkers wait for its slowest relaxation instead, for comparison.
 """
 from __future__ import annotations
 
@@ -38,6 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 TARGETS = {"y2ti2o7": -35.153743, "sry2o4": -24.428313, "y2o3": -27.394619}
 SAME = 1e-4  # eV/atom: two relaxers reached the same minimum
+SAMPLE_S = 5.0  # seconds between counts of the walkers' stored steps
 
 
 def commit() -> str:
@@ -243,28 +245,39 @@ def walkers(args: argparse.Namespace) -> None:
                for seed in range(1, args.walkers + 1)]
     with tempfile.TemporaryDirectory() as tmp:
         timings: dict[str, float] = {}
-        # SIGINT to this process only: walkers stop cleanly, the pool's workers live on; cancelled if they finish
+        # SIGINT to this process only, as one Ctrl-C: the walkers stop cleanly; cancelled if they finish first
         timer = threading.Timer(args.max_seconds or 0.0, os.kill, (os.getpid(), signal.SIGINT))
         if args.max_seconds:
             timer.start()
         start = time.perf_counter()
+        ended = threading.Event()
+        stored: list[tuple[float, int]] = []
+        sampler = threading.Thread(target=_count_steps, args=(Path(tmp) / "walkers.db", start, ended, stored))
+        sampler.start()
         try:
             summaries = run_lockstep([(c, Path(tmp) / f"w{c.seed}") for c in configs],
                                      f"sqlite:///{tmp}/walkers.db", device=args.device,
-                                     build_workers=args.build_workers or None, progress=True, rounds=args.rounds,
+                                     processes=args.processes or None, progress=True, rounds=args.rounds,
                                      timings=timings)
         finally:
             timer.cancel()
+            ended.set()
+            sampler.join()
         wall = time.perf_counter() - start
     errors = [s["error"] for s in summaries if "error" in s]
     relaxations = sum(s.get("relaxations", 0) for s in summaries)
     row = {"composition": args.composition, "device": args.device, "walkers": args.walkers, "budget": args.budget,
            "initial_population": args.initial_population, "policy": args.policy, "fuse": args.fuse,
-           "rounds": args.rounds, "build_workers": args.build_workers, "threads": torch.get_num_threads(),
+           "rounds": args.rounds, "processes": args.processes, "threads": torch.get_num_threads(),
            "commit": commit(), "relaxations": relaxations, "wall_s": round(wall, 2),
            "walker_relax_per_s": round(relaxations / wall, 2),
-           "relaxer_relax_per_s": round(relaxations / timings["relax_s"], 2) if timings.get("relax_s") else None,
-           "time_share": {k: round(v / wall, 3) for k, v in timings.items()}, "errors": errors[:3]}
+           "steady_relax_per_s": _steady(stored, args.max_seconds or wall), "stored_steps": stored}
+    drivers = timings.pop("processes", 1)  # walker processes: their phases add up over them
+    relaxing = timings.get("serve_s") or timings.get("relax_s")
+    row["relaxer_relax_per_s"] = round(relaxations / relaxing, 2) if relaxing else None
+    row["time_share"] = {k: round(v / wall / (1 if k in ("serve_s", "wait_s") else drivers), 3)
+                         for k, v in timings.items()}
+    row["errors"] = errors[:3]
     if args.max_seconds:
         row["stopped_at_s"] = args.max_seconds
     print(json.dumps(row), flush=True)
@@ -274,17 +287,45 @@ def walkers(args: argparse.Namespace) -> None:
     print(walker_table(rows + [row]))
 
 
+def _count_steps(db: Path, start: float, ended: threading.Event, into: list[tuple[float, int]]) -> None:
+    """Every few seconds, the steps stored so far: the end-to-end rate over time, warm-up and stop apart."""
+    import sqlite3
+
+    while not ended.wait(SAMPLE_S):
+        try:
+            with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+                count = conn.execute("SELECT COUNT(*) FROM steps").fetchone()[0]
+        except sqlite3.Error:  # not created yet, or busy
+            continue
+        into.append((round(time.perf_counter() - start, 1), count))
+
+
+def _steady(stored: list[tuple[float, int]], until: float) -> float | None:
+    """Steps stored per second over the second half of the run, before the stop (compile and start-up left out)."""
+    window = [(t, n) for t, n in stored if until / 2 <= t <= until]
+    if len(window) < 2 or window[-1][0] == window[0][0]:
+        return None
+    return round((window[-1][1] - window[0][1]) / (window[-1][0] - window[0][0]), 1)
+
+
 def walker_table(rows: list[dict]) -> str:
-    head = ("| composition | device | walkers | budget | schedule | build workers | walker relax/s | relaxer alone "
-            "relax/s | share: advance / build / relax / settle / store | commit |")
+    head = ("| composition | device | walkers | budget | schedule | walker processes | walker relax/s | steady | "
+            "relaxer alone "
+            "relax/s | share: advance / build / wait for relax / settle / store | relaxer stepping | commit |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         share = " / ".join(f"{100 * r['time_share'].get(k, 0):.0f} %" for k in
                            ("advance_s", "propose_s", "relax_s", "settle_s", "store_s"))
         lines.append(f"| {r['composition']} | {r['device']} | {r['walkers']} | {r['budget']} | "
-                     f"{'rounds' if r['rounds'] else 'stream'} | {r['build_workers'] or 0} | "
-                     f"{r['walker_relax_per_s']} | {r['relaxer_relax_per_s']} | {share} | {r['commit']} |")
+                     f"{'rounds' if r['rounds'] else 'stream'} | {r.get('processes') or 0} | "
+                     f"{r['walker_relax_per_s']} | {r.get('steady_relax_per_s', '–')} | {r['relaxer_relax_per_s']} | "
+                     f"{share} | "
+                     f"{_percent(r['time_share'].get('serve_s'))} | {r['commit']} |")
     return "\n".join(lines)
+
+
+def _percent(share: float | None) -> str:
+    return "–" if share is None else f"{100 * share:.0f} %"
 
 
 def stopped(row: dict) -> str:
@@ -345,7 +386,7 @@ def main() -> None:
     walk.add_argument("--policy", default="uniform")
     walk.add_argument("--fuse", choices=("1.04", "1.06"), default=None, help="FUSE profile")
     walk.add_argument("--device", default="cpu", help="torch device: cpu or cuda")
-    walk.add_argument("--build-workers", type=int, default=0, help="processes building candidates")
+    walk.add_argument("--processes", type=int, default=0, help="walker processes around the relaxer's")
     walk.add_argument("--rounds", action="store_true", help="wait for each group's slowest relaxation")
     walk.add_argument("--max-seconds", type=float, default=None,
                       help="stop every walker cleanly after this long (as Ctrl-C does) and report what was done")

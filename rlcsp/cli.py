@@ -175,7 +175,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     report = compare(args.script, args.policies, args.seeds, args.budget, out=args.out, db_url=args.db,
                      scheduler=args.scheduler, workers=args.workers,
                      mode={"fuse": args.fuse, "quirks": args.quirks, "without": args.without},
-                     lockstep=args.lockstep, device=args.device, build_workers=args.build_workers)
+                     lockstep=args.lockstep, device=args.device, processes=args.walker_processes)
     return 1 if report["missing"] else 0
 
 
@@ -354,9 +354,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "(the relaxer's stream); with LAMMPS every walker's trajectory stays the one it has alone")
     p.add_argument("--device", help="relax the lockstep batches on this device, e.g. cuda (implies --lockstep; "
                                     "cpu: the script's engine as it is)")
-    p.add_argument("--build-workers", type=int, metavar="N",
-                   help="build the lockstep walkers' candidates in N processes (implies --lockstep; default: in "
-                        "the walkers' own process)")
+    p.add_argument("--walker-processes", type=int, metavar="N",
+                   help="run the lockstep walkers in N processes (building, settling and storing their candidates) "
+                        "around this one's relaxer, so a GPU's batch stays full (implies --lockstep; default: all "
+                        "in this process)")
     add_mode_options(p)
     p.set_defaults(func=cmd_compare)
 

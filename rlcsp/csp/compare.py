@@ -49,7 +49,7 @@ def run_share(base: dict[str, Any], walkers: list[tuple[str, int]], budget: int,
 
     Alone (``lockstep`` None) a share is one walker, so that Dask spreads and retries walkers one by one, and its
     output goes to ``<folder>/walker.log``; in lockstep (``lockstep``: run_lockstep's ``device`` and
-    ``build_workers``) every walker of the share relaxes in one batch per round, whether the share is all the
+    ``processes``) every walker of the share relaxes in one batch per round, whether the share is all the
     walkers on one device or one of many.
     """
     runs = [(make_config(base, policy=p, seed=s, budget=budget), walker_dir(Path(out), p, s)) for p, s in walkers]
@@ -146,11 +146,11 @@ def compare(script: str | Path, policies: list[str], seeds: int, budget: int, ou
             db_url: str | None = None, scheduler: str | None = None, workers: int | None = None,
             echo: Callable[[str], None] = print, run_missing: bool = True,
             mode: dict[str, Any] | None = None, lockstep: bool = False, device: str | None = None,
-            build_workers: int | None = None) -> dict[str, Any]:
+            processes: int | None = None) -> dict[str, Any]:
     """Run every missing (policy, seed) walker, then write report.md, report.html, report.json and the plots.
 
     ``mode`` sets the search mode of every walker (``fuse``, ``quirks``, ``without``; None keeps the script's).
-    ``lockstep`` (implied by ``device`` and ``build_workers``) relaxes the walkers' candidates in batches
+    ``lockstep`` (implied by ``device`` and ``processes``) relaxes the walkers' candidates in batches
     (rlcsp.csp.lockstep): all in this process, or split into one share per Dask worker (``workers`` local ones,
     or every worker of ``scheduler``), each share with its own relaxer on ``device``.
 
@@ -175,8 +175,8 @@ def compare(script: str | Path, policies: list[str], seeds: int, budget: int, ou
     pending = [(p, s) for s in range(seeds) for p in policies if finished_run(store, configs[p, s]) is None]
     echo(f"{len(configs) - len(pending)} of {len(configs)} walkers already finished in {store.url}")
     failures: dict[str, str] = {}
-    batched = ({"device": device, "build_workers": build_workers}
-               if lockstep or device is not None or build_workers is not None else None)
+    batched = ({"device": device, "processes": processes}
+               if lockstep or device is not None or processes is not None else None)
     if pending and run_missing and batched is not None and scheduler is None and (workers or 1) == 1:
         from rlcsp.csp.run import interrupted
 
@@ -191,7 +191,7 @@ def compare(script: str | Path, policies: list[str], seeds: int, budget: int, ou
                  "step)")
     elif pending and run_missing:
         n_workers = workers or min(_cores(), len(pending))
-        with dask_client(scheduler, n_workers, daemon=not build_workers) as client:
+        with dask_client(scheduler, n_workers, daemon=not processes) as client:
             n_shares = max(1, len(client.scheduler_info()["workers"])) if batched is not None else len(pending)
             shares = [share for k in range(n_shares) if (share := pending[k::n_shares])]
             futures = {client.submit(run_share, base, share, budget, str(out), url, batched, pure=False,

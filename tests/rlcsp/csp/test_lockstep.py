@@ -14,6 +14,7 @@ import torch
 from rlcsp.csp.config import load_script, make_config
 from rlcsp.csp.lockstep import run_lockstep, shared_relaxer
 from rlcsp.csp.run import execute
+from rlcsp.csp.shards import PARENT_CHECK_S
 from rlcsp.db import Store
 from rlcsp.exceptions import ConfigError
 
@@ -71,15 +72,29 @@ def test_lockstep_walkers_take_the_steps_they_take_alone(tmp_path, alone):
     store.close()
 
 
-def test_proposals_built_in_worker_processes_are_the_same_and_a_walker_that_cannot_build_drops_out(tmp_path,
-                                                                                                   alone):
-    url = f"sqlite:///{tmp_path / 'pool.db'}"
+def test_walkers_in_processes_take_the_same_steps_and_a_walker_that_cannot_build_drops_out(tmp_path, alone):
+    url = f"sqlite:///{tmp_path / 'processes.db'}"
     stuck = make_config(SRTIO3, seed=3, budget=12, initial_population=6, max_build_attempts=1, max_atoms=5)
-    walkers = [(WALKERS["B"], tmp_path / "B"), (stuck, tmp_path / "stuck"), (WALKERS["A"], tmp_path / "A")]
-    summaries = run_lockstep(walkers, url, build_workers=2)
+    walkers = [(WALKERS["B"], tmp_path / "B"), (stuck, tmp_path / "stuck"), (WALKERS["A"], tmp_path / "A"),
+               (WALKERS["C"], tmp_path / "C")]
+    timings: dict[str, float] = {}
+    finished = []
+    summaries = run_lockstep(walkers, url, processes=2, timings=timings, on_done=lambda i, s: finished.append(i))
+    assert sorted(finished) == [0, 1, 2, 3]
     assert "SearchError: no random SrTiO3 structure passed the checks in 1 attempts" in summaries[1]["error"]
-    assert trajectory(url, summaries[0]["run_id"]) == alone["B"]
-    assert trajectory(url, summaries[2]["run_id"]) == alone["A"]
+    for i, name in ((0, "B"), (2, "A"), (3, "C")):  # shares: B and A in one process, the stuck one and C in the other
+        assert trajectory(url, summaries[i]["run_id"]) == alone[name], name
+        assert summaries[i]["settings"]["lockstep"] is True and summaries[i]["settings"]["relaxer"] == "lammps"
+    assert timings["processes"] == 2 and timings["serve_s"] > 0 and timings["settle_s"] > 0
+
+
+def test_a_walker_process_that_fails_fails_only_its_own_walkers(tmp_path, alone):
+    taken = tmp_path / "taken"
+    taken.write_text("a file where the walker's folder should be")
+    summaries = run_lockstep([(WALKERS["A"], taken), (WALKERS["B"], tmp_path / "B")],
+                             f"sqlite:///{tmp_path / 'crash.db'}", processes=2)
+    assert summaries[0]["error"].startswith("walker process failed: FileExistsError"), summaries[0]
+    assert trajectory(summaries[1]["db"], summaries[1]["run_id"]) == alone["B"]
 
 
 def test_one_relaxer_for_all_walkers_and_a_device_only_for_engines_that_take_one():
@@ -109,20 +124,31 @@ def stored_steps(db) -> int:
         return 0
 
 
-def test_compare_in_lockstep_resumes_every_walker_exactly_after_a_sigkill(tmp_path):
+@pytest.mark.parametrize("stop, processes", [(signal.SIGKILL, 0), (signal.SIGKILL, 2), (signal.SIGINT, 2)])
+def test_compare_in_lockstep_resumes_every_walker_exactly_after_a_sigkill_or_a_stop(tmp_path, stop, processes):
+    """Killed, the walker processes die with the relaxer's and nothing is written after it; one SIGINT to the
+    relaxer's process stops every walker cleanly after its relaxation in flight."""
     script = tmp_path / "srtio3_small.py"
     script.write_text(f"CONFIG = {SCRIPT!r}\n")
     out = tmp_path / "cmp"
     command = [sys.executable, "-m", "rlcsp.cli", "compare", str(script), "--policies", *POLICIES, "--seeds", "2",
                "--budget", "12", "--out", str(out), "--device", "cpu"]
-    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    command += ["--walker-processes", str(processes)] if processes else []
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while time.time() < deadline and stored_steps(out / "rlcsp.db") < 18 and proc.poll() is None:
         time.sleep(0.1)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    killed_at = stored_steps(out / "rlcsp.db")
-    assert 18 <= killed_at < 48, killed_at
+    proc.send_signal(stop)
+    _, stderr = proc.communicate(timeout=120)
+    stopped_at = stored_steps(out / "rlcsp.db")
+    time.sleep(2 * PARENT_CHECK_S)
+    assert stored_steps(out / "rlcsp.db") == stopped_at  # no walker process lives on
+    assert 18 <= stopped_at < 48, stopped_at
+    if stop == signal.SIGINT:
+        assert proc.returncode == 1 and "Traceback" not in stderr, stderr
+        store = Store(f"sqlite:///{out / 'rlcsp.db'}", create=False)
+        assert [r["status"] for r in store.list_runs()] == ["interrupted"] * 4
+        store.close()
 
     rerun = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
