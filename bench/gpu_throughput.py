@@ -116,8 +116,12 @@ def relax(args: argparse.Namespace) -> None:
     lammps: dict[str, tuple] = {}  # the peer relaxes each composition's candidates once
     for comp in args.compositions:
         structures = read(args.candidates / f"{comp}.extxyz", index=":")
-        for batch in args.batch:
-            pool = (structures * (1 + max(batch, args.limit or 0) // len(structures)))[:max(batch, args.limit or batch)]
+        limits = args.limit or [None]
+        if len(limits) not in (1, len(args.batch)):
+            raise SystemExit(f"--limit takes one value or one per batch ({len(args.batch)}), got {len(limits)}")
+        for batch, limit in zip(args.batch, limits * len(args.batch) if len(limits) == 1 else limits):
+            size = max(batch, limit or batch)
+            pool = (structures * (1 + size // len(structures)))[:size]
             for optimizer, inner, opening in itertools.product(args.optimizers, args.inner, args.open):
                 factor, gpa = (float(x) for x in opening.split(":"))
                 relaxer = TorchRelaxer(device=args.device, dtype=args.dtype, optimizer=optimizer, inner=inner,
@@ -135,7 +139,8 @@ def relax(args: argparse.Namespace) -> None:
                 if args.device == "cuda":
                     torch.cuda.synchronize()
                 row = {"composition": comp, "device": args.device, "dtype": args.dtype, "batch": batch,
-                       "optimizer": optimizer, "inner": inner, "open": opening, "threads": torch.get_num_threads(),
+                       "optimizer": optimizer, "memory": relaxer.memory if optimizer == "lbfgs" else None,
+                       "inner": inner, "open": opening, "threads": torch.get_num_threads(),
                        "compile": relaxer.model.compiled, "commit": commit(),
                        **summarise(results, TARGETS[comp], time.perf_counter() - start), **steady,
                        "engine_steps": relaxer.stats["steps"], "pair_rebuilds": relaxer.stats["rebuilds"],
@@ -364,7 +369,8 @@ def main() -> None:
     rel.add_argument("--device", default="cpu", help="torch device: cpu or cuda")
     rel.add_argument("--dtype", default="float64", choices=("float64", "float32"), help="engine precision")
     rel.add_argument("--batch", type=int, nargs="+", default=[512], help="structures in flight")
-    rel.add_argument("--limit", type=int, default=None, help="relax this many (default: the batch size)")
+    rel.add_argument("--limit", type=int, nargs="+", default=None,
+                     help="relax this many (one value, or one per --batch; default: the batch size)")
     rel.add_argument("--optimizers", nargs="+", default=["lbfgs"], choices=("fire", "lbfgs"), help="optimisers")
     rel.add_argument("--inner", nargs="+", default=["keep"], choices=("keep", "gulp"),
                      help="exponential below 1.2 Å while minimising: kept (LAMMPS) or cut (GULP's model)")
