@@ -123,10 +123,11 @@ def relax(args: argparse.Namespace) -> None:
             size = max(batch, limit or batch)
             pool = (structures * (1 + size // len(structures)))[:size]
             for optimizer, inner, opening in itertools.product(args.optimizers, args.inner, args.open):
-                factor, gpa = (float(x) for x in opening.split(":"))
+                factor, gpa, *how = opening.split(":")  # factor:gpa, or factor:gpa:joint
                 relaxer = TorchRelaxer(device=args.device, dtype=args.dtype, optimizer=optimizer, inner=inner,
-                                       batch_size=batch, batch_atoms=batch * 80, open_factor=factor,
-                                       open_gpa=gpa, compile=args.compile, timed=True)
+                                       batch_size=batch, batch_atoms=batch * 80, open_factor=float(factor),
+                                       open_gpa=float(gpa), open_cell_only=how != ["joint"], compile=args.compile,
+                                       timed=True)
                 if args.device == "cuda" or args.compile:
                     warm = time.perf_counter()
                     relaxer.relax(pool[:8])  # warm-up: CUDA context and kernels, or compilation
@@ -140,7 +141,8 @@ def relax(args: argparse.Namespace) -> None:
                     torch.cuda.synchronize()
                 row = {"composition": comp, "device": args.device, "dtype": args.dtype, "batch": batch,
                        "optimizer": optimizer, "memory": relaxer.memory if optimizer == "lbfgs" else None,
-                       "inner": inner, "open": opening, "threads": torch.get_num_threads(),
+                       "inner": inner, "open": opening if how else f"{opening}:cell",  # older rows (no suffix): joint
+                       "threads": torch.get_num_threads(),
                        "compile": relaxer.model.compiled, "commit": commit(),
                        **summarise(results, TARGETS[comp], time.perf_counter() - start), **steady,
                        "engine_steps": relaxer.stats["steps"], "pair_rebuilds": relaxer.stats["rebuilds"],
@@ -375,7 +377,8 @@ def main() -> None:
     rel.add_argument("--inner", nargs="+", default=["keep"], choices=("keep", "gulp"),
                      help="exponential below 1.2 Å while minimising: kept (LAMMPS) or cut (GULP's model)")
     rel.add_argument("--open", nargs="+", default=["0.05:1"],
-                     help="opening stage as open_factor:open_gpa (1:1 switches it off)")
+                     help="opening stage as open_factor:open_gpa[:joint] (1:inf leaves it out; joint: the atoms move "
+                          "while the cell opens, instead of keeping their fractional coordinates)")
     rel.add_argument("--profile", action="store_true",
                      help="profile five seconds of the first row's steady window (torch.profiler)")
     rel.add_argument("--max-seconds", type=float, default=None,

@@ -333,6 +333,18 @@ class TorchBuckingham:
         """Each structure's shortest interatomic distance [S] (inf beyond cutoff + skin), without the energy."""
         return self._closest(self._distances(nbrs, batch.positions, batch.cells), nbrs, batch.n_systems)
 
+    @torch.no_grad()
+    def inner_exponential(self, batch: Batch, nbrs: Neighbours) -> torch.Tensor:
+        """Each structure's exponential from pairs inside GULP's inner cut [S]: what ``inner='keep'`` adds to the
+        model as defined (zero under ``'gulp'``, which leaves those pairs out already)."""
+        out = torch.zeros(batch.n_systems, dtype=self.dtype, device=self.device)
+        if self.inner == "gulp":
+            return out
+        dist = self._distances(nbrs, batch.positions, batch.cells)
+        si, sj = batch.species[nbrs.i], batch.species[nbrs.j]
+        expo = torch.where(dist < self.rmin[si, sj], self.A[si, sj] * torch.exp(-dist / self.rho[si, sj]), 0.0)
+        return out.index_add(0, nbrs.pair_system, expo)
+
     def _energy(self, batch: Batch, nbrs: Neighbours, r: torch.Tensor, cells: torch.Tensor):
         sized = (r, cells, batch.species, batch.system, nbrs.i, nbrs.j, nbrs.shift, nbrs.pair_system, nbrs.m,
                  nbrs.k_system, nbrs.ak_atom, nbrs.ak_k)  # their first dimension changes from call to call

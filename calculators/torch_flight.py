@@ -26,7 +26,7 @@ class Flight:
     H0: torch.Tensor  # [S,3,3] reference cells
     r_ref: torch.Tensor  # [N,3] positions when the pair list was built
     H_ref: torch.Tensor  # [S,3,3] cells when the pair list was built
-    e0: torch.Tensor  # [S] first energy
+    e0: torch.Tensor  # [S] first energy, in the model's own convention below the inner cut (see TorchRelaxer)
     e_prev: torch.Tensor
     opened: torch.Tensor  # [S] bool: the stress has come below open_gpa once
     steps: torch.Tensor
@@ -43,13 +43,15 @@ class Flight:
         return vecmat(self.u, Ft[self.batch.system]), matmul3(self.H0, Ft)
 
     @classmethod
-    def new(cls, batch: Batch, nbrs: Neighbours, state: FireState | LbfgsState | CgState, index: list[int]) -> Flight:
-        """Structures about to take their first step: undeformed, unopened, nothing done."""
+    def new(cls, batch: Batch, nbrs: Neighbours, state: FireState | LbfgsState | CgState, index: list[int],
+            inner: torch.Tensor) -> Flight:
+        """Structures about to take their first step: undeformed, unopened, nothing done; ``e0`` holds minus the
+        exponential inside the inner cut (``inner`` [S]) until the first energy is added to it."""
         S, dev, dt = batch.n_systems, batch.positions.device, batch.positions.dtype
         eye = torch.eye(3, dtype=dt, device=dev).expand(S, 3, 3).clone()
         zeros = lambda dtype=dt: torch.zeros(S, dtype=dtype, device=dev)  # noqa: E731
         return cls(batch, nbrs, batch.positions.clone(), eye, batch.cells.clone(), batch.positions.clone(),
-                   batch.cells.clone(), zeros(), zeros(), zeros(torch.bool), zeros(torch.long), zeros(torch.bool),
+                   batch.cells.clone(), -inner, zeros(), zeros(torch.bool), zeros(torch.long), zeros(torch.bool),
                    zeros(torch.long), zeros(), zeros(), state, list(index))
 
     def take(self, keep: torch.Tensor) -> Flight:

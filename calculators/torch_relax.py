@@ -42,12 +42,14 @@ class TorchRelaxer(Relaxer):
     each finished structure is then evaluated once with the exact model, which gives the reported energy, fmax
     and stress, and decides ``converged`` against the thresholds themselves.
 
-    Opening: while a structure's stress exceeds ``open_gpa``, its cell variables are scaled by ``open_factor``
-    times the atom count instead of ``cell_factor`` times it, so an overlapping start first expands its cell, as
-    LAMMPS' box/relax lets it. Search candidates start with O–O pairs inside 1.3 Å, where −C/r⁶ beats the
-    exponential; moving atoms first collapses them (ASE's own LBFGS and FIRE on the same model do too). On 24 SrY2O4
-    candidates this took collapses from 13 to 4 (LAMMPS: 4) at a median of 194 instead of 6 steps; on Y2Ti2O7
-    collapses stay 3 of 24 (LAMMPS: 3), steps 184 → 295 (bench/results/gpu_throughput.md).
+    Opening: while a structure's stress exceeds ``open_gpa``, its atoms keep their fractional coordinates
+    (``open_cell_only``) and its cell variables are scaled by ``open_factor`` times the atom count instead of
+    ``cell_factor`` times it, so an overlapping start first expands its cell, as LAMMPS' box/relax does (its volume
+    limit per iteration holds the atoms nearly still while the box opens). Search candidates start with O–O pairs
+    inside lib2's O–O barrier (about 1.38 Å: closer in, −C/r⁶ beats the exponential and Coulomb); moving the atoms
+    first draws them into it. On 64 Y2O3 candidates (one core, bench/results/gpu_throughput.md): collapses 18 with
+    the atoms moving during the opening, 4 with the cell alone, 4 under LAMMPS; median steps 155 → 328 (LAMMPS
+    773). On 64 SrY2O4 candidates 7 → 2. ``open_gpa=inf`` leaves the opening out.
 
     L-BFGS keeps ``memory`` (s, y) pairs, 120 by default: for search candidates (3N + 9 ≤ 141 variables on Y2Ti2O7
     and SrY2O4) nearly BFGS. It keeps them through uphill steps (the step cap bounds those, and a pair that fails
@@ -70,7 +72,8 @@ class TorchRelaxer(Relaxer):
                  batch_size: int | None = None, swap_every: int = 5, min_distance: float = 0.5,
                  collapse_distance: float = 0.5, max_energy_drop: float = 50.0, accuracy: float = 1e-10,
                  min_cutoff: float = 8.0, min_accuracy: float = 1e-6, tighten: float = 0.5, cell_factor: float = 1.0,
-                 open_factor: float = 0.05, open_gpa: float = 1.0, max_volume: float = 200.0, cg_cycles: int = 50,
+                 open_factor: float = 0.05, open_gpa: float = 1.0, open_cell_only: bool = True,
+                 max_volume: float = 200.0, cg_cycles: int = 50,
                  cg_maxstep: float = 0.1, memory: int = 120, compile: bool | None = None, timed: bool = False):
         if optimizer not in OPTIMIZERS:
             raise UnknownName("torch optimizer", optimizer, list(OPTIMIZERS))
@@ -91,6 +94,7 @@ class TorchRelaxer(Relaxer):
         self.max_energy_drop = max_energy_drop
         self.cell_factor = cell_factor  # times the atom count (ASE's scaling); smaller lets the cell move sooner
         self.open_factor, self.open_stress = open_factor, open_gpa * GPa  # the cell factor while stress > open_gpa
+        self.open_cell_only = open_cell_only
         self.max_volume = max_volume  # Å³ per atom: a cell past it has blown up
         self.timed = timed
         self.memory = memory  # L-BFGS pairs: at 3N + 9 or more, BFGS itself
@@ -197,7 +201,7 @@ class TorchRelaxer(Relaxer):
         e = ev.energy
         live = ~fl.done
         first = fl.steps == 0
-        fl.e0 = torch.where(first, e, fl.e0)
+        fl.e0 = torch.where(first, e + fl.e0, fl.e0)  # the model's first energy as GULP defines it (_admit)
         converged = (fmax <= self.tighten * self.fmax) & (smax <= self.tighten * self.smax)
         exploded = (~torch.isfinite(e) | (e / counts < fl.e0 / counts - self.max_energy_drop)
                     | (ev.min_distance < self.collapse_distance))
@@ -214,6 +218,8 @@ class TorchRelaxer(Relaxer):
         fl.opened = fl.opened | switched
         factor = (counts.to(e.dtype) * torch.where(opening, self.open_factor, self.cell_factor))[:, None, None]
         grad = Dofs(-vecmat(ev.forces, fl.F[system]), matmul3(ev.virial, inv3(fl.F).transpose(1, 2)) / factor)
+        if self.open_cell_only:  # the atoms keep their fractional coordinates while the cell opens
+            grad = Dofs(torch.where(opening[system, None], 0.0, grad.atoms), grad.cell)
         x = Dofs(fl.u, fl.F * factor)
         uphill = ~first & (e > fl.e_prev + 1e-9 * e.abs())
         if self.optimizer == "fire":
@@ -312,7 +318,10 @@ class TorchRelaxer(Relaxer):
         like = Dofs(batch.positions, batch.cells)
         state = (LbfgsState.new(like, S, self.memory) if self.optimizer == "lbfgs"
                  else {"fire": FireState, "cg": CgState}[self.optimizer].new(like, S))
-        return Flight.new(batch, nbrs, state, index)
+        # A collapse is an energy max_energy_drop below the first one, which LammpsRelaxer takes from the exact
+        # model: with the exponential kept inside the inner cut, a start's overlaps would raise it by up to tens of
+        # eV/atom, and ordinary relaxations of such starts would count as collapses (5 of 64 SrY2O4 candidates)
+        return Flight.new(batch, nbrs, state, index, self.model.inner_exponential(batch, nbrs))
 
 
 class TorchStream(RelaxStream):

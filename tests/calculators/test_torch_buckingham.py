@@ -179,10 +179,24 @@ def test_the_opening_stage_lets_an_overlapping_start_expand_before_it_collapses(
     """A real Y2O3 search candidate (bench/gpu_throughput.py candidates, seed 1000) with O-O at 1.16 A: moving its
     atoms first collapses the pair under -C/r^6 within two steps; expanding the cell first converges, as LAMMPS does."""
     atoms = read(ROOT / "tests" / "data" / "y2o3_overlapping_candidate.extxyz")
-    eager = get_relaxer("torch-buckingham", open_factor=1.0).relax([atoms])[0]
+    eager = get_relaxer("torch-buckingham", open_gpa=float("inf")).relax([atoms])[0]
     assert eager.failure is FailureReason.EXPLODED and eager.steps <= 5
     opened = get_relaxer("torch-buckingham").relax([atoms])[0]
     assert opened.ok and -27.4 < opened.energy_per_atom < -26.5
+
+
+def test_the_collapse_floor_is_measured_from_the_first_energy_as_gulp_defines_it():
+    """A SrY2O4 search candidate (bench/gpu_throughput.py candidates) starts at +16.9 eV/atom in GULP's model and
+    +27.1 with the exponential kept inside the inner cut, which the minimiser uses; it relaxes to about -24.2, 41
+    eV/atom below the one and 51 below the other. The floor (max_energy_drop, 50, below the first energy) is taken
+    from the first as LammpsRelaxer takes it, so this start relaxes, as under LAMMPS, instead of counting as a
+    collapse (5 of 64 such candidates did)."""
+    atoms = read(ROOT / "tests" / "data" / "sry2o4_overlapping_start.extxyz")
+    kept = TorchBuckingham(inner="keep").energies([atoms])[0] / len(atoms)
+    first = TorchBuckingham().energies([atoms])[0] / len(atoms)
+    relaxed = get_relaxer("torch-buckingham").relax([atoms])[0]
+    assert relaxed.ok and kept - 50 > relaxed.energy_per_atom > first - 50
+    assert get_relaxer("lammps-buckingham").relax_one(atoms).ok
 
 
 @pytest.mark.parametrize("factor, complete", [(1.10, True), (1.15, False), (0.95, True), (0.85, False)])
