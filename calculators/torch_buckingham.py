@@ -335,8 +335,7 @@ class TorchBuckingham:
 
     @torch.no_grad()
     def inner_exponential(self, batch: Batch, nbrs: Neighbours) -> torch.Tensor:
-        """Each structure's exponential from pairs inside GULP's inner cut [S]: what ``inner='keep'`` adds to the
-        model as defined (zero under ``'gulp'``, which leaves those pairs out already)."""
+        """Each structure's exponential from pairs inside GULP's inner cut [S]: what ``inner='keep'`` adds."""
         out = torch.zeros(batch.n_systems, dtype=self.dtype, device=self.device)
         if self.inner == "gulp":
             return out
