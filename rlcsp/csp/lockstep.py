@@ -15,6 +15,7 @@ With ``processes`` the walkers are split into that many walker processes around 
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -93,7 +94,6 @@ def drive(walkers: list[tuple[int, SearchConfig, Path]], store, relaxer: Relaxer
     the opened walkers have left and have done. SIGINT/SIGTERM (or ``stop``, which then replaces them) stop every
     walker after its relaxation in flight, a ``stop`` file in a walker's folder that walker.
     """
-    import contextlib
 
     from tqdm import tqdm
 
@@ -118,12 +118,13 @@ def drive(walkers: list[tuple[int, SearchConfig, Path]], store, relaxer: Relaxer
             runs[i] = run
             run.search.lockstep = True
             run.search.start_segment()
+        budget = sum(run.config.budget for run in runs.values())
         relaxed = sum(len(run.search.records) for run in runs.values())
         if on_open is not None:
-            on_open(sum(run.config.budget for run in runs.values()), relaxed)
-        with StopRequest() if stop is None else contextlib.nullcontext(stop) as signals, tqdm(total=sum(run.config.budget for run in runs.values()), initial=relaxed,
-                                            unit="relax", disable=not progress, dynamic_ncols=True,
-                                            desc="lockstep") as bar:
+            on_open(budget, relaxed)
+        signalled = StopRequest() if stop is None else contextlib.nullcontext(stop)
+        with signalled as signals, tqdm(total=budget, initial=relaxed, unit="relax", disable=not progress,
+                                        dynamic_ncols=True, desc="lockstep") as bar:
             stops = {i: StopRequest(run.stop_file, lambda run=run: signals() or run.extra_stop())
                      for i, run in runs.items()}
             clock = Timings(timings)

@@ -174,8 +174,8 @@ def serve(walkers: list[tuple[int, SearchConfig, Path]], db_url: str, relaxer: R
             for worker in workers:
                 worker.start()
             while live:
-                if signals() and not stop_signal.value:
-                    stop_signal.value = signal.Signals[signals().split()[-1]].value
+                if signals.signal and not stop_signal.value:
+                    stop_signal.value = signal.Signals[signals.signal].value
                 started = time.perf_counter()
                 try:  # wait a little for work only when nothing relaxes
                     take(requests.get(timeout=0.05) if not stream.pending else requests.get_nowait())
