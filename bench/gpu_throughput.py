@@ -39,6 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 TARGETS = {"y2ti2o7": -35.153743, "sry2o4": -24.428313, "y2o3": -27.394619}
 SAME = 1e-4  # eV/atom: two relaxers reached the same minimum
+HELD = {"wells": "wells", "cell": "always", "joint": "never"}  # --open's suffix: TorchRelaxer's hold_atoms
 SAMPLE_S = 5.0  # seconds between counts of the walkers' stored steps
 
 
@@ -123,10 +124,10 @@ def relax(args: argparse.Namespace) -> None:
             size = max(batch, limit or batch)
             pool = (structures * (1 + size // len(structures)))[:size]
             for optimizer, inner, opening in itertools.product(args.optimizers, args.inner, args.open):
-                factor, gpa, *how = opening.split(":")  # factor:gpa, or factor:gpa:joint
+                factor, gpa, held = (opening + ":wells").split(":")[:3]
                 relaxer = TorchRelaxer(device=args.device, dtype=args.dtype, optimizer=optimizer, inner=inner,
                                        batch_size=batch, batch_atoms=batch * 80, open_factor=float(factor),
-                                       open_gpa=float(gpa), open_cell_only=how != ["joint"], compile=args.compile,
+                                       open_gpa=float(gpa), hold_atoms=HELD[held], compile=args.compile,
                                        timed=True)
                 if args.device == "cuda" or args.compile:
                     warm = time.perf_counter()
@@ -141,7 +142,7 @@ def relax(args: argparse.Namespace) -> None:
                     torch.cuda.synchronize()
                 row = {"composition": comp, "device": args.device, "dtype": args.dtype, "batch": batch,
                        "optimizer": optimizer, "memory": relaxer.memory if optimizer == "lbfgs" else None,
-                       "inner": inner, "open": opening if how else f"{opening}:cell",  # older rows (no suffix): joint
+                       "inner": inner, "open": f"{factor}:{gpa}:{held}",  # older rows without a suffix: joint
                        "threads": torch.get_num_threads(),
                        "compile": relaxer.model.compiled, "commit": commit(),
                        **summarise(results, TARGETS[comp], time.perf_counter() - start), **steady,
@@ -376,9 +377,10 @@ def main() -> None:
     rel.add_argument("--optimizers", nargs="+", default=["lbfgs"], choices=("fire", "lbfgs"), help="optimisers")
     rel.add_argument("--inner", nargs="+", default=["keep"], choices=("keep", "gulp"),
                      help="exponential below 1.2 Å while minimising: kept (LAMMPS) or cut (GULP's model)")
-    rel.add_argument("--open", nargs="+", default=["0.05:1"],
-                     help="opening stage as open_factor:open_gpa[:joint] (1:inf leaves it out; joint: the atoms move "
-                          "while the cell opens, instead of keeping their fractional coordinates)")
+    rel.add_argument("--open", nargs="+", default=["0.05:1:wells"],
+                     help="opening stage as open_factor:open_gpa:held, held one of wells, cell, joint (1:inf leaves "
+                          "it out; wells: the atoms of structures with a pair inside its barrier keep their fractional "
+                          "coordinates while the cell opens; cell: every structure's; joint: none)")
     rel.add_argument("--profile", action="store_true",
                      help="profile five seconds of the first row's steady window (torch.profiler)")
     rel.add_argument("--max-seconds", type=float, default=None,

@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from ase.data import chemical_symbols
 
 from rlcsp.exceptions import LibraryError
@@ -79,6 +80,20 @@ class Library:
         """Raise a LibraryError unless every element is a rigid ion with a charge in this library."""
         for el in sorted(set(elements)):
             self.charge(el)
+
+    def barrier(self, a: str, b: str) -> float:
+        """Where the pair energy of two ions (Coulomb, dispersion, and the exponential at every distance) peaks
+        before it falls into its Buckingham catastrophe, in Å; 0 where it has no peak beyond 0.5 Å.
+
+        Two ions closer than this attract each other: relaxed from there, they fall into the well.
+        """
+        term = self.pair(a, b)
+        r = np.linspace(0.5, 4.0, 3501)
+        v = GULP_COULOMB * self.charge(a) * self.charge(b) / r
+        if term is not None:
+            v = v + term.A * np.exp(-r / term.rho) - term.C / r**6
+        peaks = np.nonzero((v[1:-1] > v[:-2]) & (v[1:-1] >= v[2:]))[0]
+        return float(r[peaks[-1] + 1]) if len(peaks) else 0.0
 
     def pair(self, a: str, b: str) -> Buckingham | None:
         """The core-core Buckingham term between two elements, if the library has one."""

@@ -29,6 +29,7 @@ class Flight:
     e0: torch.Tensor  # [S] first energy, in the model's own convention below the inner cut (see TorchRelaxer)
     e_prev: torch.Tensor
     opened: torch.Tensor  # [S] bool: the stress has come below open_gpa once
+    hold: torch.Tensor  # [S] bool: the atoms keep their fractional coordinates until then
     steps: torch.Tensor
     done: torch.Tensor  # [S] bool: frozen until the next swap
     reason: torch.Tensor  # [S] 0 converged, 1 exploded, 2 step cap
@@ -44,14 +45,14 @@ class Flight:
 
     @classmethod
     def new(cls, batch: Batch, nbrs: Neighbours, state: FireState | LbfgsState | CgState, index: list[int],
-            inner: torch.Tensor) -> Flight:
+            inner: torch.Tensor, hold: torch.Tensor) -> Flight:
         """Structures about to take their first step: undeformed, unopened, nothing done; ``e0`` holds minus the
         exponential inside the inner cut (``inner`` [S]) until the first energy is added to it."""
         S, dev, dt = batch.n_systems, batch.positions.device, batch.positions.dtype
         eye = torch.eye(3, dtype=dt, device=dev).expand(S, 3, 3).clone()
         zeros = lambda dtype=dt: torch.zeros(S, dtype=dtype, device=dev)  # noqa: E731
         return cls(batch, nbrs, batch.positions.clone(), eye, batch.cells.clone(), batch.positions.clone(),
-                   batch.cells.clone(), -inner, zeros(), zeros(torch.bool), zeros(torch.long), zeros(torch.bool),
+                   batch.cells.clone(), -inner, zeros(), zeros(torch.bool), hold, zeros(torch.long), zeros(torch.bool),
                    zeros(torch.long), zeros(), zeros(), state, list(index))
 
     def take(self, keep: torch.Tensor) -> Flight:
@@ -65,7 +66,7 @@ class Flight:
         sys_map[sys_idx] = torch.arange(len(sys_idx), device=sys_map.device)
         batch = Batch(b.positions[atom_idx], b.cells[sys_idx], b.species[atom_idx], sys_map[b.system[atom_idx]],
                       b.counts[sys_idx])
-        per_sys = ("H0", "H_ref", "e0", "e_prev", "opened", "steps", "done", "reason", "energy", "dmin", "F")
+        per_sys = ("H0", "H_ref", "e0", "e_prev", "opened", "hold", "steps", "done", "reason", "energy", "dmin", "F")
         fields = {name: getattr(self, name)[sys_idx] for name in per_sys}
         return Flight(batch=batch, nbrs=self.nbrs.remap(atom_map, sys_map), u=self.u[atom_idx],
                       r_ref=self.r_ref[atom_idx], state=self.state.take(atom_idx, sys_idx),
@@ -81,7 +82,8 @@ class Flight:
                       cat([a.batch.counts, b.batch.counts]))
         shifted = b.nbrs.remap(torch.arange(len(b.u), device=b.u.device) + n_atoms,
                                torch.arange(b.batch.n_systems, device=b.u.device) + n_sys)
-        per = ("u", "r_ref", "H0", "H_ref", "e0", "e_prev", "opened", "steps", "done", "reason", "energy", "dmin", "F")
+        per = ("u", "r_ref", "H0", "H_ref", "e0", "e_prev", "opened", "hold", "steps", "done", "reason", "energy",
+               "dmin", "F")
         fields = {name: cat([getattr(a, name), getattr(b, name)]) for name in per}
         return Flight(batch=batch, nbrs=a.nbrs.join(shifted), state=a.state.join(b.state),
                       index=a.index + b.index, **fields)

@@ -175,6 +175,12 @@ class LbfgsState:
         """Drop the history of the masked structures (after an uphill step)."""
         self.valid &= ~mask[None, :]
 
+    def restart(self, mask: torch.Tensor) -> None:
+        """Start the masked structures afresh when their variables change scale: no history, and no pair across
+        the change (its s and y would mix the two scales, and as the newest pair it would set γ)."""
+        self.forget(mask)
+        self.has_prev &= ~mask
+
     def push(self, s: Dofs, y: Dofs, good: torch.Tensor, system: torch.Tensor, n: int) -> None:
         """Drop the oldest pair, append (s, y) as the newest, and extend S·Y and Y·Y by its row and column."""
         cat = torch.cat

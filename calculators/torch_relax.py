@@ -24,7 +24,7 @@ from ase.units import GPa
 
 from rlcsp.calculators.library import Library
 from rlcsp.calculators.relax import FailureReason, RelaxResult, Relaxer, RelaxStream, failed
-from rlcsp.calculators.torch_buckingham import Batch, Evaluation, TorchBuckingham
+from rlcsp.calculators.torch_buckingham import Batch, Evaluation, Neighbours, TorchBuckingham, pair_distances
 from rlcsp.calculators.torch_flight import Flight
 from rlcsp.calculators.torch_linalg import det3, inv3, matmul3, segment_ranges, singular_extremes, vecmat
 from rlcsp.calculators.torch_optim import (CgState, Dofs, FireState, LbfgsState, cg_step, fire_step, lbfgs_step,
@@ -32,6 +32,7 @@ from rlcsp.calculators.torch_optim import (CgState, Dofs, FireState, LbfgsState,
 from rlcsp.exceptions import InvalidStructure, LibraryError, UnknownName
 
 OPTIMIZERS = ("fire", "lbfgs", "cg")
+HOLD = ("wells", "always", "never")  # whose atoms keep their fractional coordinates while the cell opens
 
 
 class TorchRelaxer(Relaxer):
@@ -42,14 +43,16 @@ class TorchRelaxer(Relaxer):
     each finished structure is then evaluated once with the exact model, which gives the reported energy, fmax
     and stress, and decides ``converged`` against the thresholds themselves.
 
-    Opening: while a structure's stress exceeds ``open_gpa``, its atoms keep their fractional coordinates
-    (``open_cell_only``) and its cell variables are scaled by ``open_factor`` times the atom count instead of
-    ``cell_factor`` times it, so an overlapping start first expands its cell, as LAMMPS' box/relax does (its volume
-    limit per iteration holds the atoms nearly still while the box opens). Search candidates start with O–O pairs
-    inside lib2's O–O barrier (about 1.38 Å: closer in, −C/r⁶ beats the exponential and Coulomb); moving the atoms
-    first draws them into it. On 64 Y2O3 candidates (one core, bench/results/gpu_throughput.md): collapses 18 with
-    the atoms moving during the opening, 4 with the cell alone, 4 under LAMMPS; median steps 155 → 328 (LAMMPS
-    773). On 64 SrY2O4 candidates 7 → 2. ``open_gpa=inf`` leaves the opening out.
+    Opening: while a structure's stress exceeds ``open_gpa``, its cell variables are scaled by ``open_factor``
+    times the atom count instead of ``cell_factor`` times it, so an overlapping start first expands its cell, as
+    LAMMPS' box/relax does (its volume limit per iteration holds the atoms nearly still while the box opens).
+    ``hold_atoms`` says whose atoms keep their fractional coordinates meanwhile: ``'wells'`` (the default) those of
+    a structure that starts with a pair closer than the top of that pair's barrier (:meth:`Library.barrier`; lib2's
+    O–O at 1.363 Å, Sr–O at 0.837 Å), which moving atoms would draw into the well; ``'always'``; ``'never'``.
+    On the first 64 candidates of each composition (one core, bench/results/gpu_throughput.md), collapses with the
+    atoms moving during the opening, held always, held in wells, and under LAMMPS: Y2O3 18, 4, 4, 4; SrY2O4 7, 2, 5,
+    6; Y2Ti2O7 5, 7, 5, 4. Holding always costs steps (Y2Ti2O7 mean 195 → 346); no Y2Ti2O7 candidate starts inside
+    a well, so ``'wells'`` takes the moving atoms' path there. ``open_gpa=inf`` leaves the opening out.
 
     L-BFGS keeps ``memory`` (s, y) pairs, 120 by default: for search candidates (3N + 9 ≤ 141 variables on Y2Ti2O7
     and SrY2O4) nearly BFGS. It keeps them through uphill steps (the step cap bounds those, and a pair that fails
@@ -72,7 +75,7 @@ class TorchRelaxer(Relaxer):
                  batch_size: int | None = None, swap_every: int = 5, min_distance: float = 0.5,
                  collapse_distance: float = 0.5, max_energy_drop: float = 50.0, accuracy: float = 1e-10,
                  min_cutoff: float = 8.0, min_accuracy: float = 1e-6, tighten: float = 0.5, cell_factor: float = 1.0,
-                 open_factor: float = 0.05, open_gpa: float = 1.0, open_cell_only: bool = True,
+                 open_factor: float = 0.05, open_gpa: float = 1.0, hold_atoms: str = "wells",
                  max_volume: float = 200.0, cg_cycles: int = 50,
                  cg_maxstep: float = 0.1, memory: int = 120, compile: bool | None = None, timed: bool = False):
         if optimizer not in OPTIMIZERS:
@@ -94,7 +97,11 @@ class TorchRelaxer(Relaxer):
         self.max_energy_drop = max_energy_drop
         self.cell_factor = cell_factor  # times the atom count (ASE's scaling); smaller lets the cell move sooner
         self.open_factor, self.open_stress = open_factor, open_gpa * GPa  # the cell factor while stress > open_gpa
-        self.open_cell_only = open_cell_only
+        if hold_atoms not in HOLD:
+            raise UnknownName("hold_atoms", hold_atoms, list(HOLD))
+        self.hold_atoms = hold_atoms
+        lib, els = self.exact.library, self.model.elements  # the top of each species pair's barrier, in Å
+        self.barriers = torch.tensor([[lib.barrier(a, b) for b in els] for a in els], dtype=dt, device=device)
         self.max_volume = max_volume  # Å³ per atom: a cell past it has blown up
         self.timed = timed
         self.memory = memory  # L-BFGS pairs: at 3N + 9 or more, BFGS itself
@@ -218,8 +225,8 @@ class TorchRelaxer(Relaxer):
         fl.opened = fl.opened | switched
         factor = (counts.to(e.dtype) * torch.where(opening, self.open_factor, self.cell_factor))[:, None, None]
         grad = Dofs(-vecmat(ev.forces, fl.F[system]), matmul3(ev.virial, inv3(fl.F).transpose(1, 2)) / factor)
-        if self.open_cell_only:  # the atoms keep their fractional coordinates while the cell opens
-            grad = Dofs(torch.where(opening[system, None], 0.0, grad.atoms), grad.cell)
+        held = opening & fl.hold  # these atoms keep their fractional coordinates while the cell opens
+        grad = Dofs(torch.where(held[system, None], 0.0, grad.atoms), grad.cell)
         x = Dofs(fl.u, fl.F * factor)
         uphill = ~first & (e > fl.e_prev + 1e-9 * e.abs())
         if self.optimizer == "fire":
@@ -227,13 +234,14 @@ class TorchRelaxer(Relaxer):
         elif self.optimizer == "cg":
             st = fl.state
             late = (st.cycles >= self.cg_cycles) & ~st.trial  # past the CG stage: L-BFGS from here on
-            st.lbfgs.forget((uphill & late) | switched)
+            st.lbfgs.forget(uphill & late)
+            st.lbfgs.restart(switched)
             st.restart(switched | (~st.trial & st.has_prev & (e > st.e_base + 1e-9 * e.abs())))
             early = cg_step(st, grad, e, system, S, maxstep=self.cg_maxstep)
             st.trial &= ~late
             delta = select(late, lbfgs_step(st.lbfgs, x, grad, system, S, maxstep=self.maxstep), early, system)
         else:
-            fl.state.forget(switched)  # the cell variables change scale at the switch
+            fl.state.restart(switched)  # the cell variables change scale at the switch
             delta = lbfgs_step(fl.state, x, grad, system, S, maxstep=self.maxstep)
         fl.e_prev = e
         go = moving.to(e.dtype)
@@ -321,7 +329,18 @@ class TorchRelaxer(Relaxer):
         # A collapse is an energy max_energy_drop below the first one, which LammpsRelaxer takes from the exact
         # model: with the exponential kept inside the inner cut, a start's overlaps would raise it by up to tens of
         # eV/atom, and ordinary relaxations of such starts would count as collapses (5 of 64 SrY2O4 candidates)
-        return Flight.new(batch, nbrs, state, index, self.model.inner_exponential(batch, nbrs))
+        return Flight.new(batch, nbrs, state, index, self.model.inner_exponential(batch, nbrs),
+                          self._hold(batch, nbrs))
+
+    def _hold(self, batch: Batch, nbrs: Neighbours) -> torch.Tensor:
+        """Which structures open their cell with the atoms held [S]: under ``'wells'`` those with a pair closer
+        than the top of its barrier (:meth:`Library.barrier`), which would fall into the well if it moved."""
+        S = batch.n_systems
+        if self.hold_atoms != "wells":
+            return torch.full((S,), self.hold_atoms == "always", dtype=torch.bool, device=self.device)
+        dist = pair_distances(batch.positions, batch.cells, nbrs.i, nbrs.j, nbrs.shift, nbrs.pair_system)
+        inside = (dist < self.barriers[batch.species[nbrs.i], batch.species[nbrs.j]]).long()
+        return torch.zeros(S, dtype=torch.long, device=self.device).index_add(0, nbrs.pair_system, inside) > 0
 
 
 class TorchStream(RelaxStream):

@@ -1,8 +1,9 @@
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
-from rlcsp.calculators.library import DEFAULT_LIBRARY, load_library, parse_library
+from rlcsp.calculators.library import DEFAULT_LIBRARY, GULP_COULOMB, load_library, parse_library
 from rlcsp.exceptions import LibraryError
 
 
@@ -16,6 +17,18 @@ def test_lib2_parameters_match_fuse():
     assert lib.pair("Y", "O").A == 23000.0
     assert lib.pair("Y", "Y") is None  # no cation-cation short-range term
     assert lib.springs == {"Ba": 34.05}
+
+
+def test_a_pairs_barrier_is_where_its_energy_peaks_before_the_buckingham_catastrophe():
+    """lib2's O-O energy, A exp(-r/rho) - C/r^6 + k q q / r, has its derivative vanish at the barrier's top;
+    closer in, -C/r^6 wins and the pair attracts. Y-O (no C) and Y-Y (Coulomb only) have no such peak."""
+    lib = load_library()
+    oo = lib.pair("O", "O")
+    r = lib.barrier("O", "O")
+    slope = lambda x: -oo.A / oo.rho * np.exp(-x / oo.rho) + 6 * oo.C / x**7 - GULP_COULOMB * 4.0 / x**2  # noqa: E731
+    assert 1.35 < r < 1.38 and slope(r - 0.01) > 0 > slope(r + 0.01)
+    assert lib.barrier("O", "Sr") == lib.barrier("Sr", "O") and 0.8 < lib.barrier("Sr", "O") < 0.9
+    assert lib.barrier("Y", "O") == 0.0 and lib.barrier("Y", "Y") == 0.0
 
 
 def test_recorded_fuse_library_parses_like_ours(shared_data):

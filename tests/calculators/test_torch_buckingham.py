@@ -12,7 +12,7 @@ from ase.io import read
 from rlcsp.calculators import get_calculator, get_relaxer
 from rlcsp.calculators.relax import FailureReason
 from rlcsp.calculators.torch_buckingham import TorchBuckingham
-from rlcsp.exceptions import CalculatorFailed, InvalidStructure, LibraryError
+from rlcsp.exceptions import CalculatorFailed, InvalidStructure, LibraryError, UnknownName
 
 from ..conftest import ROOT, TARGETS
 from .test_buckingham import GM_FILES, gm
@@ -183,6 +183,26 @@ def test_the_opening_stage_lets_an_overlapping_start_expand_before_it_collapses(
     assert eager.failure is FailureReason.EXPLODED and eager.steps <= 5
     opened = get_relaxer("torch-buckingham").relax([atoms])[0]
     assert opened.ok and -27.4 < opened.energy_per_atom < -26.5
+
+
+def test_only_a_structure_that_starts_inside_a_well_holds_its_atoms_while_the_cell_opens():
+    """The Y2O3 candidate has O-O at 1.16 A, inside lib2's O-O barrier (1.363 A); the Y2Ti2O7 candidate
+    (bench/gpu_throughput.py candidates, seed 1000) has no pair inside any barrier. Under 'wells' the first takes
+    the path of held atoms and the second that of moving ones, and for each the other path is a different one."""
+    y2o3 = read(ROOT / "tests" / "data" / "y2o3_overlapping_candidate.extxyz")
+    y2ti2o7 = read(ROOT / "tests" / "data" / "y2ti2o7_candidate.extxyz")
+
+    def path(hold: str, atoms: Atoms) -> tuple[int, float]:
+        result = get_relaxer("torch-buckingham", hold_atoms=hold).relax([atoms])[0]
+        assert result.ok
+        return result.steps, result.energy_per_atom
+
+    for atoms, same, other in ((y2o3, "always", "never"), (y2ti2o7, "never", "always")):
+        wells = path("wells", atoms)
+        assert wells == path(same, atoms)
+        assert wells[0] != path(other, atoms)[0]
+    with pytest.raises(UnknownName, match="hold_atoms"):
+        get_relaxer("torch-buckingham", hold_atoms="sometimes")
 
 
 def test_the_collapse_floor_is_measured_from_the_first_energy_as_gulp_defines_it():
