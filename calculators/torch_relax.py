@@ -151,11 +151,13 @@ class TorchRelaxer(Relaxer):
         t = time.perf_counter()
         r, H, stale = self._check(fl, 0.5 if swap else 1.0)
         self._rebuild(fl, r, H, stale)
+        if swap and self.hold_atoms == "wells" and bool(fl.hold.any()):  # released once out of every well
+            fl.hold = fl.hold & self._hold(Batch(r, H, fl.batch.species, fl.batch.system, fl.batch.counts), fl.nbrs)
         t = self._tick("neighbours_s", t)
         ev = self.model.evaluate(Batch(r, H, fl.batch.species, fl.batch.system, fl.batch.counts), fl.nbrs)
         t = self._tick("evaluate_s", t)
         self.stats["evaluations"] += 1
-        self._advance(fl, ev, r, H)
+        self._advance(fl, ev, H)
         self._tick("optimizer_s", t)
 
     def _stale(self, fl: Flight, share: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -200,7 +202,7 @@ class TorchRelaxer(Relaxer):
         fl.r_ref = torch.where(atom_mask[:, None], r, fl.r_ref)
         fl.H_ref = torch.where(stale[:, None, None], H, fl.H_ref)
 
-    def _move(self, fl: Flight, ev: Evaluation, r: torch.Tensor, H: torch.Tensor) -> None:
+    def _move(self, fl: Flight, ev: Evaluation, H: torch.Tensor) -> None:
         """From one evaluation: retire the structures that finished, and move the others one optimiser step."""
         S, system, counts = fl.batch.n_systems, fl.batch.system, fl.batch.counts
         fmax = segment_max(ev.forces.abs().amax(1), system, S)
@@ -225,8 +227,6 @@ class TorchRelaxer(Relaxer):
         fl.opened = fl.opened | switched
         factor = (counts.to(e.dtype) * torch.where(opening, self.open_factor, self.cell_factor))[:, None, None]
         grad = Dofs(-vecmat(ev.forces, fl.F[system]), matmul3(ev.virial, inv3(fl.F).transpose(1, 2)) / factor)
-        if self.hold_atoms == "wells":  # released once the opening has pulled the last pair out of its well
-            fl.hold = fl.hold & self._hold(Batch(r, H, fl.batch.species, system, counts), fl.nbrs)
         held = opening & fl.hold  # these atoms keep their fractional coordinates while the cell opens
         grad = Dofs(torch.where(held[system, None], 0.0, grad.atoms), grad.cell)
         x = Dofs(fl.u, fl.F * factor)
@@ -337,7 +337,8 @@ class TorchRelaxer(Relaxer):
     def _hold(self, batch: Batch, nbrs: Neighbours) -> torch.Tensor:
         """Which structures open their cell with the atoms held [S]: under ``'wells'`` those with a pair closer
         than the top of its barrier (:meth:`Library.barrier`), which would fall into the well if it moved. Checked
-        every step: the atoms move again as soon as the cell has pulled the last such pair out."""
+        at every refill (``swap_every`` steps; a pass over all pairs costs a fifth of an evaluation): the atoms move
+        again once the cell has pulled the last such pair out."""
         S = batch.n_systems
         if self.hold_atoms != "wells":
             return torch.full((S,), self.hold_atoms == "always", dtype=torch.bool, device=self.device)
