@@ -49,10 +49,12 @@ class TorchRelaxer(Relaxer):
     ``hold_atoms`` says whose atoms keep their fractional coordinates meanwhile: ``'wells'`` (the default) those of
     a structure that starts with a pair closer than the top of that pair's barrier (:meth:`Library.barrier`; lib2's
     O–O at 1.363 Å, Sr–O at 0.837 Å), which moving atoms would draw into the well; ``'always'``; ``'never'``.
-    On the first 64 candidates of each composition (one core, bench/results/gpu_throughput.md), collapses with the
-    atoms moving during the opening, held always, held in wells, and under LAMMPS: Y2O3 18, 4, 4, 4; SrY2O4 7, 2, 5,
-    6; Y2Ti2O7 5, 7, 5, 4. Holding always costs steps (Y2Ti2O7 mean 195 → 346); no Y2Ti2O7 candidate starts inside
-    a well, so ``'wells'`` takes the moving atoms' path there. ``open_gpa=inf`` leaves the opening out.
+    A held structure moves its atoms again once the cell has pulled its last such pair out (checked at refills).
+    Collapses on the same candidates on one core (bench/results/gpu_throughput.md): Y2O3, 64 candidates, 5 held in
+    wells, 18 with the atoms moving, 4 under LAMMPS; SrY2O4, 256 candidates, 22 against LAMMPS' 30; Y2Ti2O7, 256
+    candidates, 13 against 11. No Y2Ti2O7 candidate starts inside a well, so there ``'wells'`` is the moving atoms'
+    path. Holding every structure's atoms until the stress is low costs steps (Y2O3 p90 1130 against 567).
+    ``open_gpa=inf`` leaves the opening out.
 
     L-BFGS keeps ``memory`` (s, y) pairs, 120 by default: for search candidates (3N + 9 ≤ 141 variables on Y2Ti2O7
     and SrY2O4) nearly BFGS. It keeps them through uphill steps (the step cap bounds those, and a pair that fails
