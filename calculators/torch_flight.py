@@ -26,10 +26,10 @@ class Flight:
     H0: torch.Tensor  # [S,3,3] reference cells
     r_ref: torch.Tensor  # [N,3] positions when the pair list was built
     H_ref: torch.Tensor  # [S,3,3] cells when the pair list was built
-    e0: torch.Tensor  # [S] first energy, in the model's own convention below the inner cut (see TorchRelaxer)
+    e0: torch.Tensor  # [S] first energy as GULP defines it, without the exponential inside the inner cut
     e_prev: torch.Tensor
     opened: torch.Tensor  # [S] bool: the stress has come below open_gpa once
-    hold: torch.Tensor  # [S] bool: the atoms keep their fractional coordinates until then
+    hold: torch.Tensor  # [S] bool: the atoms keep their fractional coordinates while opening (a pair in a well)
     steps: torch.Tensor
     done: torch.Tensor  # [S] bool: frozen until the next swap
     reason: torch.Tensor  # [S] 0 converged, 1 exploded, 2 step cap

@@ -153,10 +153,11 @@ class TorchRelaxer(Relaxer):
         t = time.perf_counter()
         r, H, stale = self._check(fl, 0.5 if swap else 1.0)
         self._rebuild(fl, r, H, stale)
+        now = Batch(r, H, fl.batch.species, fl.batch.system, fl.batch.counts)
         if swap and self.hold_atoms == "wells" and bool(fl.hold.any()):  # released once out of every well
-            fl.hold = fl.hold & self._hold(Batch(r, H, fl.batch.species, fl.batch.system, fl.batch.counts), fl.nbrs)
+            fl.hold = fl.hold & self._hold(now, fl.nbrs)
         t = self._tick("neighbours_s", t)
-        ev = self.model.evaluate(Batch(r, H, fl.batch.species, fl.batch.system, fl.batch.counts), fl.nbrs)
+        ev = self.model.evaluate(now, fl.nbrs)
         t = self._tick("evaluate_s", t)
         self.stats["evaluations"] += 1
         self._advance(fl, ev, H)
