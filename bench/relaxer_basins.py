@@ -1,120 +1,243 @@
-"""Which minimum do the same search candidates reach under different relaxers? (FUSE parity, issue 17)
+"""Which minima do different relaxers reach from the same starts? Basin statistics against LammpsRelaxer.
 
-Each worker builds random candidates the way rlcsp's ``fuse="1.06"`` profile builds its initial population
-(formula-unit count uniform, FUSE's checks, ASE's seed-42 rattle), keeps those of two formula units (the size of
-the Y2Ti2O7 and SrY2O4 GM cells: 22 and 14 atoms), and relaxes each with
-  lammps: ``LammpsRelaxer`` (CG + box/relax; keeps A exp(-r/rho) below 1.2 A while it minimises), and
-  ase:    ``AseRelaxer`` FIRE -> BFGS on the exact GULP model (no exponential below 1.2 A, as GULP minimises),
-then reports per composition the failures, the rate of reaching the GM (or within 0.05 eV/atom), median energies
-and times, and how often the two end in the same minimum. The peer in the same run is the other relaxer.
+Trajectories of two relaxers part within a few steps, so the same start rarely ends in the same minimum; what a
+search needs is that the minima they reach are alike in distribution. Each ``relax`` run relaxes every structure of
+some extxyz files (search candidates from ``bench/gpu_throughput.py candidates``, or the rattled GM genomes that
+``bench/gm_genomes.py --structures`` writes) with one relaxer and stores one row per structure (energy, failure,
+steps) in ``bench/results/relaxer_basins/<file>_<relaxer>.json``; ``report`` sets every relaxer beside the peer,
+LammpsRelaxer: convergence and collapse rates, energy quantiles, the GM rate and the rate within 0.05 eV/atom of
+it (Fisher exact p against the peer), and how often both reach the same minimum. Relaxers:
+  lammps                    ``LammpsRelaxer`` (CG + box/relax; the exponential kept below 1.2 Å), one per worker
+  ase                       ``AseRelaxer`` FIRE -> BFGS on the exact GULP model, one per worker
+  torch-<optimizer>-<inner> ``TorchRelaxer`` batched (fire, lbfgs, cg; keep or gulp below 1.2 Å)
 
-    python bench/relaxer_basins.py --workers 2 --deadline 600
-    python bench/relaxer_basins.py --report runs/basins/*.jsonl     # the table from earlier workers' files
+    python bench/relaxer_basins.py relax lammps --files runs/candidates/y2ti2o7.extxyz --workers 2
+    python bench/relaxer_basins.py relax torch --files runs/candidates/*.extxyz --device cuda \\
+        --optimizers fire lbfgs cg --inner keep gulp
+    python bench/relaxer_basins.py report
 """
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
-import statistics
-import subprocess
-import sys
+import os
 import time
-from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+import numpy as np
+
+from gpu_throughput import TARGETS, commit  # this folder is the script's sys.path[0]
+
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
-TARGETS = {"y2ti2o7": -35.153743, "sry2o4": -24.428313}
+OUT = ROOT / "bench" / "results" / "relaxer_basins"
+PEER = "lammps"
+GM_TOL, NEAR, SAME = 1e-5, 0.05, 1e-4  # eV/atom: at the GM, near it, the same minimum as the peer
+_relaxer = None  # one per worker process
 
 
-def work(job: tuple[int, str, float]) -> None:
-    """One worker: candidates of one composition until the deadline, one JSON line each."""
-    worker, out, deadline = job
+def _start(name: str) -> None:
+    global _relaxer
     from rlcsp.calculators import get_relaxer
-    from rlcsp.csp.config import load_script, make_config
-    from rlcsp.csp.search import Search
 
-    comp = list(TARGETS)[worker % len(TARGETS)]
-    config = make_config(load_script(ROOT / "inputs" / f"{comp}.py"), fuse="1.06", seed=1000 + worker)
-    search = Search(config, relaxer=object())
-    relaxers = {"lammps": get_relaxer("lammps-buckingham"), "ase": get_relaxer("lammps-buckingham", relaxer="ase")}
-    start = time.time()
-    with open(Path(out) / f"basins_{worker}.jsonl", "w") as handle:
-        while time.time() - start < deadline:
-            _, atoms, _ = search.random_structure()
-            if len(atoms) != 2 * config.comp.atoms_per_fu:
-                continue
-            atoms = search._rattle(atoms)
-            row = {"comp": comp, "n_atoms": len(atoms), "target": TARGETS[comp]}
-            for name, relaxer in relaxers.items():
-                began = time.time()
-                result = relaxer.relax([atoms])[0]
-                row[name] = {"e": result.energy_per_atom if result.ok else None,
-                             "fail": result.failure.value if result.failure else "",
-                             "s": round(time.time() - began, 3), "steps": result.steps}
-            handle.write(json.dumps(row) + "\n")
-            handle.flush()
+    _relaxer = get_relaxer("lammps-buckingham", relaxer=name)
 
 
-def table(files: list[Path]) -> dict:
-    rows = [json.loads(line) for f in files for line in f.read_text().splitlines() if line.strip()]
-    rows = [r for r in rows if "ase" in r]  # a candidate cut off by the deadline between the relaxers
+def _row(result) -> list:
+    """[energy per atom or None, failure ('' when converged), steps]."""
+    energy = round(result.energy_per_atom, 7) if result.ok else None
+    return [energy, result.failure.value if result.failure else "", int(result.steps)]
+
+
+def _one(atoms) -> list:
+    return _row(_relaxer.relax_one(atoms))
+
+
+def relax_cpu(name: str, structures: list, workers: int) -> list:
+    """One relaxer per worker process, structures one at a time, in order."""
+    from tqdm import tqdm
+
+    with ProcessPoolExecutor(workers, initializer=_start, initargs=(name,)) as pool:
+        return list(tqdm(pool.map(_one, structures, chunksize=4), total=len(structures), desc=name))
+
+
+def relax_torch(relaxer, structures: list, label: str) -> list:
+    """The whole file through the relaxer's stream (the batch refilled from the queue)."""
+    from tqdm import tqdm
+
+    stream = relaxer.stream()
+    for k, atoms in enumerate(structures):
+        stream.submit(k, atoms)
+    rows: list = [None] * len(structures)
+    with tqdm(total=len(structures), desc=label) as bar:
+        while stream.pending:
+            for k, result, _ in stream.poll():
+                rows[k] = _row(result)
+                bar.update()
+    return rows
+
+
+def save(path: Path, label: str, settings: dict, structures: list, rows: list, wall: float) -> None:
+    comps = sorted({a.info.get("comp", "") for a in structures})
+    OUT.mkdir(parents=True, exist_ok=True)
+    out = OUT / f"{path.stem}_{label}.json"
+    out.write_text(json.dumps({"file": path.name, "relaxer": label, "settings": settings, "composition": comps[0],
+                               "commit": commit(), "wall_s": round(wall, 1), "rows": rows}) + "\n")
+    print(f"{out.relative_to(ROOT)}: {len(rows)} structures in {wall:.0f} s")
+
+
+def relax(args: argparse.Namespace) -> None:
+    """One relaxer over every file. The torch relaxer takes all files as one stream, so the slowest
+    structures of all of them finish together, at the end of one run."""
+    from ase.io import read
+
+    files = {path: read(path, index=":")[:args.n] for path in args.files}
+    for path, structures in files.items():
+        if len({a.info.get("comp") for a in structures}) != 1:
+            raise SystemExit(f"{path}: every structure needs the same info['comp'] (one of {sorted(TARGETS)})")
+    if args.relaxer != "torch":
+        for path, structures in files.items():
+            start = time.perf_counter()
+            rows = relax_cpu(args.relaxer, structures, args.workers)
+            save(path, args.relaxer, {"workers": args.workers}, structures, rows, time.perf_counter() - start)
+        return
+    from rlcsp.calculators import get_relaxer
+
+    everything = [a for structures in files.values() for a in structures]
+    for optimizer, inner in itertools.product(args.optimizers, args.inner):
+        relaxer = get_relaxer("torch-buckingham", device=args.device, optimizer=optimizer, inner=inner)
+        label = f"torch-{optimizer}-{inner}"
+        start = time.perf_counter()
+        rows = relax_torch(relaxer, everything, label)
+        wall = time.perf_counter() - start
+        settings = {"device": args.device, "optimizer": optimizer, "inner": inner, "hold_atoms": relaxer.hold_atoms,
+                    "compile": relaxer.model.compiled, "files": [p.name for p in files]}  # wall_s: all files
+        for path, structures in files.items():
+            save(path, label, settings, structures, rows[:len(structures)], wall)
+            rows = rows[len(structures):]
+
+
+def fisher(a: int, n_a: int, b: int, n_b: int) -> float:
+    from scipy.stats import fisher_exact
+
+    return float(fisher_exact([[a, n_a - a], [b, n_b - b]])[1])
+
+
+def summary(runs: dict[str, dict]) -> dict[str, dict]:
+    """Per relaxer of one file: rates, quantiles, and agreement with the peer (where it ran)."""
+    target = TARGETS[next(iter(runs.values()))["composition"]]
+    peer = runs.get(PEER)
     out = {}
-    for comp in sorted({r["comp"] for r in rows}):
-        cands = [r for r in rows if r["comp"] == comp]
-        target = cands[0]["target"]
-        entry = {"candidates": len(cands), "n_atoms": cands[0]["n_atoms"], "target": target}
-        for name in ("lammps", "ase"):
-            ok = [r[name]["e"] for r in cands if r[name]["e"] is not None]
-            entry[name] = {
-                "failures": dict(Counter(r[name]["fail"] for r in cands if r[name]["e"] is None)),
-                "gm": sum(e <= target + 1e-5 for e in ok), "within_0.05": sum(e <= target + 0.05 for e in ok),
-                "median_energy": statistics.median(ok) if ok else None, "lowest_energy": min(ok) if ok else None,
-                "median_s": statistics.median(r[name]["s"] for r in cands)}
-        entry["same_minimum"] = sum(1 for r in cands if r["lammps"]["e"] is not None and r["ase"]["e"] is not None
-                                    and abs(r["lammps"]["e"] - r["ase"]["e"]) < 1e-4)
-        out[comp] = entry
+    for label, run in runs.items():
+        rows = run["rows"]
+        n = len(rows)
+        energies = np.array([r[0] for r in rows if r[0] is not None])
+        failures: dict[str, int] = {}
+        for r in rows:
+            if r[1]:
+                failures[r[1]] = failures.get(r[1], 0) + 1
+        s = {"n": n, "converged": len(energies), "failures": failures, "collapses": failures.get("exploded", 0),
+             "gm": int((energies <= target + GM_TOL).sum()), "near": int((energies <= target + NEAR).sum()),
+             "quantiles": [round(float(q), 4) for q in np.quantile(energies, [0.1, 0.5, 0.9])] if len(energies)
+             else None, "median_steps": float(np.median([r[2] for r in rows])), "wall_s": run["wall_s"],
+             "commit": run["commit"], "settings": run["settings"]}
+        if peer is not None and label != PEER and len(peer["rows"]) == n:
+            both = [(r[0], p[0]) for r, p in zip(rows, peer["rows"]) if r[0] is not None and p[0] is not None]
+            p = summary_counts(peer["rows"], target)
+            s.update(both=len(both), same=sum(abs(a - b) < SAME for a, b in both),
+                     lower=sum(a < b - SAME for a, b in both), higher=sum(a > b + SAME for a, b in both),
+                     p_collapses=fisher(s["collapses"], n, p["collapses"], n), p_gm=fisher(s["gm"], n, p["gm"], n),
+                     p_near=fisher(s["near"], n, p["near"], n))
+        out[label] = s
     return out
 
 
-def markdown(summary: dict, note: str) -> str:
-    lines = [note, "", "| composition | candidates (atoms) | relaxer | failures | GM | within 0.05 eV/atom | median E "
-             "| lowest E | median s | same minimum |", "|---|---|---|---|---|---|---|---|---|---|"]
-    for comp, e in summary.items():
-        for name in ("lammps", "ase"):
-            r = e[name]
-            fails = ", ".join(f"{k} {v}" for k, v in r["failures"].items()) or "0"
-            lines.append(f"| {comp} | {e['candidates']} ({e['n_atoms']}) | {name} | {fails} | {r['gm']} | "
-                         f"{r['within_0.05']} | {r['median_energy']:.4f} | {r['lowest_energy']:.4f} | "
-                         f"{r['median_s']:.2f} | {e['same_minimum']} of {e['candidates']} |")
+def summary_counts(rows: list, target: float) -> dict[str, int]:
+    return {"collapses": sum(r[1] == "exploded" for r in rows),
+            "gm": sum(r[0] is not None and r[0] <= target + GM_TOL for r in rows),
+            "near": sum(r[0] is not None and r[0] <= target + NEAR for r in rows)}
+
+
+def _p(s: dict, key: str) -> str:
+    return f" (p {s[key]:.2g})" if key in s else ""
+
+
+def markdown(tables: dict[str, dict]) -> str:
+    lines = ["| structures | relaxer | converged | collapses | other failures | E p10 / median / p90 (eV/atom) | GM "
+             "| within 0.05 | same minimum as LAMMPS | lower / higher | median steps | commit |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, runs in tables.items():
+        for label, s in runs.items():
+            n = s["n"]
+            other = ", ".join(f"{k} {v}" for k, v in s["failures"].items() if k != "exploded") or "0"
+            q = " / ".join(f"{x:.3f}" for x in s["quantiles"]) if s["quantiles"] else "-"
+            same = f"{s['same']} of {s['both']}" if "same" in s else "-"
+            updown = f"{s['lower']} / {s['higher']}" if "lower" in s else "-"
+            lines.append(f"| {name} ({n}) | {label} | {100 * s['converged'] / n:.1f} % | "
+                         f"{100 * s['collapses'] / n:.1f} %{_p(s, 'p_collapses')} | {other} | {q} | "
+                         f"{s['gm']}{_p(s, 'p_gm')} | {s['near']}{_p(s, 'p_near')} | {same} | {updown} | "
+                         f"{s['median_steps']:.0f} | {s['commit']} |")
     return "\n".join(lines) + "\n"
+
+
+def plot(tables: dict[str, dict], path: Path) -> None:
+    """Energy ECDF of every relaxer on every file: where the minima they reach lie."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(tables), figsize=(6 * len(tables), 4.5), squeeze=False)
+    for ax, (name, runs) in zip(axes[0], tables.items()):
+        target = TARGETS[next(iter(runs.values()))["composition"]]
+        for label, run in runs.items():
+            e = np.sort([r[0] for r in run["rows"] if r[0] is not None])
+            ax.step(e - target, np.arange(1, len(e) + 1) / len(run["rows"]), where="post", label=label,
+                    lw=2.0 if label == PEER else 1.0)
+        ax.set_xlim(0, 1.0)
+        ax.set(title=name, xlabel="energy above the GM (eV/atom)", ylabel="share of starts reaching it")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def report(_: argparse.Namespace) -> None:
+    runs: dict[str, dict[str, dict]] = {}
+    for f in sorted(OUT.glob("*.json")):
+        if f.name == "summary.json":
+            continue
+        run = json.loads(f.read_text())
+        runs.setdefault(Path(run["file"]).stem, {})[run["relaxer"]] = run
+    for name in runs:  # the peer first
+        runs[name] = dict(sorted(runs[name].items(), key=lambda kv: (kv[0] != PEER, kv[0])))
+    tables = {name: summary(r) for name, r in runs.items()}
+    text = markdown(tables)
+    print(text)
+    (OUT / "summary.json").write_text(json.dumps(tables, indent=1) + "\n")
+    (OUT.parent / "relaxer_basins.md").write_text(
+        "Basin statistics: every relaxer on the same starts (bench/relaxer_basins.py; p: Fisher exact against "
+        "LAMMPS; same minimum: both converged within 1e-4 eV/atom)\n\n" + text)
+    plot({n: runs[n] for n in runs}, OUT.parent / "relaxer_basins.png")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workers", type=int, default=2, help="processes (one composition each, alternating)")
-    parser.add_argument("--deadline", type=float, default=600.0, help="seconds each worker builds and relaxes")
-    parser.add_argument("--out", default=str(ROOT / "runs" / "basins"), help="folder for the workers' JSONL files")
-    parser.add_argument("--report", nargs="+", type=Path, help="only tabulate these JSONL files")
-    parser.add_argument("--note", default="", help="provenance line for the table (machine, commit)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    rel = sub.add_parser("relax", help="relax every structure of some files with one relaxer")
+    rel.add_argument("relaxer", choices=("lammps", "ase", "torch"))
+    rel.add_argument("--files", nargs="+", type=Path, required=True, help="extxyz files, info['comp'] on each")
+    rel.add_argument("--n", type=int, default=None, help="only the first n structures of each file")
+    rel.add_argument("--workers", type=int, default=os.cpu_count(), help="processes (lammps, ase)")
+    rel.add_argument("--device", default="cpu", help="torch device")
+    rel.add_argument("--optimizers", nargs="+", default=["lbfgs"], choices=("fire", "lbfgs", "cg"))
+    rel.add_argument("--inner", nargs="+", default=["keep"], choices=("keep", "gulp"))
+    rel.set_defaults(run=relax)
+    rep = sub.add_parser("report", help="the table and plot from every stored run")
+    rep.set_defaults(run=report)
     args = parser.parse_args()
-    files = args.report
-    if files is None:
-        Path(args.out).mkdir(parents=True, exist_ok=True)
-        with ProcessPoolExecutor(args.workers) as pool:
-            list(pool.map(work, [(w, args.out, args.deadline) for w in range(args.workers)]))
-        files = sorted(Path(args.out).glob("basins_*.jsonl"))
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                            text=True).stdout.strip()
-    note = args.note or f"{args.workers} workers x {args.deadline:.0f} s on this machine, commit {commit}"
-    summary = table(files)
-    text = markdown(summary, note)
-    print(text)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "relaxer_basins.md").write_text(text)
-    (RESULTS / "relaxer_basins.json").write_text(json.dumps({"note": note, "summary": summary}, indent=1) + "\n")
+    args.run(args)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
