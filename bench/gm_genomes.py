@@ -7,7 +7,9 @@ counts as *reachable* in a mode when some candidate genome passes the checks and
 Modes: "default" (periodic checks; γ = 120 cells in both offset styles, lattice fractions and Cartesian, as
 ``offset_styles=["lattice", "cartesian"]`` draws them; rlcsp's default draws the Cartesian style alone since the
 lattice style was found to build the Ima2 trap, and reported here with the lattice-only count that rlcsp had before
-the style became a gene) and FUSE's (``cartesian_offsets`` + ``plain_checks``). The peer is FUSE itself: every CIF here is a GM that FUSE's own search built.
+the style became a gene) and FUSE's (``cartesian_offsets`` + ``plain_checks``). The peer is FUSE itself: every CIF
+here is a GM that FUSE's own search built. ``--structures`` also writes every rattled start, for
+``bench/relaxer_basins.py`` to relax with other relaxers.
 
     python bench/gm_genomes.py --compositions Y2Ti2O7 --policies Uniform --workers 2
 """
@@ -20,7 +22,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from ase.io import read
+from ase.io import read, write
 from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,6 +43,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results" / "gm_genomes.json")
+    parser.add_argument("--structures", type=Path, default=None,
+                        help="folder for gm_<composition>.extxyz: every rattled start relaxed here, for relaxer_basins")
     return parser.parse_args()
 
 
@@ -63,7 +67,7 @@ def one_cif(job: tuple[str, str, int, int, int]) -> dict | None:
         return None
     rng = np.random.default_rng(seed)
     row = {"cif": str(Path(path).relative_to(Path(path).parents[2])), "n_atoms": len(atoms),
-           "cellpar": [round(float(x), 2) for x in atoms.cell.cellpar()]}
+           "cellpar": [round(float(x), 2) for x in atoms.cell.cellpar()], "starts": []}
     shapes: list[tuple] = []
     cells = []
     for ins in candidate_instructions(atoms, comp.ap(), comp.max_sub(config.max_atoms)):
@@ -85,6 +89,8 @@ def one_cif(job: tuple[str, str, int, int, int]) -> dict | None:
                 for _ in range(rattles):
                     trial = grid.copy()
                     trial.positions += rng.normal(scale=config.rattle, size=trial.positions.shape)
+                    trial.info.update(comp=key, cif=row["cif"], mode=mode)
+                    row["starts"].append(trial.copy())  # as it starts, before the relaxer moves it
                     result = relaxer.relax_one(trial)
                     energies.append(round(result.energy_per_atom, 6) if result.ok else None)
             ins_ = found.genome.instructions
@@ -109,6 +115,14 @@ def main() -> None:
     with ProcessPoolExecutor(args.workers) as pool:
         results = list(tqdm(pool.map(one_cif, jobs), total=len(jobs), desc="reference CIFs"))
     rows = [r for r in results if r is not None]
+    starts = {}
+    for r in rows:
+        for trial in r.pop("starts"):
+            starts.setdefault(trial.info["comp"], []).append(trial)
+    if args.structures is not None:
+        args.structures.mkdir(parents=True, exist_ok=True)
+        for key, trials in starts.items():
+            write(args.structures / f"gm_{key}.extxyz", trials)
     skipped = len(results) - len(rows)
     wall = time.perf_counter() - started
     summary = {}

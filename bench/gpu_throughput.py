@@ -123,12 +123,13 @@ def relax(args: argparse.Namespace) -> None:
         for batch, limit in zip(args.batch, limits * len(args.batch) if len(limits) == 1 else limits):
             size = max(batch, limit or batch)
             pool = (structures * (1 + size // len(structures)))[:size]
-            for optimizer, inner, opening in itertools.product(args.optimizers, args.inner, args.open):
+            for optimizer, inner, opening, swap in itertools.product(args.optimizers, args.inner, args.open,
+                                                                     args.swap_every):
                 factor, gpa, held = (opening + ":wells").split(":")[:3]
                 relaxer = TorchRelaxer(device=args.device, dtype=args.dtype, optimizer=optimizer, inner=inner,
                                        batch_size=batch, batch_atoms=batch * 80, open_factor=float(factor),
-                                       open_gpa=float(gpa), hold_atoms=HELD[held], compile=args.compile,
-                                       timed=args.phases)
+                                       open_gpa=float(gpa), hold_atoms=HELD[held], swap_every=swap,
+                                       compile=args.compile, timed=args.phases)
                 if args.device == "cuda" or args.compile:
                     warm = time.perf_counter()
                     relaxer.relax(pool[:8])  # warm-up: CUDA context and kernels, or compilation
@@ -143,6 +144,7 @@ def relax(args: argparse.Namespace) -> None:
                 row = {"composition": comp, "device": args.device, "dtype": args.dtype, "batch": batch,
                        "optimizer": optimizer, "memory": relaxer.memory if optimizer == "lbfgs" else None,
                        "inner": inner, "open": f"{factor}:{gpa}:{held}",  # older rows without a suffix: joint
+                       "swap_every": relaxer.swap_every,
                        "threads": torch.get_num_threads(),
                        "compile": relaxer.model.compiled, "commit": commit(),
                        **summarise(results, TARGETS[comp], time.perf_counter() - start), **steady,
@@ -344,19 +346,17 @@ def stopped(row: dict) -> str:
 
 
 def table(rows: list[dict]) -> str:
-    head = ("| composition | device | dtype | compile | batch | optimizer | inner | opening | relax/s | steady/s | "
-            "× LAMMPS core | median steps | "
-            "p90 | collapse | LAMMPS collapse | converged | GM | commit |")
+    head = ("| composition | device | dtype | compile | batch | optimizer | inner | opening | swap every | relax/s "
+            "| steady/s | × LAMMPS core | median steps | p90 | collapse | LAMMPS collapse | converged | GM | commit |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         lammps = f"{r['peer']['collapse_rate']:.1%}" if "peer" in r else ""
         lines.append(f"| {r['composition']} | {r['device']} | {r.get('dtype', 'float64')} | "
-                     f"{'yes' if r.get('compile') else ''} | {r['batch']} | "
-                     f"{r['optimizer']} | {r['inner']} | "
-                     f"{r.get('open', '1:1')} | "
-                     f"{r['relax_per_s']} | {r.get('steady_per_s', '')} | {r.get('ratio_vs_lammps', '')} | {r['median_steps']:.0f} | "
-                     f"{r['p90_steps']:.0f} | "
-                     f"{r['collapse_rate']:.1%} | {lammps} | {r['converged']}/{r['n']}{stopped(r)} | {r['gm']} | {r['commit']} |")
+                     f"{'yes' if r.get('compile') else ''} | {r['batch']} | {r['optimizer']} | {r['inner']} | "
+                     f"{r.get('open', '1:1')} | {r.get('swap_every', 5)} | {r['relax_per_s']} | "
+                     f"{r.get('steady_per_s', '')} | {r.get('ratio_vs_lammps', '')} | {r['median_steps']:.0f} | "
+                     f"{r['p90_steps']:.0f} | {r['collapse_rate']:.1%} | {lammps} | "
+                     f"{r['converged']}/{r['n']}{stopped(r)} | {r['gm']} | {r['commit']} |")
     return "\n".join(lines)
 
 
@@ -387,6 +387,7 @@ def main() -> None:
                      help="profile five seconds of the first row's steady window (torch.profiler)")
     rel.add_argument("--max-seconds", type=float, default=None,
                      help="stop each row after this long and report the relaxations finished by then")
+    rel.add_argument("--swap-every", type=int, nargs="+", default=[5], help="steps between refills of the batch")
     rel.add_argument("--compile", action="store_true", help="torch.compile the minimiser's model")
     rel.add_argument("--phases", action="store_true",
                      help="time each phase of a step (on a GPU a synchronisation per phase, which costs throughput)")
