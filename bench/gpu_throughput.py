@@ -387,7 +387,8 @@ def main() -> None:
                      help="profile five seconds of the first row's steady window (torch.profiler)")
     rel.add_argument("--max-seconds", type=float, default=None,
                      help="stop each row after this long and report the relaxations finished by then")
-    rel.add_argument("--swap-every", type=int, nargs="+", default=[5], help="steps between refills of the batch")
+    rel.add_argument("--swap-every", type=int, nargs="+", default=[None],
+                     help="steps between refills of the batch (default the relaxer's: 20 on a GPU, 5 on a CPU)")
     rel.add_argument("--compile", action="store_true", help="torch.compile the minimiser's model")
     rel.add_argument("--phases", action="store_true",
                      help="time each phase of a step (on a GPU a synchronisation per phase, which costs throughput)")

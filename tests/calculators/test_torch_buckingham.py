@@ -1,6 +1,8 @@
 """The torch engine against the published energies, LAMMPS, finite differences, and itself in batches (CPU)."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -155,6 +157,22 @@ def test_same_inputs_same_results_and_batch_neighbours_do_not_matter():
     mixed = relaxer.relax([other, base])[1]
     assert alone.energy_per_atom == again.energy_per_atom == mixed.energy_per_atom
     assert np.array_equal(alone.atoms.positions, mixed.atoms.positions)
+
+
+def test_finished_structures_leave_the_batch_at_refills_every_swap_every_steps():
+    """The refill schedule is the relaxer's ``swap_every`` (5 by default on a CPU, 20 on a GPU): a finished
+    structure stays frozen in the batch until the next refill, and the schedule does not change its path."""
+    atoms = gm("Y2O3").copy()
+    atoms.rattle(0.1, seed=3)
+    assert get_relaxer("torch-buckingham").swap_every == 5
+    results = {}
+    for every in (5, 8):
+        relaxer = get_relaxer("torch-buckingham", swap_every=every)
+        results[every] = relaxer.relax([atoms])[0]
+        assert results[every].ok
+        assert relaxer.stats["steps"] == every * math.ceil((results[every].steps + 1) / every)
+    assert results[5].steps == results[8].steps
+    assert results[5].energy_per_atom == pytest.approx(results[8].energy_per_atom, abs=1e-7)
 
 
 def test_failures_are_classified_not_hung():
