@@ -33,6 +33,7 @@ from rlcsp.exceptions import InvalidStructure, LibraryError, UnknownName
 
 OPTIMIZERS = ("fire", "lbfgs", "cg")
 HOLD = ("wells", "always", "never")  # whose atoms keep their fractional coordinates while the cell opens
+RELEASE_EVERY = 5  # steps between checks that a held structure's pairs have all left their wells
 
 
 class TorchRelaxer(Relaxer):
@@ -49,7 +50,7 @@ class TorchRelaxer(Relaxer):
     ``hold_atoms`` says whose atoms keep their fractional coordinates meanwhile: ``'wells'`` (the default) those of
     a structure that starts with a pair closer than the top of that pair's barrier (:meth:`Library.barrier`; lib2's
     O–O at 1.363 Å, Sr–O at 0.837 Å), which moving atoms would draw into the well; ``'always'``; ``'never'``.
-    A held structure moves its atoms again once the cell has pulled its last such pair out (checked at refills).
+    A held structure moves its atoms again once the cell has pulled its last such pair out (checked every 5 steps).
     Collapses on the same candidates on one core (bench/results/gpu_throughput.md): Y2O3, 64 candidates, 5 held in
     wells, 18 with the atoms moving, 4 under LAMMPS; SrY2O4, 256 candidates, 22 against LAMMPS' 30; Y2Ti2O7, 256
     candidates, 13 against 11. No Y2Ti2O7 candidate starts inside a well, so there ``'wells'`` is the moving atoms'
@@ -69,7 +70,8 @@ class TorchRelaxer(Relaxer):
     then relax as many candidates at once as there are walkers. A refill (retire, score, admit) costs a GPU more
     than a step of the whole batch (45 ms against 30 ms at batch 8192), so there ``swap_every`` defaults to 20
     steps instead of 5: Y2Ti2O7 candidates at batch 8192 on the H200, 482 → 544 relaxations/s steady (10: 498),
-    for finished structures that wait 7.5 steps longer on average.
+    for finished structures that wait 7.5 steps longer on average. Held atoms are released on their own schedule,
+    every 5 steps, so the refill schedule leaves every structure's path alone.
     """
 
     name = "torch"
@@ -89,7 +91,7 @@ class TorchRelaxer(Relaxer):
         gpu = torch.device(device).type == "cuda"
         compile = gpu if compile is None else compile  # a GPU's step is launch-bound, a CPU's is not
         batch_atoms = batch_atoms or (1 << 20 if gpu else 4096)  # on a GPU a fuller batch pays in steps per second
-        swap_every = swap_every or (20 if gpu else 5)  # a GPU's refill costs a few steps' time (the class docstring)
+        swap_every = swap_every or (20 if gpu else 5)  # a GPU's refill costs more than a step (the class docstring)
         self.exact = TorchBuckingham(library, accuracy=accuracy, device=device, dtype=dt, inner="gulp")
         self.model = TorchBuckingham(self.exact.library, accuracy=max(accuracy, min_accuracy), device=device,
                                      dtype=dt, inner=inner, skin=skin, cutoff=min(min_cutoff, self.exact.cutoff),
@@ -153,12 +155,12 @@ class TorchRelaxer(Relaxer):
         self.stats = {"steps": 0, "rebuilds": 0, "evaluations": 0}
         return TorchStream(self)
 
-    def _step(self, fl: Flight, swap: bool) -> None:
+    def _step(self, fl: Flight, swap: bool, release: bool) -> None:
         t = time.perf_counter()
         r, H, stale = self._check(fl, 0.5 if swap else 1.0)
         self._rebuild(fl, r, H, stale)
         now = Batch(r, H, fl.batch.species, fl.batch.system, fl.batch.counts)
-        if swap and self.hold_atoms == "wells" and bool(fl.hold.any()):  # released once out of every well
+        if release and self.hold_atoms == "wells" and bool(fl.hold.any()):  # released once out of every well
             fl.hold = fl.hold & self._hold(now, fl.nbrs)
         t = self._tick("neighbours_s", t)
         ev = self.model.evaluate(now, fl.nbrs)
@@ -344,7 +346,7 @@ class TorchRelaxer(Relaxer):
     def _hold(self, batch: Batch, nbrs: Neighbours) -> torch.Tensor:
         """Which structures open their cell with the atoms held [S]: under ``'wells'`` those with a pair closer
         than the top of its barrier (:meth:`Library.barrier`), which would fall into the well if it moved. Checked
-        at every refill (``swap_every`` steps; a pass over all pairs costs a fifth of an evaluation): the atoms move
+        every ``RELEASE_EVERY`` steps (a pass over all pairs costs a fifth of an evaluation): the atoms move
         again once the cell has pulled the last such pair out."""
         S = batch.n_systems
         if self.hold_atoms != "wells":
@@ -403,7 +405,7 @@ class TorchStream(RelaxStream):
                 r._tick("swap_s", t)
                 if self._ready or self._flight is None:
                     continue
-            r._step(self._flight, self._step % r.swap_every == 0)
+            r._step(self._flight, self._step % r.swap_every == 0, self._step % RELEASE_EVERY == 0)
             self._step += 1
         r.stats["steps"] = self._step
         ready, self._ready = self._ready, {}
