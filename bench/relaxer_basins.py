@@ -78,12 +78,12 @@ def relax_torch(relaxer, structures: list, label: str) -> list:
     return rows
 
 
-def save(path: Path, label: str, settings: dict, structures: list, rows: list, wall: float) -> None:
+def save(path: Path, label: str, settings: dict, structures: list, rows: list, wall: float, ran: str) -> None:
     comps = sorted({a.info.get("comp", "") for a in structures})
     OUT.mkdir(parents=True, exist_ok=True)
     out = OUT / f"{path.stem}_{label}.json"
     out.write_text(json.dumps({"file": path.name, "relaxer": label, "settings": settings, "composition": comps[0],
-                               "commit": commit(), "wall_s": round(wall, 1), "rows": rows}) + "\n")
+                               "commit": ran, "wall_s": round(wall, 1), "rows": rows}) + "\n")
     print(f"{out.relative_to(ROOT)}: {len(rows)} structures in {wall:.0f} s")
 
 
@@ -92,6 +92,7 @@ def relax(args: argparse.Namespace) -> None:
     structures of all of them finish together, at the end of one run."""
     from ase.io import read
 
+    ran = commit()  # the code that runs, whatever is committed meanwhile
     files = {path: read(path, index=":")[:args.n] for path in args.files}
     for path, structures in files.items():
         if len({a.info.get("comp") for a in structures}) != 1:
@@ -100,7 +101,7 @@ def relax(args: argparse.Namespace) -> None:
         for path, structures in files.items():
             start = time.perf_counter()
             rows = relax_cpu(args.relaxer, structures, args.workers)
-            save(path, args.relaxer, {"workers": args.workers}, structures, rows, time.perf_counter() - start)
+            save(path, args.relaxer, {"workers": args.workers}, structures, rows, time.perf_counter() - start, ran)
         return
     from rlcsp.calculators import get_relaxer
 
@@ -114,7 +115,7 @@ def relax(args: argparse.Namespace) -> None:
         settings = {"device": args.device, "optimizer": optimizer, "inner": inner, "hold_atoms": relaxer.hold_atoms,
                     "compile": relaxer.model.compiled, "files": [p.name for p in files]}  # wall_s: all files
         for path, structures in files.items():
-            save(path, label, settings, structures, rows[:len(structures)], wall)
+            save(path, label, settings, structures, rows[:len(structures)], wall, ran)
             rows = rows[len(structures):]
 
 

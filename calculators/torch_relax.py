@@ -71,7 +71,7 @@ class TorchRelaxer(Relaxer):
     than a step of the whole batch (45 ms against 30 ms at batch 8192), so there ``swap_every`` defaults to 20
     steps instead of 5: Y2Ti2O7 candidates at batch 8192 on the H200, 482 → 544 relaxations/s steady (10: 498),
     for finished structures that wait 7.5 steps longer on average. Held atoms are released on their own schedule,
-    every 5 steps, so the refill schedule leaves every structure's path alone.
+    every 5 steps, so the refill schedule does not decide where a structure ends.
     """
 
     name = "torch"
