@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "results" / "relaxer_basins"
 PEER = "lammps"
 GM_TOL, NEAR, SAME = 1e-5, 0.05, 1e-4  # eV/atom: at the GM, near it, the same minimum as the peer
+COLOURS = {"lammps": "k", "ase": "tab:grey", "lbfgs": "tab:blue", "cg": "tab:orange", "fire": "tab:red"}
 _relaxer = None  # one per worker process
 
 
@@ -126,7 +127,10 @@ def fisher(a: int, n_a: int, b: int, n_b: int) -> float:
 
 
 def summary(runs: dict[str, dict]) -> dict[str, dict]:
-    """Per relaxer of one file: rates, quantiles, and agreement with the peer (where it ran)."""
+    """Per relaxer of one file: rates, quantiles, and agreement with the peer (where it ran): Fisher exact p for
+    the counts, Mann-Whitney p for the converged energies, a sign test on the starts where they differ."""
+    from scipy.stats import binomtest, mannwhitneyu
+
     target = TARGETS[next(iter(runs.values()))["composition"]]
     peer = runs.get(PEER)
     out = {}
@@ -146,12 +150,21 @@ def summary(runs: dict[str, dict]) -> dict[str, dict]:
         if peer is not None and label != PEER and len(peer["rows"]) == n:
             both = [(r[0], p[0]) for r, p in zip(rows, peer["rows"]) if r[0] is not None and p[0] is not None]
             p = summary_counts(peer["rows"], target)
-            s.update(both=len(both), same=sum(abs(a - b) < SAME for a, b in both),
-                     lower=sum(a < b - SAME for a, b in both), higher=sum(a > b + SAME for a, b in both),
+            lower, higher = sum(a < b - SAME for a, b in both), sum(a > b + SAME for a, b in both)
+            theirs = [r[0] for r in peer["rows"] if r[0] is not None]
+            s.update(both=len(both), same=sum(abs(a - b) < SAME for a, b in both), lower=lower, higher=higher,
+                     p_sign=float(binomtest(lower, lower + higher).pvalue) if lower + higher else 1.0,
+                     p_energy=float(mannwhitneyu(*_ties(energies, theirs)).pvalue) if len(energies) and theirs else 1.0,
                      p_collapses=fisher(s["collapses"], n, p["collapses"], n), p_gm=fisher(s["gm"], n, p["gm"], n),
                      p_near=fisher(s["near"], n, p["near"], n))
         out[label] = s
     return out
+
+
+def _ties(*energies) -> list[np.ndarray]:
+    """Energies to the same-minimum resolution: two engines' values of one minimum differ in the last digits,
+    which a rank test would otherwise read as a systematic difference."""
+    return [np.round(np.asarray(e) / SAME) for e in energies]
 
 
 def summary_counts(rows: list, target: float) -> dict[str, int]:
@@ -166,15 +179,15 @@ def _p(s: dict, key: str) -> str:
 
 def markdown(tables: dict[str, dict]) -> str:
     lines = ["| structures | relaxer | converged | collapses | other failures | E p10 / median / p90 (eV/atom) | GM "
-             "| within 0.05 | same minimum as LAMMPS | lower / higher | median steps | commit |",
+             "| within 0.05 | same minimum as LAMMPS | lower / higher than LAMMPS | median steps | commit |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, runs in tables.items():
         for label, s in runs.items():
             n = s["n"]
             other = ", ".join(f"{k} {v}" for k, v in s["failures"].items() if k != "exploded") or "0"
-            q = " / ".join(f"{x:.3f}" for x in s["quantiles"]) if s["quantiles"] else "-"
+            q = " / ".join(f"{x:.3f}" for x in s["quantiles"]) + _p(s, "p_energy") if s["quantiles"] else "-"
             same = f"{s['same']} of {s['both']}" if "same" in s else "-"
-            updown = f"{s['lower']} / {s['higher']}" if "lower" in s else "-"
+            updown = f"{s['lower']} / {s['higher']}{_p(s, 'p_sign')}" if "lower" in s else "-"
             lines.append(f"| {name} ({n}) | {label} | {100 * s['converged'] / n:.1f} % | "
                          f"{100 * s['collapses'] / n:.1f} %{_p(s, 'p_collapses')} | {other} | {q} | "
                          f"{s['gm']}{_p(s, 'p_gm')} | {s['near']}{_p(s, 'p_near')} | {same} | {updown} | "
@@ -194,8 +207,10 @@ def plot(tables: dict[str, dict], path: Path) -> None:
         target = TARGETS[next(iter(runs.values()))["composition"]]
         for label, run in runs.items():
             e = np.sort([r[0] for r in run["rows"] if r[0] is not None])
+            kind = label.split("-")  # colour by optimiser, dashed for GULP's convention below 1.2 Å
             ax.step(e - target, np.arange(1, len(e) + 1) / len(run["rows"]), where="post", label=label,
-                    lw=2.0 if label == PEER else 1.0)
+                    lw=2.0 if label == PEER else 1.0, color=COLOURS.get(kind[1] if len(kind) > 1 else label, "k"),
+                    ls="--" if kind[-1] == "gulp" else "-")
         ax.set_xlim(0, 1.0)
         ax.set(title=name, xlabel="energy above the GM (eV/atom)", ylabel="share of starts reaching it")
         ax.legend(fontsize=7)
@@ -217,8 +232,9 @@ def report(_: argparse.Namespace) -> None:
     print(text)
     (OUT / "summary.json").write_text(json.dumps(tables, indent=1) + "\n")
     (OUT.parent / "relaxer_basins.md").write_text(
-        "Basin statistics: every relaxer on the same starts (bench/relaxer_basins.py; p: Fisher exact against "
-        "LAMMPS; same minimum: both converged within 1e-4 eV/atom)\n\n" + text)
+        "Basin statistics: every relaxer on the same starts (bench/relaxer_basins.py). p against LAMMPS: Fisher "
+        "exact for counts, Mann-Whitney for the converged energies, a sign test for lower / higher; same minimum: "
+        "both converged within 1e-4 eV/atom.\n\n" + text)
     plot({n: runs[n] for n in runs}, OUT.parent / "relaxer_basins.png")
 
 
