@@ -28,12 +28,12 @@ from pathlib import Path
 
 import numpy as np
 
-from gpu_throughput import TARGETS, commit  # this folder is the script's sys.path[0]
+from gpu_throughput import SAME, TARGETS, commit  # this folder is the script's sys.path[0]
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "results" / "relaxer_basins"
 PEER = "lammps"
-GM_TOL, NEAR, SAME = 1e-5, 0.05, 1e-4  # eV/atom: at the GM, near it, the same minimum as the peer
+GM_TOL, NEAR = 1e-5, 0.05  # eV/atom: at the GM, near it (the same minimum as the peer: SAME, 1e-4)
 COLOURS = {"lammps": "k", "ase": "tab:grey", "lbfgs": "tab:blue", "cg": "tab:orange", "fire": "tab:red"}
 _relaxer = None  # one per worker process
 
@@ -126,38 +126,44 @@ def fisher(a: int, n_a: int, b: int, n_b: int) -> float:
     return float(fisher_exact([[a, n_a - a], [b, n_b - b]])[1])
 
 
+def counts(run: dict, target: float) -> dict:
+    """One relaxer's rates and quantiles on one file."""
+    rows = run["rows"]
+    energies = [r[0] for r in rows if r[0] is not None]
+    failures: dict[str, int] = {}
+    for r in rows:
+        if r[1]:
+            failures[r[1]] = failures.get(r[1], 0) + 1
+    return {"n": len(rows), "converged": len(energies), "failures": failures,
+            "collapses": failures.get("exploded", 0), "gm": sum(e <= target + GM_TOL for e in energies),
+            "near": sum(e <= target + NEAR for e in energies),
+            "quantiles": [round(float(q), 4) for q in np.quantile(energies, [0.1, 0.5, 0.9])] if energies else None,
+            "median_steps": float(np.median([r[2] for r in rows])), "wall_s": run["wall_s"], "commit": run["commit"],
+            "settings": run["settings"]}
+
+
 def summary(runs: dict[str, dict]) -> dict[str, dict]:
     """Per relaxer of one file: rates, quantiles, and agreement with the peer (where it ran): Fisher exact p for
     the counts, Mann-Whitney p for the converged energies, a sign test on the starts where they differ."""
     from scipy.stats import binomtest, mannwhitneyu
 
     target = TARGETS[next(iter(runs.values()))["composition"]]
-    peer = runs.get(PEER)
-    out = {}
+    out = {label: counts(run, target) for label, run in runs.items()}
+    if PEER not in runs:
+        return out
+    theirs = runs[PEER]["rows"]
+    peer, n = out[PEER], len(theirs)
     for label, run in runs.items():
-        rows = run["rows"]
-        n = len(rows)
-        energies = np.array([r[0] for r in rows if r[0] is not None])
-        failures: dict[str, int] = {}
-        for r in rows:
-            if r[1]:
-                failures[r[1]] = failures.get(r[1], 0) + 1
-        s = {"n": n, "converged": len(energies), "failures": failures, "collapses": failures.get("exploded", 0),
-             "gm": int((energies <= target + GM_TOL).sum()), "near": int((energies <= target + NEAR).sum()),
-             "quantiles": [round(float(q), 4) for q in np.quantile(energies, [0.1, 0.5, 0.9])] if len(energies)
-             else None, "median_steps": float(np.median([r[2] for r in rows])), "wall_s": run["wall_s"],
-             "commit": run["commit"], "settings": run["settings"]}
-        if peer is not None and label != PEER and len(peer["rows"]) == n:
-            both = [(r[0], p[0]) for r, p in zip(rows, peer["rows"]) if r[0] is not None and p[0] is not None]
-            p = summary_counts(peer["rows"], target)
-            lower, higher = sum(a < b - SAME for a, b in both), sum(a > b + SAME for a, b in both)
-            theirs = [r[0] for r in peer["rows"] if r[0] is not None]
-            s.update(both=len(both), same=sum(abs(a - b) < SAME for a, b in both), lower=lower, higher=higher,
-                     p_sign=float(binomtest(lower, lower + higher).pvalue) if lower + higher else 1.0,
-                     p_energy=float(mannwhitneyu(*_ties(energies, theirs)).pvalue) if len(energies) and theirs else 1.0,
-                     p_collapses=fisher(s["collapses"], n, p["collapses"], n), p_gm=fisher(s["gm"], n, p["gm"], n),
-                     p_near=fisher(s["near"], n, p["near"], n))
-        out[label] = s
+        s = out[label]
+        if label == PEER or s["n"] != n:
+            continue
+        both = [(r[0], t[0]) for r, t in zip(run["rows"], theirs) if r[0] is not None and t[0] is not None]
+        lower, higher = sum(a < b - SAME for a, b in both), sum(a > b + SAME for a, b in both)
+        mine, peers = ([r[0] for r in rows if r[0] is not None] for rows in (run["rows"], theirs))
+        s.update(both=len(both), same=sum(abs(a - b) < SAME for a, b in both), lower=lower, higher=higher,
+                 p_sign=float(binomtest(lower, lower + higher).pvalue) if lower + higher else 1.0,
+                 p_energy=float(mannwhitneyu(*_ties(mine, peers)).pvalue) if mine and peers else 1.0,
+                 **{f"p_{key}": fisher(s[key], n, peer[key], n) for key in ("collapses", "gm", "near")})
     return out
 
 
@@ -165,12 +171,6 @@ def _ties(*energies) -> list[np.ndarray]:
     """Energies to the same-minimum resolution: two engines' values of one minimum differ in the last digits,
     which a rank test would otherwise read as a systematic difference."""
     return [np.round(np.asarray(e) / SAME) for e in energies]
-
-
-def summary_counts(rows: list, target: float) -> dict[str, int]:
-    return {"collapses": sum(r[1] == "exploded" for r in rows),
-            "gm": sum(r[0] is not None and r[0] <= target + GM_TOL for r in rows),
-            "near": sum(r[0] is not None and r[0] <= target + NEAR for r in rows)}
 
 
 def _p(s: dict, key: str) -> str:
