@@ -37,6 +37,7 @@ class Flight:
     dmin: torch.Tensor
     state: FireState | LbfgsState | CgState
     index: list[int]  # input position of each structure
+    held: bool  # on the host: whether any structure may still be held, so that a release check can find one
 
     def positions(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Current Cartesian positions and cells: r = u·Fᵀ, H = H0·Fᵀ."""
@@ -53,7 +54,7 @@ class Flight:
         zeros = lambda dtype=dt: torch.zeros(S, dtype=dtype, device=dev)  # noqa: E731
         return cls(batch, nbrs, batch.positions.clone(), eye, batch.cells.clone(), batch.positions.clone(),
                    batch.cells.clone(), -inner, zeros(), zeros(torch.bool), hold, zeros(torch.long), zeros(torch.bool),
-                   zeros(torch.long), zeros(), zeros(), state, list(index))
+                   zeros(torch.long), zeros(), zeros(), state, list(index), bool(hold.any()))
 
     def take(self, keep: torch.Tensor) -> Flight:
         """The structures under ``keep``, renumbered."""
@@ -70,7 +71,7 @@ class Flight:
         fields = {name: getattr(self, name)[sys_idx] for name in per_sys}
         return Flight(batch=batch, nbrs=self.nbrs.remap(atom_map, sys_map), u=self.u[atom_idx],
                       r_ref=self.r_ref[atom_idx], state=self.state.take(atom_idx, sys_idx),
-                      index=[self.index[s] for s in sys_idx.tolist()], **fields)
+                      index=[self.index[s] for s in sys_idx.tolist()], held=self.held, **fields)
 
     def merge(self, b: Flight) -> Flight:
         """One flight from two; ``b``'s atoms and structures are numbered after this one's."""
@@ -86,4 +87,4 @@ class Flight:
                "dmin", "F")
         fields = {name: cat([getattr(a, name), getattr(b, name)]) for name in per}
         return Flight(batch=batch, nbrs=a.nbrs.join(shifted), state=a.state.join(b.state),
-                      index=a.index + b.index, **fields)
+                      index=a.index + b.index, held=a.held or b.held, **fields)

@@ -160,8 +160,9 @@ class TorchRelaxer(Relaxer):
         r, H, stale = self._check(fl, 0.5 if swap else 1.0)
         self._rebuild(fl, r, H, stale)
         now = Batch(r, H, fl.batch.species, fl.batch.system, fl.batch.counts)
-        if release and self.hold_atoms == "wells" and bool(fl.hold.any()):  # released once out of every well
+        if release and self.hold_atoms == "wells" and fl.held:  # released once out of every well
             fl.hold = fl.hold & self._hold(now, fl.nbrs)
+            fl.held = bool(fl.hold.any())  # a host synchronisation only while some structure is held
         t = self._tick("neighbours_s", t)
         ev = self.model.evaluate(now, fl.nbrs)
         t = self._tick("evaluate_s", t)
