@@ -40,7 +40,6 @@ RESULTS = ROOT / "bench" / "results"
 TARGETS = {"y2ti2o7": -35.153743, "sry2o4": -24.428313, "y2o3": -27.394619}
 SAME = 1e-4  # eV/atom: two relaxers reached the same minimum
 HELD = {"wells": "wells", "cell": "always", "joint": "never"}  # --open's suffix: TorchRelaxer's hold_atoms
-PREBUILD = {"default": None, "on": True, "off": False}  # --prebuild: TorchRelaxer's prebuild
 SAMPLE_S = 5.0  # seconds between counts of the walkers' stored steps
 
 
@@ -124,13 +123,13 @@ def relax(args: argparse.Namespace) -> None:
         for batch, limit in zip(args.batch, limits * len(args.batch) if len(limits) == 1 else limits):
             size = max(batch, limit or batch)
             pool = (structures * (1 + size // len(structures)))[:size]
-            for optimizer, inner, opening, swap, pre in itertools.product(args.optimizers, args.inner, args.open,
-                                                                          args.swap_every, args.prebuild):
+            for optimizer, inner, opening, swap in itertools.product(args.optimizers, args.inner, args.open,
+                                                                     args.swap_every):
                 factor, gpa, held = (opening + ":wells").split(":")[:3]
                 relaxer = TorchRelaxer(device=args.device, dtype=args.dtype, optimizer=optimizer, inner=inner,
                                        batch_size=batch, batch_atoms=batch * 80, open_factor=float(factor),
                                        open_gpa=float(gpa), hold_atoms=HELD[held], swap_every=swap,
-                                       compile=args.compile, timed=args.phases, prebuild=PREBUILD[pre])
+                                       compile=args.compile, timed=args.phases)
                 if args.device == "cuda" or args.compile:
                     warm = time.perf_counter()
                     relaxer.relax(pool[:8])  # warm-up: CUDA context and kernels, or compilation
@@ -145,7 +144,7 @@ def relax(args: argparse.Namespace) -> None:
                 row = {"composition": comp, "device": args.device, "dtype": args.dtype, "batch": batch,
                        "optimizer": optimizer, "memory": relaxer.memory if optimizer == "lbfgs" else None,
                        "inner": inner, "open": f"{factor}:{gpa}:{held}",  # older rows without a suffix: joint
-                       "swap_every": relaxer.swap_every, "prebuild": relaxer.prebuild,
+                       "swap_every": relaxer.swap_every,
                        "threads": torch.get_num_threads(),
                        "compile": relaxer.model.compiled, "commit": commit(),
                        **summarise(results, TARGETS[comp], time.perf_counter() - start), **steady,
@@ -347,16 +346,14 @@ def stopped(row: dict) -> str:
 
 
 def table(rows: list[dict]) -> str:
-    head = ("| composition | device | dtype | compile | batch | optimizer | inner | opening | swap every | prebuild "
-            "| relax/s "
+    head = ("| composition | device | dtype | compile | batch | optimizer | inner | opening | swap every | relax/s "
             "| steady/s | × LAMMPS core | median steps | p90 | collapse | LAMMPS collapse | converged | GM | commit |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         lammps = f"{r['peer']['collapse_rate']:.1%}" if "peer" in r else ""
         lines.append(f"| {r['composition']} | {r['device']} | {r.get('dtype', 'float64')} | "
                      f"{'yes' if r.get('compile') else ''} | {r['batch']} | {r['optimizer']} | {r['inner']} | "
-                     f"{r.get('open', '1:1')} | {r.get('swap_every', 5)} | {'yes' if r.get('prebuild') else ''} | "
-                     f"{r['relax_per_s']} | "
+                     f"{r.get('open', '1:1')} | {r.get('swap_every', 5)} | {r['relax_per_s']} | "
                      f"{r.get('steady_per_s', '')} | {r.get('ratio_vs_lammps', '')} | {r['median_steps']:.0f} | "
                      f"{r['p90_steps']:.0f} | {r['collapse_rate']:.1%} | {lammps} | "
                      f"{r['converged']}/{r['n']}{stopped(r)} | {r['gm']} | {r['commit']} |")
@@ -392,9 +389,6 @@ def main() -> None:
                      help="stop each row after this long and report the relaxations finished by then")
     rel.add_argument("--swap-every", type=int, nargs="+", default=[None],
                      help="steps between refills of the batch (default the relaxer's: 20 on a GPU, 5 on a CPU)")
-    rel.add_argument("--prebuild", nargs="+", default=["default"], choices=list(PREBUILD),
-                     help="rebuild pair lists past half the skin after each step (on a GPU beside the next "
-                          "evaluation); default: the relaxer's (on for a GPU)")
     rel.add_argument("--compile", action="store_true", help="torch.compile the minimiser's model")
     rel.add_argument("--phases", action="store_true",
                      help="time each phase of a step (on a GPU a synchronisation per phase, which costs throughput)")

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from rlcsp.calculators.torch_buckingham import Batch, Neighbours, TorchBuckingham
+from rlcsp.calculators.torch_buckingham import Batch, Neighbours
 from rlcsp.calculators.torch_linalg import matmul3, vecmat
 from rlcsp.calculators.torch_optim import CgState, FireState, LbfgsState
 
@@ -55,28 +55,6 @@ class Flight:
         return cls(batch, nbrs, batch.positions.clone(), eye, batch.cells.clone(), batch.positions.clone(),
                    batch.cells.clone(), -inner, zeros(), zeros(torch.bool), hold, zeros(torch.long), zeros(torch.bool),
                    zeros(torch.long), zeros(), zeros(), state, list(index), bool(hold.any()))
-
-    def rebuild(self, model: TorchBuckingham, r: torch.Tensor, H: torch.Tensor, stale: torch.Tensor) -> int:
-        """New pair lists for the ``stale`` structures [S] (bool) at positions ``r`` and cells ``H``, the others'
-        kept; returns how many were rebuilt."""
-        sys_idx = torch.nonzero(stale).squeeze(1)  # one host synchronisation tells whether and which
-        if len(sys_idx) == 0:
-            return 0
-        b = self.batch
-        atom_mask = stale[b.system]
-        atom_idx = torch.nonzero(atom_mask).squeeze(1)
-        sub = Batch(r[atom_idx], H[sys_idx], b.species[atom_idx],
-                    torch.cumsum(stale.long(), 0)[b.system[atom_idx]] - 1, b.counts[sys_idx])
-        fresh = model.neighbours(sub).remap(atom_idx, sys_idx)
-        keep_sys = torch.where(stale, -1, torch.arange(len(stale), device=r.device))
-        self.nbrs = self.nbrs.remap(torch.arange(len(r), device=r.device), keep_sys).join(fresh)
-        self.r_ref = torch.where(atom_mask[:, None], r, self.r_ref)
-        self.H_ref = torch.where(stale[:, None, None], H, self.H_ref)
-        return len(sys_idx)
-
-    def lists(self) -> list[torch.Tensor]:
-        """The tensors a rebuild replaces: the pair lists and the positions and cells they were built at."""
-        return [*vars(self.nbrs).values(), self.r_ref, self.H_ref]
 
     def take(self, keep: torch.Tensor) -> Flight:
         """The structures under ``keep``, renumbered."""

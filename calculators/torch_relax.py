@@ -84,8 +84,7 @@ class TorchRelaxer(Relaxer):
                  min_cutoff: float = 8.0, min_accuracy: float = 1e-6, tighten: float = 0.5, cell_factor: float = 1.0,
                  open_factor: float = 0.05, open_gpa: float = 1.0, hold_atoms: str = "wells",
                  max_volume: float = 200.0, cg_cycles: int = 50,
-                 cg_maxstep: float = 0.1, memory: int = 120, compile: bool | None = None,
-                 prebuild: bool | None = None, timed: bool = False):
+                 cg_maxstep: float = 0.1, memory: int = 120, compile: bool | None = None, timed: bool = False):
         if optimizer not in OPTIMIZERS:
             raise UnknownName("torch optimizer", optimizer, list(OPTIMIZERS))
         dt = getattr(torch, dtype)
@@ -115,8 +114,6 @@ class TorchRelaxer(Relaxer):
         self.timed = timed
         self.memory = memory  # L-BFGS pairs: at 3N + 9 or more, BFGS itself
         self.device = self.model.device
-        self.prebuild = gpu if prebuild is None else prebuild
-        self._side = torch.cuda.Stream(self.device) if self.prebuild and gpu else None  # the prebuild's stream
         # the tensor work around the model's evaluation too: eagerly, hundreds of small kernel launches a step. On a
         # CPU the captured graphs run eagerly (aot_eager): inductor's C++ code for the optimiser step crashes
         # (torch 2.13), and a CPU has no launches to save
@@ -160,52 +157,26 @@ class TorchRelaxer(Relaxer):
 
     def _step(self, fl: Flight, swap: bool, release: bool) -> None:
         t = time.perf_counter()
-        r, H, stale, near = self._check(fl)
-        self.stats["rebuilds"] += fl.rebuild(self.model, r, H, near if swap else stale)
+        r, H, stale = self._check(fl, 0.5 if swap else 1.0)
+        self._rebuild(fl, r, H, stale)
         now = Batch(r, H, fl.batch.species, fl.batch.system, fl.batch.counts)
         if release and self.hold_atoms == "wells" and fl.held:  # released once out of every well
             fl.hold = fl.hold & self._hold(now, fl.nbrs)
             fl.held = bool(fl.hold.any())  # a host synchronisation only while some structure is held
-        later = near & ~stale  # before the event: the prebuild's stream reads it
-        ready = None if self._side is None else torch.cuda.current_stream(self.device).record_event()
         t = self._tick("neighbours_s", t)
         ev = self.model.evaluate(now, fl.nbrs)
         t = self._tick("evaluate_s", t)
         self.stats["evaluations"] += 1
         self._advance(fl, ev, H)
-        t = self._tick("optimizer_s", t)
-        if self.prebuild and not swap:
-            self._prebuild(fl, r, H, later, ready)
-            self._tick("prebuild_s", t)
+        self._tick("optimizer_s", t)
 
-    def _prebuild(self, fl: Flight, r: torch.Tensor, H: torch.Tensor, near: torch.Tensor,
-                  ready: torch.cuda.Event | None) -> None:
-        """Rebuild the lists that used up half the skin at this step's positions, for the steps to come.
-
-        On a GPU this runs on a second stream while the main one evaluates and steps the batch: the builder's
-        host synchronisations then wait only for its own small kernels, and its hundreds of launches overlap
-        the evaluation instead of following it. The lists are exact either way (each is checked against the
-        positions it was built at), so only the order of sums, not the path, can differ from rebuilding later.
-        """
-        if self._side is None:
-            self.stats["rebuilds"] += fl.rebuild(self.model, r, H, near)
-            return
-        main = torch.cuda.current_stream(self.device)
-        self._side.wait_event(ready)  # r and H exist; the evaluation queued after them may still run
-        with torch.cuda.stream(self._side):
-            self.stats["rebuilds"] += fl.rebuild(self.model, r, H, near)
-        for t in fl.lists():
-            t.record_stream(main)  # made on the side stream, read on the main one from the next step
-        self._side.synchronize()  # until then the main stream's tensors it reads stay allocated
-
-    def _stale(self, fl: Flight) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Current positions and cells, the structures whose pair lists used up the skin, and those past half.
+    def _stale(self, fl: Flight, share: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Current positions and cells, and the structures whose pair lists used up ``share`` of the skin.
 
         A list is exact until its structure has used the whole skin; rebuilding the ones past half of it at swap
-        steps gathers most rebuilds into a few large calls, since each call costs more in launches than in
-        arithmetic; between swaps only the lists about to break are rebuilt at once, and with ``prebuild`` those
-        past half after the step. A structure whose cell blew up or went flat is failed here as exploded: its
-        list would need a vast image range.
+        steps (share 0.5) gathers most rebuilds into a few large calls, since each call costs more in launches
+        than in arithmetic; between swaps only the lists about to break are rebuilt (share 1). A structure whose
+        cell blew up or went flat is failed here as exploded: its list would need a vast image range.
         """
         r, H = fl.positions()
         S, rc, skin = fl.batch.n_systems, self.model.cutoff, self.model.skin
@@ -217,13 +188,29 @@ class TorchRelaxer(Relaxer):
         top, bottom = singular_extremes(M)
         affine = vecmat(fl.r_ref, M[fl.batch.system])
         disp = segment_max(torch.linalg.norm(r - affine, dim=1), fl.batch.system, S)
-        moved, grown = 2.0 * disp + (1.0 - bottom).clamp(min=0.0) * (rc + skin), (top - 1.0) * rc
+        stale = ((2.0 * disp + (1.0 - bottom).clamp(min=0.0) * (rc + skin) > share * skin)
+                 | ((top - 1.0) * rc > share * skin))
         images = (2 * self.model.image_ranges(H) + 1).prod(1)
         broken = ~fl.done & ((images > 20000) | (det3(H).abs() > self.max_volume * fl.batch.counts))
         fl.reason = torch.where(broken, 1, fl.reason)
         fl.done = fl.done | broken
-        live = ~fl.done
-        return r, H, ((moved > skin) | (grown > skin)) & live, ((moved > 0.5 * skin) | (grown > 0.5 * skin)) & live
+        return r, H, stale & ~fl.done
+
+    def _rebuild(self, fl: Flight, r: torch.Tensor, H: torch.Tensor, stale: torch.Tensor) -> None:
+        """New pair lists for the ``stale`` structures [S] (bool), the others' kept."""
+        sys_idx = torch.nonzero(stale).squeeze(1)  # one host synchronisation tells whether and which
+        if len(sys_idx) == 0:
+            return
+        self.stats["rebuilds"] += len(sys_idx)
+        atom_mask = stale[fl.batch.system]
+        atom_idx = torch.nonzero(atom_mask).squeeze(1)
+        sub = Batch(r[atom_idx], H[sys_idx], fl.batch.species[atom_idx],
+                    torch.cumsum(stale.long(), 0)[fl.batch.system[atom_idx]] - 1, fl.batch.counts[sys_idx])
+        fresh = self.model.neighbours(sub).remap(atom_idx, sys_idx)
+        keep_sys = torch.where(stale, -1, torch.arange(len(stale), device=r.device))
+        fl.nbrs = fl.nbrs.remap(torch.arange(len(r), device=r.device), keep_sys).join(fresh)
+        fl.r_ref = torch.where(atom_mask[:, None], r, fl.r_ref)
+        fl.H_ref = torch.where(stale[:, None, None], H, fl.H_ref)
 
     def _move(self, fl: Flight, ev: Evaluation, H: torch.Tensor) -> None:
         """From one evaluation: retire the structures that finished, and move the others one optimiser step."""
