@@ -113,7 +113,15 @@ class Database:
                                              uri=True, timeout=60.0, isolation_level=None)
                 return
             self._conn = sqlite3.connect(path, timeout=60.0, isolation_level=None)
-            self._conn.execute("PRAGMA journal_mode=WAL")
+            deadline = time.monotonic() + 60.0
+            while True:  # two processes opening a new file together: the switch to WAL fails at once, unwaited
+                try:
+                    self._conn.execute("PRAGMA journal_mode=WAL")
+                    break
+                except sqlite3.OperationalError as err:
+                    if "locked" not in str(err) or time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.05)
             self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.execute("PRAGMA foreign_keys=ON")
             return
