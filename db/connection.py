@@ -18,6 +18,8 @@ from urllib.parse import unquote, urlparse
 
 from rlcsp.exceptions import RlcspError
 
+SQLITE_WAIT_S = 60.0  # how long a SQLite connection waits for another's lock, the switch to WAL included
+
 
 class StoreError(RlcspError):
     """The database cannot be used as configured (bad URL, credentials, unreachable, newer schema)."""
@@ -110,10 +112,10 @@ class Database:
                 # behind; with one, a plain read-only connection sees its committed steps.
                 live = Path(f"{path}-wal").exists()
                 self._conn = sqlite3.connect(f"{path.resolve().as_uri()}?{'mode=ro' if live else 'immutable=1'}",
-                                             uri=True, timeout=60.0, isolation_level=None)
+                                             uri=True, timeout=SQLITE_WAIT_S, isolation_level=None)
                 return
-            self._conn = sqlite3.connect(path, timeout=60.0, isolation_level=None)
-            deadline = time.monotonic() + 60.0
+            self._conn = sqlite3.connect(path, timeout=SQLITE_WAIT_S, isolation_level=None)
+            deadline = time.monotonic() + SQLITE_WAIT_S
             while True:  # two processes opening a new file together: the switch to WAL fails at once, unwaited
                 try:
                     self._conn.execute("PRAGMA journal_mode=WAL")
