@@ -40,6 +40,7 @@ RESULTS = ROOT / "bench" / "results"
 TARGETS = {"y2ti2o7": -35.153743, "sry2o4": -24.428313, "y2o3": -27.394619}
 SAME = 1e-4  # eV/atom: two relaxers reached the same minimum
 HELD = {"wells": "wells", "cell": "always", "joint": "never"}  # --open's suffix: TorchRelaxer's hold_atoms
+GRAPHS = {"auto": None, "on": True, "off": False}  # --graphs: TorchRelaxer's graphs
 SAMPLE_S = 5.0  # seconds between counts of the walkers' stored steps
 
 
@@ -123,13 +124,13 @@ def relax(args: argparse.Namespace) -> None:
         for batch, limit in zip(args.batch, limits * len(args.batch) if len(limits) == 1 else limits):
             size = max(batch, limit or batch)
             pool = (structures * (1 + size // len(structures)))[:size]
-            for optimizer, inner, opening, swap in itertools.product(args.optimizers, args.inner, args.open,
-                                                                     args.swap_every):
+            for optimizer, inner, opening, swap, graphs in itertools.product(args.optimizers, args.inner, args.open,
+                                                                             args.swap_every, args.graphs):
                 factor, gpa, held = (opening + ":wells").split(":")[:3]
                 relaxer = TorchRelaxer(device=args.device, dtype=args.dtype, optimizer=optimizer, inner=inner,
                                        batch_size=batch, batch_atoms=batch * 80, open_factor=float(factor),
                                        open_gpa=float(gpa), hold_atoms=HELD[held], swap_every=swap,
-                                       compile=args.compile, timed=args.phases)
+                                       compile=args.compile, timed=args.phases, graphs=GRAPHS[graphs])
                 if args.device == "cuda" or args.compile:
                     warm = time.perf_counter()
                     relaxer.relax(pool[:8])  # warm-up: CUDA context and kernels, or compilation
@@ -144,11 +145,12 @@ def relax(args: argparse.Namespace) -> None:
                 row = {"composition": comp, "device": args.device, "dtype": args.dtype, "batch": batch,
                        "optimizer": optimizer, "memory": relaxer.memory if optimizer == "lbfgs" else None,
                        "inner": inner, "open": f"{factor}:{gpa}:{held}",  # older rows without a suffix: joint
-                       "swap_every": relaxer.swap_every,
+                       "swap_every": relaxer.swap_every, "graphs": relaxer.graphs, "spare": relaxer.spare,
                        "threads": torch.get_num_threads(),
                        "compile": relaxer.model.compiled, "commit": commit(),
                        **summarise(results, TARGETS[comp], time.perf_counter() - start), **steady,
                        "engine_steps": relaxer.stats["steps"], "pair_rebuilds": relaxer.stats["rebuilds"],
+                       "relayouts": relaxer.stats["relayouts"], "captures": relaxer.stats["captures"],
                        "phases": args.phases,  # rows before 2026-12-04 synchronised at every phase on a GPU
                        "time_s": {k: round(v, 2) for k, v in relaxer.stats.items()
                                   if k.endswith("_s") and (args.phases or k == "wall_s")}}
@@ -390,6 +392,8 @@ def main() -> None:
     rel.add_argument("--swap-every", type=int, nargs="+", default=[None],
                      help="steps between refills of the batch (default the relaxer's: 20 on a GPU, 5 on a CPU)")
     rel.add_argument("--compile", action="store_true", help="torch.compile the minimiser's model")
+    rel.add_argument("--graphs", nargs="+", default=["auto"], choices=list(GRAPHS),
+                     help="steps between refills as CUDA graphs (auto: on a GPU when compiled)")
     rel.add_argument("--phases", action="store_true",
                      help="time each phase of a step (on a GPU a synchronisation per phase, which costs throughput)")
     rel.add_argument("--peer", action="store_true", help="also LammpsRelaxer on one core, same candidates")

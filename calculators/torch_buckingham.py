@@ -27,6 +27,7 @@ from ase.calculators.calculator import Calculator, all_changes
 
 from rlcsp.calculators.library import GULP_COULOMB, Library, load_library
 from rlcsp.calculators.torch_linalg import det3, inv3, matmul3, segment_ranges, vecmat
+from rlcsp.calculators.torch_slots import inert_rows, padded
 from rlcsp.exceptions import CalculatorFailed, InvalidStructure, LibraryError
 
 
@@ -219,8 +220,9 @@ class TorchBuckingham:
         return torch.floor((self.cutoff + self.skin) * torch.linalg.norm(inv3(cells), dim=1) + 0.5).long()
 
     @torch.no_grad()
-    def neighbours(self, batch: Batch, chunk: int | None = None) -> Neighbours:
-        """Pairs within cutoff + skin over every image each structure needs, and its Ewald k-vectors.
+    def neighbours(self, batch: Batch, chunk: int | None = None, spare: float = 0.0) -> Neighbours:
+        """Pairs within cutoff + skin over every image each structure needs, and its Ewald k-vectors; with
+        ``spare`` > 0, each structure's ranges have room for that many more (:mod:`torch_slots`).
 
         Image ranges follow from each cell's plane spacings, so cutoffs longer than the cell work; the
         fractional difference is first rounded to the nearest image, so unwrapped positions work too.
@@ -230,6 +232,10 @@ class TorchBuckingham:
         chunk = chunk or (1 << 25 if self.device.type == "cuda" else 1 << 22)
         i, j, shift, s_idx = self._pairs(batch, counts, reach, chunk)
         m, k_system = self._kvectors(batch.cells)
+        if spare > 0:
+            S, first = batch.n_systems, segment_ranges(batch.counts)[:-1]
+            s_idx, (i, j, shift) = padded(s_idx, S, spare, [i, j, shift], [first, first, inert_rows(S, shift)])
+            k_system, (m,) = padded(k_system, S, spare, [m], [inert_rows(S, m)])
         # every atom of a structure against every k-vector of the same structure
         k_counts = torch.bincount(k_system, minlength=batch.n_systems)
         ptr, k_ptr = segment_ranges(batch.counts), segment_ranges(k_counts)

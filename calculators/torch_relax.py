@@ -26,7 +26,9 @@ from rlcsp.calculators.library import Library
 from rlcsp.calculators.relax import FailureReason, RelaxResult, Relaxer, RelaxStream, failed
 from rlcsp.calculators.torch_buckingham import Batch, Evaluation, Neighbours, TorchBuckingham, pair_distances
 from rlcsp.calculators.torch_flight import Flight
+from rlcsp.calculators.torch_graph import FlightGraph
 from rlcsp.calculators.torch_linalg import det3, inv3, matmul3, segment_ranges, singular_extremes, vecmat
+from rlcsp.calculators.torch_slots import write_in_place
 from rlcsp.calculators.torch_optim import (CgState, Dofs, FireState, LbfgsState, cg_step, fire_step, lbfgs_step,
                                           segment_max, select)
 from rlcsp.exceptions import InvalidStructure, LibraryError, UnknownName
@@ -84,12 +86,19 @@ class TorchRelaxer(Relaxer):
                  min_cutoff: float = 8.0, min_accuracy: float = 1e-6, tighten: float = 0.5, cell_factor: float = 1.0,
                  open_factor: float = 0.05, open_gpa: float = 1.0, hold_atoms: str = "wells",
                  max_volume: float = 200.0, cg_cycles: int = 50,
-                 cg_maxstep: float = 0.1, memory: int = 120, compile: bool | None = None, timed: bool = False):
+                 cg_maxstep: float = 0.1, memory: int = 120, compile: bool | None = None, graphs: bool | None = None,
+                 spare: float | None = None, timed: bool = False):
         if optimizer not in OPTIMIZERS:
             raise UnknownName("torch optimizer", optimizer, list(OPTIMIZERS))
         dt = getattr(torch, dtype)
         gpu = torch.device(device).type == "cuda"
         compile = gpu if compile is None else compile  # a GPU's step is launch-bound, a CPU's is not
+        graphs = gpu and compile if graphs is None else graphs
+        if graphs and not gpu:
+            raise ValueError("graphs=True needs a CUDA device")
+        spare = (0.5 if graphs else 0.0) if spare is None else spare
+        if graphs and spare <= 0:
+            raise ValueError("graphs=True needs spare > 0: a captured step reads pair lists rewritten in place")
         batch_atoms = batch_atoms or (1 << 20 if gpu else 4096)  # on a GPU a fuller batch pays in steps per second
         swap_every = swap_every or (20 if gpu else 5)  # a GPU's refill costs more than a step (the class docstring)
         self.exact = TorchBuckingham(library, accuracy=accuracy, device=device, dtype=dt, inner="gulp")
@@ -113,6 +122,7 @@ class TorchRelaxer(Relaxer):
         self.max_volume = max_volume  # Å³ per atom: a cell past it has blown up
         self.timed = timed
         self.memory = memory  # L-BFGS pairs: at 3N + 9 or more, BFGS itself
+        self.graphs, self.spare = graphs, spare
         self.device = self.model.device
         # the tensor work around the model's evaluation too: eagerly, hundreds of small kernel launches a step. On a
         # CPU the captured graphs run eagerly (aot_eager): inductor's C++ code for the optimiser step crashes
@@ -152,23 +162,56 @@ class TorchRelaxer(Relaxer):
         return results
 
     def stream(self) -> TorchStream:
-        self.stats = {"steps": 0, "rebuilds": 0, "evaluations": 0}
+        self.stats = {"steps": 0, "rebuilds": 0, "evaluations": 0, "relayouts": 0, "captures": 0}
         return TorchStream(self)
 
     def _step(self, fl: Flight, swap: bool, release: bool) -> None:
+        if self.graphs and not swap:
+            self._replay(fl, release)
+            return
+        fl.graphs = None  # an eager step gives the flight new tensors, which captured graphs do not read
         t = time.perf_counter()
         r, H, stale = self._check(fl, 0.5 if swap else 1.0)
         self._rebuild(fl, r, H, stale)
-        now = Batch(r, H, fl.batch.species, fl.batch.system, fl.batch.counts)
-        if release and self.hold_atoms == "wells" and fl.held:  # released once out of every well
-            fl.hold = fl.hold & self._hold(now, fl.nbrs)
-            fl.held = bool(fl.hold.any())  # a host synchronisation only while some structure is held
+        self._release(fl, r, H, release)
         t = self._tick("neighbours_s", t)
-        ev = self.model.evaluate(now, fl.nbrs)
+        ev = self.model.evaluate(Batch(r, H, fl.batch.species, fl.batch.system, fl.batch.counts), fl.nbrs)
         t = self._tick("evaluate_s", t)
         self.stats["evaluations"] += 1
         self._advance(fl, ev, H)
         self._tick("optimizer_s", t)
+
+    def _replay(self, fl: Flight, release: bool) -> None:
+        """A step between refills as two CUDA graphs (check; evaluation and optimiser step) around the rebuild,
+        which needs the host. The graphs are captured at the flight's first such step and replayed until the
+        next refill or a relayout of the pair lists; evaluate_s then holds the optimiser's time too."""
+        t = time.perf_counter()
+        if fl.graphs is None:
+            fl.graphs = (FlightGraph(lambda f: self._check(f, 1.0), fl), FlightGraph(self._evaluate_and_move, fl))
+            self.stats["captures"] += 1
+        r, H, stale = fl.graphs[0].replay()
+        in_place = self._rebuild(fl, r, H, stale)
+        self._release(fl, r, H, release)
+        t = self._tick("neighbours_s", t)
+        if in_place:
+            fl.graphs[1].replay()
+        else:  # the lists were laid out anew, and the captured evaluation reads the old ones
+            fl.graphs = None
+            self._evaluate_and_move(fl)
+        self.stats["evaluations"] += 1
+        self._tick("evaluate_s", t)
+
+    def _evaluate_and_move(self, fl: Flight) -> None:
+        r, H = fl.positions()
+        self._advance(fl, self.model.evaluate(Batch(r, H, fl.batch.species, fl.batch.system, fl.batch.counts),
+                                              fl.nbrs), H)
+
+    def _release(self, fl: Flight, r: torch.Tensor, H: torch.Tensor, release: bool) -> None:
+        """Let held structures move their atoms once out of every well (in place: graphs read ``fl.hold``)."""
+        if release and self.hold_atoms == "wells" and fl.held:
+            now = Batch(r, H, fl.batch.species, fl.batch.system, fl.batch.counts)
+            fl.hold.copy_(fl.hold & self._hold(now, fl.nbrs))
+            fl.held = bool(fl.hold.any())  # a host synchronisation only while some structure is held
 
     def _stale(self, fl: Flight, share: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Current positions and cells, and the structures whose pair lists used up ``share`` of the skin.
@@ -196,21 +239,30 @@ class TorchRelaxer(Relaxer):
         fl.done = fl.done | broken
         return r, H, stale & ~fl.done
 
-    def _rebuild(self, fl: Flight, r: torch.Tensor, H: torch.Tensor, stale: torch.Tensor) -> None:
-        """New pair lists for the ``stale`` structures [S] (bool), the others' kept."""
+    def _rebuild(self, fl: Flight, r: torch.Tensor, H: torch.Tensor, stale: torch.Tensor) -> bool:
+        """New pair lists for the ``stale`` structures [S] (bool), the others' kept: written into their ranges when
+        the lists have room (``spare``), else laid out anew (False then)."""
         sys_idx = torch.nonzero(stale).squeeze(1)  # one host synchronisation tells whether and which
         if len(sys_idx) == 0:
-            return
+            return True
         self.stats["rebuilds"] += len(sys_idx)
         atom_mask = stale[fl.batch.system]
         atom_idx = torch.nonzero(atom_mask).squeeze(1)
         sub = Batch(r[atom_idx], H[sys_idx], fl.batch.species[atom_idx],
                     torch.cumsum(stale.long(), 0)[fl.batch.system[atom_idx]] - 1, fl.batch.counts[sys_idx])
-        fresh = self.model.neighbours(sub).remap(atom_idx, sys_idx)
+        fl.r_ref[atom_idx] = r[atom_idx]  # in place, as the lists: a captured check reads them
+        fl.H_ref[sys_idx] = H[sys_idx]
+        if self.spare > 0:
+            fresh = self.model.neighbours(sub)
+            fresh = Neighbours(atom_idx[fresh.i], atom_idx[fresh.j], fresh.shift, sys_idx[fresh.pair_system],
+                               fresh.m, sys_idx[fresh.k_system], fresh.ak_atom, fresh.ak_k)
+            if write_in_place(fl.nbrs, fresh, stale, segment_ranges(fl.batch.counts)[:-1]):
+                return True
+            self.stats["relayouts"] += 1
+        fresh = self.model.neighbours(sub, spare=self.spare).remap(atom_idx, sys_idx)
         keep_sys = torch.where(stale, -1, torch.arange(len(stale), device=r.device))
         fl.nbrs = fl.nbrs.remap(torch.arange(len(r), device=r.device), keep_sys).join(fresh)
-        fl.r_ref = torch.where(atom_mask[:, None], r, fl.r_ref)
-        fl.H_ref = torch.where(stale[:, None, None], H, fl.H_ref)
+        return False
 
     def _move(self, fl: Flight, ev: Evaluation, H: torch.Tensor) -> None:
         """From one evaluation: retire the structures that finished, and move the others one optimiser step."""
@@ -324,7 +376,7 @@ class TorchRelaxer(Relaxer):
 
     def _admit(self, atoms_list: list[Atoms], index: list[int], results: dict, started: float) -> Flight | None:
         batch = self.model.batch(atoms_list)
-        nbrs = self.model.neighbours(batch)
+        nbrs = self.model.neighbours(batch, spare=self.spare)
         self.stats["rebuilds"] += len(atoms_list)
         close = (self.model.closest(batch, nbrs) < self.min_distance).tolist()
         if any(close):  # refused up front, as LammpsRelaxer does
