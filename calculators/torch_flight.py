@@ -38,7 +38,7 @@ class Flight:
     state: FireState | LbfgsState | CgState
     index: list[int]  # input position of each structure
     held: bool  # on the host: whether any structure may still be held, so that a release check can find one
-    graphs: tuple | None = None  # the relaxer's captured step (FlightGraph), valid until the flight's tensors change
+    graphs: tuple | None = None  # the relaxer's captured step (FlightGraph); () once warm, None after a refill
 
     def positions(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Current Cartesian positions and cells: r = u·Fᵀ, H = H0·Fᵀ."""

@@ -166,10 +166,12 @@ class TorchRelaxer(Relaxer):
         return TorchStream(self)
 
     def _step(self, fl: Flight, swap: bool, release: bool) -> None:
-        if self.graphs and not swap:
+        if self.graphs and not swap and fl.graphs is not None:
             self._replay(fl, release)
             return
-        fl.graphs = None  # an eager step gives the flight new tensors, which captured graphs do not read
+        # an eager step gives the flight new tensors, which captured graphs do not read; one between refills also
+        # compiles what a capture then replays (a compilation cannot run inside a capture)
+        fl.graphs = None if swap else ()
         t = time.perf_counter()
         r, H, stale = self._check(fl, 0.5 if swap else 1.0)
         self._rebuild(fl, r, H, stale)
@@ -183,10 +185,11 @@ class TorchRelaxer(Relaxer):
 
     def _replay(self, fl: Flight, release: bool) -> None:
         """A step between refills as two CUDA graphs (check; evaluation and optimiser step) around the rebuild,
-        which needs the host. The graphs are captured at the flight's first such step and replayed until the
-        next refill or a relayout of the pair lists; evaluate_s then holds the optimiser's time too."""
+        which needs the host. The graphs are captured at the flight's second such step (the first, eager, has
+        compiled their functions for its shapes) and replayed until the next refill or a relayout of the pair
+        lists; evaluate_s then holds the optimiser's time too."""
         t = time.perf_counter()
-        if fl.graphs is None:
+        if not fl.graphs:
             fl.graphs = (FlightGraph(lambda f: self._check(f, 1.0), fl), FlightGraph(self._evaluate_and_move, fl))
             self.stats["captures"] += 1
         r, H, stale = fl.graphs[0].replay()
@@ -196,7 +199,7 @@ class TorchRelaxer(Relaxer):
         if in_place:
             fl.graphs[1].replay()
         else:  # the lists were laid out anew, and the captured evaluation reads the old ones
-            fl.graphs = None
+            fl.graphs = ()
             self._evaluate_and_move(fl)
         self.stats["evaluations"] += 1
         self._tick("evaluate_s", t)
