@@ -48,7 +48,7 @@ def _timed(step, device: torch.device, n: int = REPEATS) -> float:
 
 
 def measure(structures: list, batch: int, device: str) -> dict:
-    rx = TorchRelaxer(device=device, batch_size=batch, batch_atoms=batch * 80)
+    rx = TorchRelaxer(device=device, batch_size=batch, batch_atoms=batch * 80, graphs=device == "cuda")
     rx.stream()  # fresh statistics
     pool = (structures * (1 + batch // len(structures)))[:batch]
     fl = rx._swap(None, deque(range(batch)), dict(enumerate(pool)), {}, time.perf_counter())

@@ -40,7 +40,7 @@ RESULTS = ROOT / "bench" / "results"
 TARGETS = {"y2ti2o7": -35.153743, "sry2o4": -24.428313, "y2o3": -27.394619}
 SAME = 1e-4  # eV/atom: two relaxers reached the same minimum
 HELD = {"wells": "wells", "cell": "always", "joint": "never"}  # --open's suffix: TorchRelaxer's hold_atoms
-GRAPHS = {"auto": None, "on": True, "off": False}  # --graphs: TorchRelaxer's graphs
+GRAPHS = {"on": True, "off": False}  # --graphs: TorchRelaxer's graphs
 SAMPLE_S = 5.0  # seconds between counts of the walkers' stored steps
 
 
@@ -255,7 +255,8 @@ def walkers(args: argparse.Namespace) -> None:
 
     script = load_script(ROOT / "inputs" / f"{args.composition}.py")
     configs = [make_config(script, policy=args.policy, seed=seed, budget=args.budget, fuse=args.fuse,
-                           initial_population=args.initial_population, calculator="torch-buckingham")
+                           initial_population=args.initial_population, calculator="torch-buckingham",
+                           calculator_options={"optimizer": args.optimizer, "graphs": args.graphs})
                for seed in range(1, args.walkers + 1)]
     with tempfile.TemporaryDirectory() as tmp:
         timings: dict[str, float] = {}
@@ -283,6 +284,7 @@ def walkers(args: argparse.Namespace) -> None:
     row = {"composition": args.composition, "device": args.device, "walkers": args.walkers, "budget": args.budget,
            "initial_population": args.initial_population, "policy": args.policy, "fuse": args.fuse,
            "rounds": args.rounds, "processes": args.processes, "threads": torch.get_num_threads(),
+           "optimizer": args.optimizer, "graphs": args.graphs,
            "commit": commit(), "relaxations": relaxations, "wall_s": round(wall, 2),
            "walker_relax_per_s": round(relaxations / wall, 2),
            "steady_relax_per_s": _steady(stored, args.max_seconds or wall), "stored_steps": stored}
@@ -392,8 +394,8 @@ def main() -> None:
     rel.add_argument("--swap-every", type=int, nargs="+", default=[None],
                      help="steps between refills of the batch (default the relaxer's: 20 on a GPU, 5 on a CPU)")
     rel.add_argument("--compile", action="store_true", help="torch.compile the minimiser's model")
-    rel.add_argument("--graphs", nargs="+", default=["auto"], choices=list(GRAPHS),
-                     help="steps between refills as CUDA graphs (auto: on a GPU when compiled)")
+    rel.add_argument("--graphs", nargs="+", default=["off"], choices=list(GRAPHS),
+                     help="steps between refills as CUDA graphs (emulated on a CPU)")
     rel.add_argument("--phases", action="store_true",
                      help="time each phase of a step (on a GPU a synchronisation per phase, which costs throughput)")
     rel.add_argument("--peer", action="store_true", help="also LammpsRelaxer on one core, same candidates")
@@ -409,6 +411,8 @@ def main() -> None:
     walk.add_argument("--device", default="cpu", help="torch device: cpu or cuda")
     walk.add_argument("--processes", type=int, default=0, help="walker processes around the relaxer's")
     walk.add_argument("--rounds", action="store_true", help="wait for each group's slowest relaxation")
+    walk.add_argument("--optimizer", default="lbfgs", choices=("fire", "lbfgs", "cg"), help="the relaxer's")
+    walk.add_argument("--graphs", action="store_true", help="the relaxer's steps between refills as CUDA graphs")
     walk.add_argument("--max-seconds", type=float, default=None,
                       help="stop every walker cleanly after this long (as Ctrl-C does) and report what was done")
     walk.add_argument("--output", type=Path, default=RESULTS / "gpu_walkers.json", help="JSON rows (appended)")

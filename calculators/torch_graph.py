@@ -35,7 +35,12 @@ def get_path(obj: Any, path: tuple) -> Any:
 
 class FlightGraph:
     """``fn(flight)`` captured once; :meth:`replay` runs it again on the flight's current values in place and
-    returns its outputs (tensors of the graph's own memory, overwritten by the next replay)."""
+    returns its outputs (tensors of the graph's own memory, overwritten by the next replay).
+
+    On a CPU there are no graphs, and a replay does what one would: ``fn`` on the captured buffers and lists,
+    and it raises where the flight no longer holds them, where a real graph would silently read stale memory, so
+    CPU tests hold the relaxer's graphed step to the graphs' rules.
+    """
 
     def __init__(self, fn: Callable[[Any], Any], flight: Any):
         paths = list(tensor_paths(flight))
@@ -45,17 +50,34 @@ class FlightGraph:
             if value.numel() and value.data_ptr() in seen:
                 setattr(get_path(flight, path[:-1]), path[-1], value.clone())
             seen.add(value.data_ptr())
-        buffers = [get_path(flight, p) for p in paths]
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.out = fn(flight)
-            ptrs = {b.data_ptr() for b in buffers}
-            new = [get_path(flight, p) for p in paths]
-            new = [v.clone() if v.data_ptr() in ptrs else v for v in new]  # a new value may be an old buffer
-            for path, buffer, value in zip(paths, buffers, new):
-                buffer.copy_(value)
-                setattr(get_path(flight, path[:-1]), path[-1], buffer)
+        self.fn, self.flight, self.paths = fn, flight, paths
+        self.buffers = [get_path(flight, p) for p in paths]
+        self.shared = {name: getattr(flight, name) for name in ("batch", "nbrs")}
+        self.graph = None
+        if self.buffers[0].device.type == "cuda":
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                self.out = self._run()
+
+    def _run(self) -> Any:
+        """``fn``, then what it replaced written back into the buffers it read."""
+        out = self.fn(self.flight)
+        ptrs = {b.data_ptr() for b in self.buffers}
+        new = [get_path(self.flight, p) for p in self.paths]
+        new = [v.clone() if v.data_ptr() in ptrs else v for v in new]  # a new value may be an old buffer
+        for path, buffer, value in zip(self.paths, self.buffers, new):
+            buffer.copy_(value)
+            setattr(get_path(self.flight, path[:-1]), path[-1], buffer)
+        return out
 
     def replay(self) -> Any:
-        self.graph.replay()
-        return self.out
+        if self.graph is not None:
+            self.graph.replay()
+            return self.out
+        for name, captured in self.shared.items():
+            if getattr(self.flight, name) is not captured:
+                raise RuntimeError(f"the flight's {name} was replaced after its graph was captured")
+        for path, buffer in zip(self.paths, self.buffers):
+            if get_path(self.flight, path) is not buffer:
+                raise RuntimeError(f"the flight's {'.'.join(path)} was replaced outside its graph")
+        return self._run()
