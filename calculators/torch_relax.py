@@ -261,7 +261,7 @@ class TorchRelaxer(Relaxer):
         if self.spare > 0:
             fresh = self.model.neighbours(sub)
             fresh = Neighbours(atom_idx[fresh.i], atom_idx[fresh.j], fresh.shift, sys_idx[fresh.pair_system],
-                               fresh.m, sys_idx[fresh.k_system], fresh.ak_atom, fresh.ak_k)
+                               fresh.m, sys_idx[fresh.k_system], fresh.ak_atom, fresh.ak_k)  # (products unused)
             if write_in_place(fl.nbrs, fresh, stale, segment_ranges(fl.batch.counts)[:-1]):
                 return True
             self.stats["relayouts"] += 1
