@@ -18,7 +18,8 @@ cheapest setting that gives a gap on a shared 2-core machine). Writes bench/resu
 
     python bench/fill_bandgap.py --labels 40 --model-minutes 15 --hybrid-minutes 20
     python bench/fill_bandgap.py --no-chemistry --paper-b-loop ...   # paper b's masks and loop, for its own row
-    python bench/fill_bandgap.py --target 3.0 ...   # bench/results/fill_bandgap_3.0.{json,md}
+    python bench/fill_bandgap.py --target 3.0 ...   # bench/results/fill_bandgap_3.{json,md}
+    python bench/fill_bandgap.py --relax ...   # CHGNet-relaxed fillings before DFT: fill_bandgap_relaxed.{json,md}
 
 The hybrid loop is rlcsp's default (a 5-member gap ensemble; DFT on the most promising uncertain filling of each
 30 episodes; model rewards discounted by one deviation) unless ``--paper-b-loop`` asks for paper b's (one model,
@@ -54,18 +55,21 @@ def run_for(minutes: float, chunk: int, max_episodes: int, **kwargs) -> tuple[di
     return summary, time.perf_counter() - started
 
 
-def seed_labels(n: int, dft: dict, db_url: str, seed: int, chemistry: bool, target: float) -> dict:
+def seed_labels(n: int, dft: dict, db_url: str, seed: int, chemistry: bool, target: float, relax: bool) -> dict:
     """DFT gaps of ``n`` random (masked) fillings with an even electron count, cached in the bench store."""
     from rlcsp.design.rewards import AnalyticEvaluator, DftGapEvaluator
     from rlcsp.db import Store
     from rlcsp.design.fill import dft_settings, load_fill_script
-    from rlcsp.design.fill_env import SkeletonFillEnv
+    from rlcsp.design.fill_env import PAPER_B_VOCABULARY, SkeletonFillEnv
 
     fill = load_fill_script(SCRIPT)
     fill["dft"] = {**fill["dft"], **dft}
     store = Store(db_url)
-    evaluator = DftGapEvaluator(*dft_settings(fill), store=store)
-    env = SkeletonFillEnv(fill["skeleton"], AnalyticEvaluator(len), target=target, chemistry=chemistry)
+    evaluator = DftGapEvaluator(*dft_settings(fill), store=store, relax=relax)
+    vocabulary = fill.get("vocabulary", PAPER_B_VOCABULARY)
+    usable = sorted(set(vocabulary) - evaluator.check_vocabulary(vocabulary))  # as run_fill's environment keeps
+    env = SkeletonFillEnv(fill["skeleton"], AnalyticEvaluator(len), target=target, chemistry=chemistry,
+                          vocabulary=vocabulary, allowed=usable)
     rng = np.random.default_rng(seed)
     info = env.reset(seed=seed)[1]
     started, gaps, tried = time.perf_counter(), [], 0
@@ -123,12 +127,15 @@ def main() -> int:
     parser.add_argument("--target", type=float, default=1.12, help="target gap (eV)")
     parser.add_argument("--paper-b-loop", action="store_true",
                         help="paper b's hybrid loop: one gap model, DFT on every 30th episode, no discount")
+    parser.add_argument("--relax", action="store_true",
+                        help="CHGNet relaxation of each filling before its DFT call (labels and hybrid)")
     parser.add_argument("--no-chemistry", dest="chemistry", action="store_false",
                         help="paper b's masks (element count only) instead of the chemistry masks")
     args = parser.parse_args()
     torch.set_num_threads(1)
     uncertainty = PAPER_B_LOOP if args.paper_b_loop else None  # None: run_fill's default
-    name = "fill_bandgap" if args.target == 1.12 else f"fill_bandgap_{args.target:g}"
+    name = ("fill_bandgap" if args.target == 1.12 else f"fill_bandgap_{args.target:g}") + ("_relaxed" if args.relax
+                                                                                          else "")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     dqn = {"exploration_decay": args.decay, "checkpoint_every": args.chunk, **json.loads(args.network)}
@@ -136,7 +143,7 @@ def main() -> int:
     db_url = f"sqlite:///{(out / 'bench.db').resolve()}"
 
     print(f"(0) DFT labels of {args.labels} random fillings")
-    labels = seed_labels(args.labels, dft, db_url, args.seed, args.chemistry, args.target)
+    labels = seed_labels(args.labels, dft, db_url, args.seed, args.chemistry, args.target, args.relax)
 
     print(f"(1) model-only reward, {args.model_minutes} min")
     model_out = out / "model"
@@ -157,7 +164,7 @@ def main() -> int:
                                target=args.target, seed=args.seed, out=hybrid_out, dft_every=30,
                                pretrained=str(model_out / "checkpoint.pt"),
                                gap_model=str(model_out / "gap_model_initial.txt"), dqn=dqn, dft=dft,
-                               db_url=db_url, chemistry=args.chemistry, uncertainty=uncertainty)
+                               db_url=db_url, chemistry=args.chemistry, uncertainty=uncertainty, relax=args.relax)
     part2 = {"episodes": hybrid["episodes"], "wall_s": hybrid_s, "dft_calls": hybrid["dft_calls"],
              "dft_call_percent": hybrid["dft_call_percent"], "dft_success_percent": hybrid["dft_success_percent"],
              "mean_dft_gap_last_100_ok": hybrid["mean_dft_gap_last_100_ok"],
@@ -175,7 +182,7 @@ def main() -> int:
               "settings": {"seed": args.seed, "epsilon_decay": args.decay, "perov5_samples": args.perov5_samples,
                            "dft": f"ONCV PBE, {dft}", "dqn": dqn, "threads": 1,
                            "hybrid_loop": "paper b" if args.paper_b_loop else "rlcsp default (ensemble, uncertain)",
-                           "chemistry_masks": args.chemistry},
+                           "chemistry_masks": args.chemistry, "relax": args.relax},
               "labels": labels, "model_only": part1, "hybrid": part2}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2, default=float))
@@ -193,7 +200,8 @@ def main() -> int:
         f"# fill_bandgap: Rb3ScF6 elpasolite skeleton, target {args.target:g} eV", "",
         f"Masks: {'chemistry (site roles, charge balance, SMACT)' if args.chemistry else 'paper b (element count)'}; "
         f"hybrid loop: {result['settings']['hybrid_loop']}; "
-        f"DFT {dft} (ONCV PBE); DQN {dqn}; {labels['ok']} DFT labels of random fillings "
+        f"DFT {dft} (ONCV PBE){' on CHGNet-relaxed fillings' if args.relax else ''}; DQN {dqn}; "
+        f"{labels['ok']} DFT labels of random fillings "
         f"({labels['gapped_over_0.1_eV']} with a gap > 0.1 eV) + {args.perov5_samples} perov_5 crystals "
         "pre-train the gap model.", "",
         "| experiment | episodes | wall (s) | metric | value |", "|---|---|---|---|---|",

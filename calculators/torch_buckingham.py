@@ -220,9 +220,11 @@ class TorchBuckingham:
         return torch.floor((self.cutoff + self.skin) * torch.linalg.norm(inv3(cells), dim=1) + 0.5).long()
 
     @torch.no_grad()
-    def neighbours(self, batch: Batch, chunk: int | None = None, spare: float = 0.0) -> Neighbours:
+    def neighbours(self, batch: Batch, chunk: int | None = None, spare: float = 0.0,
+                   products: bool = True) -> Neighbours:
         """Pairs within cutoff + skin over every image each structure needs, and its Ewald k-vectors; with
-        ``spare`` > 0, each structure's ranges have room for that many more (:mod:`torch_slots`).
+        ``spare`` > 0, each structure's ranges have room for that many more (:mod:`torch_slots`). Without
+        ``products`` (and room), the atom–k products are left empty: :meth:`completed` adds them.
 
         Image ranges follow from each cell's plane spacings, so cutoffs longer than the cell work; the
         fractional difference is first rounded to the nearest image, so unwrapped positions work too.
@@ -232,14 +234,22 @@ class TorchBuckingham:
         chunk = chunk or (1 << 25 if self.device.type == "cuda" else 1 << 22)
         i, j, shift, s_idx = self._pairs(batch, counts, reach, chunk)
         m, k_system = self._kvectors(batch.cells)
+        none = torch.zeros(0, dtype=torch.long, device=self.device)
+        listed = Neighbours(i, j, shift, s_idx, m, k_system, none, none)
+        return self.completed(batch, listed, spare) if products or spare > 0 else listed
+
+    def completed(self, batch: Batch, listed: Neighbours, spare: float = 0.0) -> Neighbours:
+        """Lists from :meth:`neighbours` without products, given ``spare`` room and their atom–k products."""
+        i, j, shift, s_idx = listed.i, listed.j, listed.shift, listed.pair_system
+        m, k_system, S = listed.m, listed.k_system, batch.n_systems
         if spare > 0:
-            S, first = batch.n_systems, segment_ranges(batch.counts)[:-1]
+            first = segment_ranges(batch.counts)[:-1]
             s_idx, (i, j, shift) = padded(s_idx, S, spare, [i, j, shift], [first, first, inert_rows(S, shift)])
             k_system, (m,) = padded(k_system, S, spare, [m], [inert_rows(S, m)])
         # every atom of a structure against every k-vector of the same structure
-        k_counts = torch.bincount(k_system, minlength=batch.n_systems)
+        k_counts = torch.bincount(k_system, minlength=S)
         ptr, k_ptr = segment_ranges(batch.counts), segment_ranges(k_counts)
-        ak_sys, local = _segments(counts * k_counts.cpu().numpy(), self.device)
+        ak_sys, local = _segments(torch.stack([batch.counts, k_counts]).cpu().numpy().prod(0), self.device)  # one sync
         n_k = k_counts[ak_sys]
         ak_atom = ptr[:-1][ak_sys] + torch.div(local, n_k, rounding_mode="floor")
         ak_k = k_ptr[:-1][ak_sys] + local % n_k

@@ -258,14 +258,14 @@ class TorchRelaxer(Relaxer):
                     torch.cumsum(stale.long(), 0)[fl.batch.system[atom_idx]] - 1, fl.batch.counts[sys_idx])
         fl.r_ref[atom_idx] = r[atom_idx]  # in place, as the lists: a captured check reads them
         fl.H_ref[sys_idx] = H[sys_idx]
+        exact = self.model.neighbours(sub, products=False)
         if self.spare > 0:
-            fresh = self.model.neighbours(sub)
-            fresh = Neighbours(atom_idx[fresh.i], atom_idx[fresh.j], fresh.shift, sys_idx[fresh.pair_system],
-                               fresh.m, sys_idx[fresh.k_system], fresh.ak_atom, fresh.ak_k)  # (products unused)
+            fresh = Neighbours(atom_idx[exact.i], atom_idx[exact.j], exact.shift, sys_idx[exact.pair_system],
+                               exact.m, sys_idx[exact.k_system], exact.ak_atom, exact.ak_k)
             if write_in_place(fl.nbrs, fresh, stale, segment_ranges(fl.batch.counts)[:-1]):
                 return True
             self.stats["relayouts"] += 1
-        fresh = self.model.neighbours(sub, spare=self.spare).remap(atom_idx, sys_idx)
+        fresh = self.model.completed(sub, exact, self.spare).remap(atom_idx, sys_idx)
         keep_sys = torch.where(stale, -1, torch.arange(len(stale), device=r.device))
         fl.nbrs = fl.nbrs.remap(torch.arange(len(r), device=r.device), keep_sys).join(fresh)
         return False
