@@ -34,6 +34,8 @@ from rlcsp.csp.walker import OUTCOMES, SearchResult, StepRecord, Walker
 
 __all__ = ["Search", "SearchError", "relaxer_options"]
 
+RELAXER_SETTINGS = ("optimizer", "graphs", "spare")  # a batched relaxer's choices that summary.json records
+
 
 def relaxer_options(config: SearchConfig) -> dict:
     """The engine options a config's relaxer is made with: its own, plus the Buckingham library it names."""
@@ -114,6 +116,7 @@ class Search(Proposer):
             "lockstep": self.lockstep,
             "device": str(getattr(self.relaxer, "device", "cpu")),
             "relaxer": getattr(self.relaxer, "name", type(self.relaxer).__name__),
+            "relaxer_options": {k: getattr(self.relaxer, k) for k in RELAXER_SETTINGS if hasattr(self.relaxer, k)},
         }
 
     # -- one relaxation: propose (rlcsp.csp.propose), relax, settle ---------------------------------------

@@ -51,9 +51,9 @@ def test_graphed_steps_relax_as_eager_steps():
     same steps and minima, so rebuilds, releases and refills keep to the buffers the graphs read."""
     structures = [read(ROOT / "tests" / "data" / f) for f in
                   ("y2ti2o7_candidate.extxyz", "y2o3_overlapping_candidate.extxyz", "sry2o4_overlapping_start.extxyz")]
+    assert get_relaxer("torch-buckingham", graphs=True).spare == 1.0
     eager = get_relaxer("torch-buckingham", spare=0.5, batch_size=2)
-    graphed = get_relaxer("torch-buckingham", graphs=True, batch_size=2)
-    assert graphed.spare == 0.5
+    graphed = get_relaxer("torch-buckingham", graphs=True, spare=0.5, batch_size=2)  # room 0.5: a relayout or two
     for a, b in zip(eager.relax(structures), graphed.relax(structures)):
         assert a.ok and b.ok and a.steps == b.steps
         assert a.energy_per_atom == pytest.approx(b.energy_per_atom, abs=1e-9)

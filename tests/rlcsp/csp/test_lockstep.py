@@ -171,9 +171,11 @@ def test_walkers_streamed_through_the_torch_batch_repeat_exactly_and_relax_as_th
     (TorchStream). The same walkers then repeat their steps to the last bit; against the walker alone they agree
     to rounding only (a structure's L-BFGS path depends, at the level of rounding, on what else shares its batch;
     measured on Y2Ti2O7 candidates: final energies within 1e-7 eV/atom), so the initial population, whose draws
-    need no relaxation result, relaxes to the same energies."""
+    need no relaxation result, relaxes to the same energies. The relaxer's steps between refills run as graphs
+    (emulated on a CPU), and each walker's summary.json says so."""
     configs = [make_config(SRTIO3, policy=policy, seed=seed, budget=5, initial_population=3,
-                           calculator="torch-buckingham") for policy, seed in (("uniform", 0), ("original", 1))]
+                           calculator="torch-buckingham", calculator_options={"graphs": True})
+               for policy, seed in (("uniform", 0), ("original", 1))]
     alone = execute(configs[0], tmp_path / "alone", progress=False)
     alone = trajectory(alone["db"], alone["run_id"])
     streamed = []
@@ -182,6 +184,7 @@ def test_walkers_streamed_through_the_torch_batch_repeat_exactly_and_relax_as_th
         summaries = run_lockstep([(config, tmp_path / f"walker{k}-{attempt}") for k, config in enumerate(configs)],
                                  url)
         assert [s["relaxations"] for s in summaries] == [5, 5]
+        assert summaries[0]["settings"]["relaxer_options"] == {"optimizer": "lbfgs", "graphs": True, "spare": 1.0}
         streamed.append([trajectory(url, s["run_id"]) for s in summaries])
     assert streamed[0] == streamed[1]
     initial = [(a, b) for a, b in zip(alone, streamed[0][0]) if a["kind"] == "I"]
