@@ -114,7 +114,10 @@ def main() -> int:
     parser.add_argument("--model-minutes", type=float, default=20.0)
     parser.add_argument("--hybrid-minutes", type=float, default=30.0)
     parser.add_argument("--max-episodes", type=int, default=20000)
-    parser.add_argument("--chunk", type=int, default=100)
+    parser.add_argument("--chunk", type=int, default=100, help="model-only episodes between budget checks")
+    parser.add_argument("--hybrid-chunk", type=int, default=300,
+                        help="hybrid episodes between budget checks: each check reloads the run and writes its design "
+                             "list, about a minute, which at 30 episodes (one DFT call) took most of the time")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--perov5-samples", type=int, default=1000)
     parser.add_argument("--decay", type=float, default=3e-4,
@@ -160,7 +163,7 @@ def main() -> int:
 
     print(f"(2) hybrid reward, DFT every 30 episodes, {args.hybrid_minutes} min")
     hybrid_out = out / "hybrid"
-    hybrid, hybrid_s = run_for(args.hybrid_minutes, 30, args.max_episodes, agent="dqn", reward="hybrid",
+    hybrid, hybrid_s = run_for(args.hybrid_minutes, args.hybrid_chunk, args.max_episodes, agent="dqn", reward="hybrid",
                                target=args.target, seed=args.seed, out=hybrid_out, dft_every=30,
                                pretrained=str(model_out / "checkpoint.pt"),
                                gap_model=str(model_out / "gap_model_initial.txt"), dqn=dqn, dft=dft,

@@ -11,7 +11,12 @@ lists out anew. The atom–k products need no room of their own: they pair every
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
+
+if TYPE_CHECKING:  # torch_buckingham imports this module
+    from rlcsp.calculators.torch_buckingham import Neighbours
 
 INERT = 1.0e4  # lattice (or reciprocal lattice) vectors along the first axis: an entry that contributes nothing
 MIN_ROOM = 8  # spare entries per structure at least
@@ -54,8 +59,8 @@ def _rank(segment: torch.Tensor, need: torch.Tensor) -> torch.Tensor:
     return torch.arange(len(segment), device=segment.device) - (torch.cumsum(need, 0) - need)[segment]
 
 
-def write_in_place(nbrs, fresh, stale: torch.Tensor, first_atom: torch.Tensor) -> bool:
-    """Replace the ``stale`` structures' entries of padded ``nbrs`` (a Neighbours) by ``fresh``, their new exact
+def write_in_place(nbrs: Neighbours, fresh: Neighbours, stale: torch.Tensor, first_atom: torch.Tensor) -> bool:
+    """Replace the ``stale`` structures' entries of padded ``nbrs`` by ``fresh``, their new exact
     lists in the same numbering and grouped by structure in ascending order; in place. False, with nothing
     written, when some structure's new pairs or k-vectors outnumber its range (one host synchronisation)."""
     n = len(stale)
