@@ -27,6 +27,7 @@ from ase.calculators.calculator import Calculator, all_changes
 
 from rlcsp.calculators.library import GULP_COULOMB, Library, load_library
 from rlcsp.calculators.torch_linalg import det3, inv3, matmul3, segment_ranges, vecmat
+from rlcsp.calculators.torch_lists import boxes, positive, runs, segments
 from rlcsp.calculators.torch_slots import inert_rows, padded
 from rlcsp.exceptions import CalculatorFailed, InvalidStructure, LibraryError
 
@@ -100,41 +101,6 @@ def pair_distances(r: torch.Tensor, cells: torch.Tensor, i: torch.Tensor, j: tor
     """|r_j − r_i + shift·H| of every listed pair."""
     d = r[j] - r[i] + vecmat(shift, cells[pair_system])
     return torch.sqrt((d * d).sum(-1))
-
-
-def _runs(cost: np.ndarray, limit: int):
-    """Consecutive ranges [lo, hi) whose summed ``cost`` stays under ``limit`` (one item at least)."""
-    lo, total = 0, 0
-    for k, c in enumerate(cost.tolist()):
-        if k > lo and total + c > limit:
-            yield lo, k
-            lo, total = k, 0
-        total += c
-    if lo < len(cost):
-        yield lo, len(cost)
-
-
-def _segments(sizes: np.ndarray, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """For segments of the given host-side sizes, each item's segment and its index inside it: a flat
-    enumeration of uneven segments, without padding and without a host synchronisation."""
-    total = int(sizes.sum())
-    seg = torch.repeat_interleave(torch.arange(len(sizes), device=device), torch.as_tensor(sizes, device=device),
-                                  output_size=total)
-    return seg, torch.arange(total, device=device) - torch.as_tensor(np.cumsum(sizes) - sizes, device=device)[seg]
-
-
-def _boxes(reach: np.ndarray, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """Integer triples of each structure's own box [-reach, reach]³, in lexicographic order, and their structure."""
-    widths = 2 * reach + 1
-    system, q = _segments(widths.prod(1), device)
-    w = torch.as_tensor(widths, device=device)[system]
-    triples = torch.stack([q // (w[:, 1] * w[:, 2]), q // w[:, 2] % w[:, 1], q % w[:, 2]], 1)
-    return (triples - torch.as_tensor(reach, device=device)[system]).to(dtype), system
-
-
-def _positive(grid: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
-    """Integer triples lexicographically above zero: one of each ±pair."""
-    return grid[..., 0] * 4096.0 * 4096.0 + grid[..., 1] * 4096.0 + grid[..., 2] > 0
 
 
 class TorchBuckingham:
@@ -249,7 +215,7 @@ class TorchBuckingham:
         # every atom of a structure against every k-vector of the same structure
         k_counts = torch.bincount(k_system, minlength=S)
         ptr, k_ptr = segment_ranges(batch.counts), segment_ranges(k_counts)
-        ak_sys, local = _segments(torch.stack([batch.counts, k_counts]).cpu().numpy().prod(0), self.device)  # one sync
+        ak_sys, local = segments(torch.stack([batch.counts, k_counts]).cpu().numpy().prod(0), self.device)  # one sync
         n_k = k_counts[ak_sys]
         ak_atom = ptr[:-1][ak_sys] + torch.div(local, n_k, rounding_mode="floor")
         ak_k = k_ptr[:-1][ak_sys] + local % n_k
@@ -268,7 +234,7 @@ class TorchBuckingham:
         n_tri, n_img = counts * (counts + 1) // 2, (2 * reach + 1).prod(1)
         tri_ptr, img_ptr = np.cumsum(n_tri) - n_tri, np.cumsum(n_img) - n_img
         # pair level: (a, b) from the row-major index p of the upper triangle with its diagonal
-        pair_sys, p = _segments(n_tri, dev)
+        pair_sys, p = segments(n_tri, dev)
         n = batch.counts[pair_sys]
         first = lambda a: a * n - a * (a - 1) // 2  # noqa: E731  (index of row a's first entry)
         a = torch.floor((2 * n + 1 - torch.sqrt(((2 * n + 1) ** 2 - 8 * p).double())) / 2).long()
@@ -281,19 +247,19 @@ class TorchBuckingham:
         base = -torch.round(frac[b] - frac[a])  # the image of b nearest to a
         d = batch.positions[b] - batch.positions[a] + vecmat(base, cells[pair_sys])
         # image level: each structure's own box, [-reach, reach] along each lattice vector
-        img, img_sys = _boxes(reach, dev, self.dtype)
+        img, img_sys = boxes(reach, dev, self.dtype)
         t = vecmat(img, cells[img_sys])
-        positive = _positive(img)
+        upper = positive(img)
         cost = n_tri * n_img
         out = {key: [] for key in ("i", "j", "shift", "s")}
-        for lo, hi in _runs(cost, chunk):
-            seg, local = _segments(cost[lo:hi], dev)
+        for lo, hi in runs(cost, chunk):
+            seg, local = segments(cost[lo:hi], dev)
             sys = seg + lo
             per = on_dev(n_img)[sys]
             pp = on_dev(tri_ptr)[sys] + torch.div(local, per, rounding_mode="floor")
             qq = on_dev(img_ptr)[sys] + local % per
             v = d[pp] + t[qq]
-            keep = torch.nonzero(((v * v).sum(-1) <= rc * rc) & ((a[pp] != b[pp]) | positive[qq])).squeeze(1)
+            keep = torch.nonzero(((v * v).sum(-1) <= rc * rc) & ((a[pp] != b[pp]) | upper[qq])).squeeze(1)
             pp, qq = pp[keep], qq[keep]
             out["i"].append(a[pp])
             out["j"].append(b[pp])
@@ -314,9 +280,9 @@ class TorchBuckingham:
         recip = 2.0 * math.pi * inv3(cells).transpose(1, 2)  # rows b_i
         kcut = self.kmax * (1.0 + self.skin / self.cutoff)
         reach = torch.ceil(kcut * torch.linalg.norm(cells, dim=2) / (2.0 * math.pi)).long()
-        m, system = _boxes(reach.cpu().numpy(), self.device, self.dtype)  # box sizes on the host: one sync
+        m, system = boxes(reach.cpu().numpy(), self.device, self.dtype)  # box sizes on the host: one sync
         k = vecmat(m, recip[system])
-        keep = torch.nonzero(((k * k).sum(-1) <= kcut ** 2) & _positive(m)).squeeze(1)
+        keep = torch.nonzero(((k * k).sum(-1) <= kcut ** 2) & positive(m)).squeeze(1)
         return m[keep], system[keep]
 
     # -- energy ------------------------------------------------------------------------------------
