@@ -23,7 +23,6 @@ import torch
 from ase.io import read
 
 from gpu_throughput import RESULTS, ROOT, commit
-from rlcsp.calculators.torch_buckingham import Batch
 from rlcsp.calculators.torch_graph import FlightGraph, get_path, tensor_paths
 from rlcsp.calculators.torch_relax import TorchRelaxer
 
@@ -32,8 +31,8 @@ REPEATS = 40  # timed steps per variant
 
 def _fixed_lists_step(rx: TorchRelaxer, fl) -> None:
     """Check, evaluate and step with the pair lists as they are."""
-    r, H, _ = rx._check(fl, 1.0)
-    rx._advance(fl, rx.model.evaluate(Batch(r, H, fl.batch.species, fl.batch.system, fl.batch.counts), fl.nbrs), H)
+    rx._check(fl, 1.0)
+    rx._evaluate_and_move(fl)
 
 
 def _timed(step, device: torch.device, n: int = REPEATS) -> float:

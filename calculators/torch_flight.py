@@ -40,6 +40,11 @@ class Flight:
     held: bool  # on the host: whether any structure may still be held, so that a release check can find one
     graphs: tuple | None = None  # the relaxer's captured step (FlightGraph); () once warm, None after a refill
 
+    def at(self, r: torch.Tensor, H: torch.Tensor) -> Batch:
+        """The model batch of these structures at positions ``r`` and cells ``H``."""
+        b = self.batch
+        return Batch(r, H, b.species, b.system, b.counts)
+
     def positions(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Current Cartesian positions and cells: r = u·Fᵀ, H = H0·Fᵀ."""
         Ft = self.F.transpose(1, 2)

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import torch
 
-SHARED = ("batch", "nbrs", "graphs")  # what a captured function reads but never replaces
+SHARED = ("batch", "nbrs")  # what a captured function reads but never replaces
 
 
 def tensor_paths(obj: Any, pre: tuple = ()):
@@ -52,7 +52,7 @@ class FlightGraph:
             seen.add(value.data_ptr())
         self.fn, self.flight, self.paths = fn, flight, paths
         self.buffers = [get_path(flight, p) for p in paths]
-        self.shared = {name: getattr(flight, name) for name in ("batch", "nbrs")}
+        self.shared = {name: getattr(flight, name) for name in SHARED}
         self.graph = None
         if self.buffers[0].device.type == "cuda":
             self.graph = torch.cuda.CUDAGraph()

@@ -186,7 +186,7 @@ class TorchRelaxer(Relaxer):
         self._rebuild(fl, r, H, stale)
         self._release(fl, r, H, release)
         t = self._tick("neighbours_s", t)
-        ev = self.model.evaluate(Batch(r, H, fl.batch.species, fl.batch.system, fl.batch.counts), fl.nbrs)
+        ev = self.model.evaluate(fl.at(r, H), fl.nbrs)
         t = self._tick("evaluate_s", t)
         self.stats["evaluations"] += 1
         self._advance(fl, ev, H)
@@ -215,14 +215,12 @@ class TorchRelaxer(Relaxer):
 
     def _evaluate_and_move(self, fl: Flight) -> None:
         r, H = fl.positions()
-        self._advance(fl, self.model.evaluate(Batch(r, H, fl.batch.species, fl.batch.system, fl.batch.counts),
-                                              fl.nbrs), H)
+        self._advance(fl, self.model.evaluate(fl.at(r, H), fl.nbrs), H)
 
     def _release(self, fl: Flight, r: torch.Tensor, H: torch.Tensor, release: bool) -> None:
         """Let held structures move their atoms once out of every well (in place: graphs read ``fl.hold``)."""
         if release and self.hold_atoms == "wells" and fl.held:
-            now = Batch(r, H, fl.batch.species, fl.batch.system, fl.batch.counts)
-            fl.hold.copy_(fl.hold & self._hold(now, fl.nbrs))
+            fl.hold.copy_(fl.hold & self._hold(fl.at(r, H), fl.nbrs))
             fl.held = bool(fl.hold.any())  # a host synchronisation only while some structure is held
 
     def _stale(self, fl: Flight, share: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
