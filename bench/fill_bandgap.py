@@ -22,9 +22,10 @@ cheapest setting that gives a gap on a shared 2-core machine). Writes bench/resu
     python bench/fill_bandgap.py --relax ...   # CHGNet-relaxed fillings before DFT: fill_bandgap_relaxed.{json,md}
     python bench/fill_bandgap.py --report bench/results/fill_bandgap*.json   # the tables again, from the JSONs
 
-The hybrid loop is rlcsp's default (a 5-member gap ensemble; DFT on the most promising uncertain filling of each
-30 episodes; model rewards discounted by one deviation) unless ``--paper-b-loop`` asks for paper b's (one model,
-DFT on every 30th episode).
+The hybrid loop is rlcsp's default (a 5-member gap ensemble corrected by a GP on the skeleton's DFT labels,
+``rlcsp.design.label_gp``; DFT on the filling of each 30 episodes likeliest to be within ±0.25 eV of the target;
+model rewards discounted by one deviation) unless ``--paper-b-loop`` asks for paper b's (one model, DFT on every
+30th episode).
 """
 from __future__ import annotations
 
@@ -39,7 +40,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 SCRIPT = ROOT / "inputs" / "elpasolite.py"
-PAPER_B_LOOP = {"members": 1, "select": "every", "penalty": 0.0}
+PAPER_B_LOOP = {"members": 1, "select": "every", "penalty": 0.0, "site_gp": False}
+DEFAULT_LOOP = "rlcsp default (ensemble + skeleton GP, window chance)"
 CHEMISTRY = "chemistry (site roles, charge balance, SMACT)"
 
 
@@ -98,6 +100,37 @@ def seed_labels(n: int, dft: dict, db_url: str, seed: int, chemistry: bool, targ
             "gaps": gaps}
 
 
+def import_labels(sources: list[Path], db_url: str) -> int:
+    """Copy the DFT cache of earlier bench stores into this one (``--cached-labels``): the gap GP then starts from
+    their labels, and the hybrid loop never sends those fillings to DFT again. Returns the records copied."""
+    from rlcsp.db import Store
+
+    store, copied = Store(db_url), 0
+    for source in sources:
+        if not source.is_file():
+            raise SystemExit(f"fill_bandgap: no bench store {source}")
+        old = Store(f"sqlite:///{source.resolve()}")
+        for key, text in old.db.query("SELECT cache_key, record FROM dft_calls"):
+            store.dft_put(key, json.loads(text))
+            copied += 1
+        old.close()
+    store.close()
+    return copied
+
+
+def skeleton_label_count(db_url: str) -> int:
+    """Distinct fillings of the skeleton with a DFT gap in the store: what the gap GP starts from."""
+    from rlcsp.db import Store
+    from rlcsp.design.fill import load_fill_script
+    from rlcsp.design.label_gp import skeleton_labels
+    from rlcsp.design.skeleton import make_skeleton
+
+    store, skeleton = Store(db_url), make_skeleton(load_fill_script(SCRIPT)["skeleton"])
+    count = len({skeleton.canonical(species) for species, _ in skeleton_labels(store, skeleton)})
+    store.close()
+    return count
+
+
 def episodes_to(rewards: np.ndarray, level: float, window: int = 100) -> int | None:
     """First episode at which the mean reward of the last ``window`` episodes reaches ``level``."""
     if len(rewards) < window:
@@ -136,6 +169,9 @@ def main() -> int:
                         help="CHGNet relaxation of each filling before its DFT call (labels and hybrid)")
     parser.add_argument("--no-chemistry", dest="chemistry", action="store_false",
                         help="paper b's masks (element count only) instead of the chemistry masks")
+    parser.add_argument("--cached-labels", nargs="+", type=Path, default=[], metavar="BENCH_DB",
+                        help="earlier bench stores (OUT/bench.db) whose DFT labels this run starts from")
+    parser.add_argument("--name", help="result name in bench/results (default fill_bandgap[_TARGET][_relaxed])")
     parser.add_argument("--report", nargs="+", type=Path, default=None,
                         help="only write the markdown tables of these result JSONs again, beside them")
     args = parser.parse_args()
@@ -145,16 +181,19 @@ def main() -> int:
         return 0
     torch.set_num_threads(1)
     uncertainty = PAPER_B_LOOP if args.paper_b_loop else None  # None: run_fill's default
-    name = ("fill_bandgap" if args.target == 1.12 else f"fill_bandgap_{args.target:g}") + ("_relaxed" if args.relax
-                                                                                          else "")
+    name = args.name or (("fill_bandgap" if args.target == 1.12 else f"fill_bandgap_{args.target:g}")
+                         + ("_relaxed" if args.relax else ""))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     dqn = {"exploration_decay": args.decay, "checkpoint_every": args.chunk, **json.loads(args.network)}
     dft = json.loads(args.dft)
     db_url = f"sqlite:///{(out / 'bench.db').resolve()}"
 
+    imported = import_labels(args.cached_labels, db_url)
     print(f"(0) DFT labels of {args.labels} random fillings")
     labels = seed_labels(args.labels, dft, db_url, args.seed, args.chemistry, args.target, args.relax)
+    labels.update(imported_records=imported, imported_from=[str(p) for p in args.cached_labels],
+                  skeleton_labels_at_start=skeleton_label_count(db_url))
 
     print(f"(1) model-only reward, {args.model_minutes} min")
     model_out = out / "model"
@@ -188,11 +227,12 @@ def main() -> int:
     part2["dft_outcomes"] = hybrid["dft_outcomes"]  # summary.json's count by outcome class
     part2["designs"] = hybrid["designs"]  # distinct DFT-verified fillings: in the ±0.25 eV window, SMACT-valid
     part2["dft_gaps"] = [(c["formula"], c["band_gap"], c["model_gap"]) for c in calls if c["band_gap"] is not None]
+    part2["gap_model"] = hybrid.get("gap_model", {})  # with the skeleton GP: its leave-one-out error at the end
 
     result = {"skeleton": "Rb3ScF6 elpasolite, 10 sites, 21 elements (paper b)", "target_eV": args.target,
               "settings": {"seed": args.seed, "epsilon_decay": args.decay, "perov5_samples": args.perov5_samples,
                            "dft": f"ONCV PBE, {dft}", "dqn": dqn, "threads": 1,
-                           "hybrid_loop": "paper b" if args.paper_b_loop else "rlcsp default (ensemble, uncertain)",
+                           "hybrid_loop": "paper b" if args.paper_b_loop else DEFAULT_LOOP,
                            "chemistry_masks": args.chemistry, "relax": args.relax},
               "labels": labels, "model_only": part1, "hybrid": part2}
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -202,6 +242,7 @@ def main() -> int:
     for part, folder in (("model", model_out), ("hybrid", hybrid_out)):
         for png in Path(folder).glob("*.png"):
             shutil.copy2(png, plots / f"{part}_{png.name}")
+    shutil.copy2(hybrid_out / "designs.csv", plots / "designs.csv")  # the design list, ranked
 
     (RESULTS / f"{name}.md").write_text(render(result))
     print(render(result))
@@ -213,6 +254,21 @@ def window_share(dft_gaps: list, target: float, last: int = 100) -> tuple[float 
     and how many there were: the issue's measure of whether the agent designs what it was asked for."""
     gaps = [gap for _, gap, _ in dft_gaps if gap is not None][-last:]
     return (sum(abs(g - target) <= 0.25 for g in gaps) / len(gaps) if gaps else None), len(gaps)
+
+
+def model_fit(dft_gaps: list) -> str:
+    """How well the reward model's gap (at the time of each call) foretold the DFT gap."""
+    pairs = np.array([(model, gap) for _, gap, model in dft_gaps if gap is not None and model is not None])
+    if len(pairs) < 3:
+        return "n/a"
+    return f"{np.abs(pairs[:, 0] - pairs[:, 1]).mean():.2f} / {np.corrcoef(pairs.T)[0, 1]:.2f} (of {len(pairs)})"
+
+
+def gp_fit(report: dict | None) -> str:
+    if not report or report.get("loo_mae") is None:
+        return "- (no skeleton GP)"
+    return (f"{report['loo_mae']:.2f} / {report['loo_r']:.2f} ({report['mean_predictor_mae']:.2f}), "
+            f"{report['labels']} labels, model weight beta {report['beta']:.2f}")
 
 
 def render(result: dict) -> str:
@@ -232,7 +288,10 @@ def render(result: dict) -> str:
         f"DFT {dft}{' on CHGNet-relaxed fillings' if settings.get('relax') else ''}; DQN {dqn}; "
         f"{labels['ok']} DFT labels of random fillings "
         f"({labels['gapped_over_0.1_eV']} with a gap > 0.1 eV) + {settings['perov5_samples']} perov_5 crystals "
-        "pre-train the gap model.", "",
+        "pre-train the gap model"
+        + (f"; the skeleton GP starts from {labels['skeleton_labels_at_start']} distinct labelled fillings "
+           f"({labels['imported_records']} DFT records imported from earlier runs' stores)"
+           if "skeleton_labels_at_start" in labels else "") + ".", "",
         "| experiment | episodes | wall (s) | metric | value |", "|---|---|---|---|---|",
         f"| (1) model only | {part1['episodes']} | {part1['wall_s']:.0f} | episodes to 90 % of optimal reward "
         f"(100-ep. mean) | {part1['episodes_to_90_percent'] or 'not reached'} |",
@@ -249,6 +308,9 @@ def render(result: dict) -> str:
         f"| | | | DFT outcomes | {', '.join(f'{o} {n}' for o, n in part2['dft_outcomes'].items())} |",
         f"| | | | distinct DFT-verified designs: in ±0.25 eV / SMACT-valid / all | "
         f"{part2['designs']['in_window']} / {part2['designs']['smact_valid']} / {part2['designs']['distinct']} |",
+        f"| | | | model gap against DFT gap, all calls: MAE (eV) / r | {model_fit(part2['dft_gaps'])} |",
+        f"| | | | skeleton GP at the end, leave-one-out on its labels: MAE (eV) / r (mean predictor MAE) | "
+        f"{gp_fit(part2.get('gap_model', {}).get('skeleton_gp'))} |",
         f"| | | | designs within 0.1 eV/atom of the CHGNet hull: all / in ±0.25 eV (of those placed) | "
         f"{hull.get('within_0_1_of_hull', '-')} / {hull.get('in_window_within_0_1_of_hull', '-')}"
         f" (of {hull.get('hull_placed', '-')}) |",

@@ -1,11 +1,11 @@
 """The design list a filling run leaves behind: its distinct DFT-verified fillings, closest to the target first.
 
 A chemist reads a run's outcome as candidates to make, not as rewards: ``designs.csv`` has one row per distinct
-filling (the species on every skeleton site) whose DFT gap came back, ranked by |gap − target|, with its formula,
-DFT and model gaps, whether it is inside the ±0.25 eV window, SMACT validity and how often the agent proposed
-it; ``designs/`` holds a CIF of each. With a :class:`rlcsp.design.hull.Hull` each row also gets its CHGNet
-formation energy and energy above the hull of its competing phases (``rlcsp.design.hull`` says which, and why the
-distance is a lower bound), so the list shows which designs might exist.
+filling (the species on every skeleton site; symmetry-equivalent fillings are one) whose DFT gap came back, ranked
+by |gap − target|, with its formula, DFT and model gaps, whether it is inside the ±0.25 eV window, SMACT validity
+and how often the agent proposed it; ``designs/`` holds a CIF of each. With a :class:`rlcsp.design.hull.Hull` each
+row also gets its CHGNet formation energy and energy above the hull of its competing phases (``rlcsp.design.hull``
+says which, and why the distance is a lower bound), so the list shows which designs might exist.
 """
 from __future__ import annotations
 
@@ -18,9 +18,8 @@ from tqdm import tqdm
 
 from rlcsp.design.chem_rules import smact_valid
 from rlcsp.design.hull import Hull
+from rlcsp.design.rewards import WINDOW
 from rlcsp.design.skeleton import Skeleton
-
-WINDOW = 0.25  # eV: a design inside it hits the target (issue 22's measure)
 COLUMNS = ("rank", "formula", "dft_gap", "gap_error", "in_window", "smact_valid", "chgnet_e_form", "e_above_hull",
            "decomposition", "model_gap", "proposed", "first_episode", "cif")
 
@@ -33,7 +32,7 @@ def write_designs(out: Path, skeleton: Skeleton, target: float, episodes: Iterab
     for row in episodes:
         if row.get("dft_outcome") != "ok" or row.get("dft_gap") is None or not row.get("species"):
             continue
-        species = tuple(row["species"])
+        species = skeleton.canonical(row["species"])
         if species in found:
             found[species]["proposed"] += 1
             continue

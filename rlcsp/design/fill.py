@@ -14,6 +14,7 @@ import json
 import os
 import sys
 from dataclasses import asdict
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -73,14 +74,16 @@ def dft_settings(fill: dict[str, Any]):
     return DftSettings.seed_papers(**options), PwRunner(timeout_s=timeout)
 
 
-UNCERTAINTY = {"members": 5, "select": "uncertain", "kappa": 1.0, "penalty": 1.0}  # paper b: 1, "every", -, 0
+UNCERTAINTY = {"members": 5, "select": "window", "penalty": 1.0, "site_gp": True}  # paper b: 1, "every", 0, False
 
 
-def make_evaluator(reward: str, fill: dict[str, Any], out: Path, store, run_id: int, seed: int, dft_every: int,
-                   gap_model: str | None, perov5_samples: int, formula: str, relax: bool,
+def make_evaluator(reward: str, fill: dict[str, Any], skeleton, out: Path, store, run_id: int, seed: int,
+                   dft_every: int, gap_model: str | None, perov5_samples: int, formula: str, relax: bool,
                    finetune_steps: int, finetune_lr: float, uncertainty: dict[str, Any] = UNCERTAINTY):
     """The reward evaluator of a run; ``uncertainty`` sets the gap ensemble's size, the hybrid loop's DFT selection
-    (``rewards.HybridEvaluator``) and how far an uncertain prediction's reward is discounted."""
+    (``rewards.HybridEvaluator``), how far an uncertain prediction's reward is discounted, and whether a GP on the
+    skeleton's DFT labels corrects the gap model (``label_gp``)."""
+    from rlcsp.design.label_gp import LabelledGapModel, skeleton_labels
     from rlcsp.design.rewards import (ChgnetEnergyEvaluator, DftGapEvaluator, GapModelEvaluator,
                                           HybridEvaluator)
 
@@ -94,11 +97,16 @@ def make_evaluator(reward: str, fill: dict[str, Any], out: Path, store, run_id: 
     if reward == "dft-gap":
         return dft
     model = make_gap_model(out, store, run_id, seed, gap_model, perov5_samples, uncertainty["members"])
+    known = skeleton_labels(store, skeleton)
+    if uncertainty["site_gp"]:
+        model = LabelledGapModel(model, skeleton, known)
     if reward == "gap-model":
         return GapModelEvaluator(model, penalty=uncertainty["penalty"], **common)
-    return HybridEvaluator(model, dft, every=dft_every, finetune_steps=finetune_steps, finetune_lr=finetune_lr,
-                           select=uncertainty["select"], kappa=uncertainty["kappa"], penalty=uncertainty["penalty"],
-                           **common)
+    hybrid = HybridEvaluator(model, dft, every=dft_every, finetune_steps=finetune_steps, finetune_lr=finetune_lr,
+                             select=uncertainty["select"], penalty=uncertainty["penalty"],
+                             canonical=skeleton.canonical, **common)
+    hybrid.labels.update({skeleton.canonical(species): gap for species, gap in known})  # DFT never asked twice
+    return hybrid
 
 
 def run_fill(script: str | Path, *, agent: str = "dqn", reward: str = "hybrid", target: float | None = None,
@@ -121,9 +129,11 @@ def run_fill(script: str | Path, *, agent: str = "dqn", reward: str = "hybrid", 
     from rlcsp import __version__
     from rlcsp.design.fill_env import PAPER_B_VOCABULARY, SkeletonFillEnv
     from rlcsp.design.rewards import GapModelEvaluator
+    from rlcsp.design.skeleton import make_skeleton
 
     torch.set_num_threads(1)
     fill = load_fill_script(script)
+    skeleton = make_skeleton(fill["skeleton"])
     fill["dft"] = {**fill.get("dft", {}), **(dft or {})}
     target = fill.get("target", 1.12) if target is None else target
     uncertainty = {**UNCERTAINTY, **(uncertainty or {})}
@@ -142,9 +152,9 @@ def run_fill(script: str | Path, *, agent: str = "dqn", reward: str = "hybrid", 
     if run_id is None:
         run_id = store.create_run(resume_config, f"fill-{fill['name']}", fill["name"], agent, seed, reward,
                                   __version__)
-    evaluator = make_evaluator(reward, fill, out, store, run_id, seed, dft_every, gap_model, perov5_samples,
-                               formula, relax, finetune_steps, finetune_lr, uncertainty)
-    env = SkeletonFillEnv(fill["skeleton"], evaluator, target=target,
+    evaluator = make_evaluator(reward, fill, skeleton, out, store, run_id, seed, dft_every, gap_model,
+                               perov5_samples, formula, relax, finetune_steps, finetune_lr, uncertainty)
+    env = SkeletonFillEnv(skeleton, evaluator, target=target,
                           vocabulary=fill.get("vocabulary", PAPER_B_VOCABULARY), root=fill.get("root", "random"),
                           max_elements=fill.get("max_elements", 5), allowed=fill.get("allowed"), chemistry=chemistry)
     bar = None
@@ -179,9 +189,8 @@ def run_fill(script: str | Path, *, agent: str = "dqn", reward: str = "hybrid", 
     if isinstance(evaluator, GapModelEvaluator):  # its held-out errors on perov_5 (gap_model.py)
         summary["gap_model"] = evaluator.model.report
     from rlcsp.design.designs import write_designs
-    from rlcsp.design.hull import Hull
 
-    designs = write_designs(out, env.skeleton, target, store.episodes(run_id), hull=Hull() if hull else None)
+    designs = write_designs(out, env.skeleton, target, store.episodes(run_id), hull=shared_hull() if hull else None)
     summary["designs"] = {"distinct": len(designs), "in_window": sum(d["in_window"] for d in designs),
                           "smact_valid": sum(d["smact_valid"] for d in designs)}
     if hull:
@@ -197,6 +206,15 @@ def run_fill(script: str | Path, *, agent: str = "dqn", reward: str = "hybrid", 
 
 
 FLAT_WINDOW = 50
+
+
+@lru_cache(maxsize=1)
+def shared_hull():
+    """One CHGNet hull per process: it keeps every relaxed energy, so a run resumed in the same process (a bench's
+    chunks) places its earlier designs without relaxing them again (~9 s each)."""
+    from rlcsp.design.hull import Hull
+
+    return Hull()
 
 
 def flat_rewards(rewards: list[float], window: int = FLAT_WINDOW) -> bool:
@@ -314,9 +332,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="paper b's masks (element count only): no site roles, charge balance or SMACT check")
     p.add_argument("--gap-members", type=int, default=UNCERTAINTY["members"],
                    help="gap-model ensemble size; its spread is the model's uncertainty (paper b: 1)")
-    p.add_argument("--dft-select", choices=("uncertain", "every"), default=UNCERTAINTY["select"],
-                   help="hybrid: DFT on the most promising uncertain filling of each k episodes, or on every k-th "
-                   "(paper b)")
+    p.add_argument("--dft-select", choices=("window", "every"), default=UNCERTAINTY["select"],
+                   help="hybrid: DFT on the filling of each k episodes likeliest to be within 0.25 eV of the target, "
+                   "or on every k-th (paper b)")
+    p.add_argument("--no-site-gp", action="store_true",
+                   help="the gap model alone, without the GP on the skeleton's DFT labels that corrects it (paper b)")
     p.add_argument("--uncertainty-penalty", type=float, default=UNCERTAINTY["penalty"],
                    help="a model reward is taken this many ensemble deviations further from the target (0: none)")
     p.add_argument("--no-hull", action="store_true",
@@ -341,7 +361,7 @@ def run_from_args(script: str, args: argparse.Namespace) -> int:
                        formula=args.formula, relax=args.relax, finetune_steps=args.finetune_steps,
                        finetune_lr=args.finetune_lr, dqn=dqn, chemistry=not args.no_chemistry, hull=not args.no_hull,
                        uncertainty={"members": args.gap_members, "select": args.dft_select,
-                                    "penalty": args.uncertainty_penalty},
+                                    "penalty": args.uncertainty_penalty, "site_gp": not args.no_site_gp},
                        progress=not args.quiet)
     print(json.dumps({k: v for k, v in summary.items() if k != "config"}, indent=2, default=float))
     return 0

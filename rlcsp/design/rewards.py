@@ -7,7 +7,7 @@ Registry (``str | class`` wherever an evaluator is asked for):
 | ``dft-gap`` | Quantum ESPRESSO gap (``run_dft``, the store as cache), optional CHGNet FIRE relaxation | minutes |
 | ``chgnet-energy`` | CHGNet formation energy per atom (stability term of paper a) | ~0.1 s |
 | ``gap-model`` | CHGNet crystal features + MLP head (:mod:`rlcsp.design.gap_model`) | ~0.1 s |
-| ``hybrid`` | the gap model, and DFT on one episode in k (the most promising uncertain filling of the last k, or
+| ``hybrid`` | the gap model, and DFT on one episode in k (the filling of the last k likeliest to be on target, or
 every k-th); a DFT gap is the reward and fine-tunes the model | mixed |
 | ``analytic`` | any function of the species list (toy tasks, tests) | none |
 
@@ -313,19 +313,31 @@ class GapModelEvaluator(Evaluator):
         self.model.load_state(state["model"])
 
 
-SELECTIONS = ("uncertain", "every")
+SELECTIONS = ("window", "every")
+WINDOW = 0.25  # eV: a gap this close to the target hits it (issue 22's measure)
+
+
+def window_probability(gap: float, spread: float, target: float, window: float = WINDOW) -> float:
+    """Chance that the DFT gap lies within ``window`` of ``target`` if it is normal around ``gap`` with deviation
+    ``spread`` (a step at zero spread)."""
+    if spread <= 0:
+        return float(abs(gap - target) <= window)
+    z = spread * math.sqrt(2.0)
+    return 0.5 * (math.erf((target + window - gap) / z) - math.erf((target - window - gap) / z))
 
 
 class HybridEvaluator(GapModelEvaluator):
     """Gap model on most episodes and DFT on one in ``every``; a DFT gap is the reward and fine-tunes the model
     (``finetune_steps`` Adam steps at ``finetune_lr``; paper b: k = 30, 10 steps, 1e-3).
 
-    ``select="every"`` is paper b: DFT on every k-th episode (1-based). ``select="uncertain"`` spends the same
+    ``select="every"`` is paper b: DFT on every k-th episode (1-based). ``select="window"`` spends the same
     budget where it matters: each episode earns 1/k of a call, and a call is made when one is earned and the
-    filling's optimistic reward (paper b's reward at the gap ``kappa`` ensemble deviations nearer the target than
-    the mean) is at least that of every unlabelled filling of the last k - 1 episodes, or when two are earned. A
-    filling DFT has answered is never sent again: its DFT gap (or the failure's -1) is its reward from then on,
-    so the agent cannot be paid by the model for what DFT already refuted.
+    filling's chance of a DFT gap within ``WINDOW`` of the target (``window_probability`` under the model's mean
+    and spread) is at least that of every unlabelled filling of the last k - 1 episodes, or when two are earned.
+    The chance weighs promise against doubt: a confident prediction on target scores high, a wild one low. A
+    filling DFT has answered is never sent again, nor any filling ``canonical`` maps onto it (the skeleton's
+    symmetry-equivalent ones): its DFT gap (or the failure's -1) is its reward from then on, so the agent cannot
+    be paid by the model for what DFT already refuted.
 
     Episodes are the env's count and the selection state is saved, so a run that resumes makes the same calls.
     """
@@ -333,17 +345,18 @@ class HybridEvaluator(GapModelEvaluator):
     name = "hybrid"
 
     def __init__(self, model, dft: DftGapEvaluator, every: int = 30, finetune_steps: int = 10,
-                 finetune_lr: float = 1e-3, select: str = "uncertain", kappa: float = 1.0, **kwargs):
+                 finetune_lr: float = 1e-3, select: str = "window",
+                 canonical: Callable[[Sequence[str]], tuple[str, ...]] = tuple, **kwargs):
         super().__init__(model, **kwargs)
         if every < 1:
             raise ConfigError(f"DFT every k-th episode needs k >= 1, got {every}")
         if select not in SELECTIONS:
             raise UnknownName("DFT selection", select, list(SELECTIONS))
-        self.dft, self.every, self.select, self.kappa = dft, every, select, kappa
+        self.dft, self.every, self.select, self.canonical = dft, every, select, canonical
         self.finetune_steps, self.finetune_lr = finetune_steps, finetune_lr
         self.dft.formula, self.dft.max_elements = self.formula, self.max_elements
         self.credit = 0  # episodes earned towards calls: a call costs ``every``
-        self.recent: list[float] = []  # optimistic rewards of the last every - 1 unlabelled fillings
+        self.recent: list[float] = []  # window chances of the last every - 1 unlabelled fillings
         self.labels: dict[tuple[str, ...], float | None] = {}  # DFT gap (None: failed) of each answered filling
 
     def check_vocabulary(self, elements: Iterable[str]) -> set[str]:
@@ -354,7 +367,7 @@ class HybridEvaluator(GapModelEvaluator):
             if episode % self.every:
                 return super()._evaluate(atoms, target, episode)
             return self._dft(atoms, target, episode, self.model.predict(atoms))
-        species = tuple(atoms.get_chemical_symbols())
+        species = self.canonical(atoms.get_chemical_symbols())
         self.credit += 1
         if species in self.labels:
             gap = self.labels[species]
@@ -362,10 +375,9 @@ class HybridEvaluator(GapModelEvaluator):
             return Evaluation(reward, gap, "dft-label", model_gap=self.model.predict(atoms), dft_gap=gap,
                               e_form=e_form)
         gap, spread = self.model.predict_spread(atoms)
-        optimistic = paper_b_reward(target if abs(gap - target) <= self.kappa * spread
-                                    else gap - math.copysign(self.kappa * spread, gap - target), target, 0)
-        best = optimistic >= max(self.recent, default=-math.inf)
-        self.recent = (self.recent + [optimistic])[-(self.every - 1):] if self.every > 1 else []
+        chance = window_probability(gap, spread, target)
+        best = chance >= max(self.recent, default=-math.inf)
+        self.recent = (self.recent + [chance])[-(self.every - 1):] if self.every > 1 else []
         if (self.credit >= self.every and best) or self.credit >= 2 * self.every:
             self.credit -= self.every
             evaluation = self._dft(atoms, target, episode, gap)

@@ -5,11 +5,14 @@ import csv
 import json
 
 import pytest
+from ase.build import bulk
 from ase.io import read
 import torch
 
 from rlcsp.db import Store
 from rlcsp.cli import main
+from rlcsp.design.label_gp import skeleton_labels
+from rlcsp.design.skeleton import make_skeleton
 
 SCRIPT = '''
 from ase.build import bulk
@@ -33,9 +36,9 @@ def test_fill_hybrid_run_writes_plots_logs_and_resumes(tmp_path, capsys):
             "--dqn", "hidden=16", "--dqn", "blocks=1"]
     assert main([*args, "--episodes", "6"]) == 0
     summary = json.loads((out / "summary.json").read_text())
-    # the default selection: at most one call per 3 episodes, on the most promising uncertain fillings
+    # the default selection: at most one call per 3 episodes, on the fillings likeliest to be on target
     assert summary["episodes"] == 6 and 1 <= summary["dft_calls"] <= 2
-    assert summary["config"]["uncertainty"] == {"members": 5, "select": "uncertain", "kappa": 1.0, "penalty": 1.0}
+    assert summary["config"]["uncertainty"] == {"members": 5, "select": "window", "penalty": 1.0, "site_gp": True}
     for name in ("reward.png", "gaps.png", "finetune_loss.png", "gap_distribution.png", "checkpoint.pt",
                  "metrics.csv", "gap_model_initial.txt"):
         assert (out / name).stat().st_size > 0, name
@@ -68,6 +71,12 @@ def test_fill_hybrid_run_writes_plots_logs_and_resumes(tmp_path, capsys):
         # every filling here is a rock-salt alkali halide, a prototype of its own hull: on it, and bound
         assert abs(float(d["e_above_hull"])) < 0.01 and float(d["chgnet_e_form"]) < -1.0, d
     assert summary["designs"]["hull_placed"] == len(designs) == summary["designs"]["within_0_1_of_hull"]
+    # the GP on the skeleton's labels reached the model: it holds every DFT gap, which the store gives back too
+    assert summary["gap_model"]["skeleton_gp"]["labels"] == ok
+    skeleton = make_skeleton(bulk("NaCl", "rocksalt", a=5.64))
+    labels = sorted((tuple(s), round(g, 6)) for s, g in skeleton_labels(store, skeleton))
+    assert labels == sorted((tuple(e["species"]), round(e["dft_gap"], 6)) for e in store.episodes(run_id)
+                            if e["source"] == "dft" and e["dft_outcome"] == "ok")
 
 
 def test_fill_reports_bad_input_clearly(tmp_path, capsys):

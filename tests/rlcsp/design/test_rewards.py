@@ -9,7 +9,7 @@ from ase.build import bulk
 
 from rlcsp.calculators.espresso import DftSettings, PwRunner
 from rlcsp.design.rewards import (AnalyticEvaluator, DftGapEvaluator, HybridEvaluator, get_evaluator,
-                                      paper_a_reward, paper_b_reward)
+                                      paper_a_reward, paper_b_reward, window_probability)
 from rlcsp.design.gap_model import GapModel, perov5_samples
 from rlcsp.db import Store
 from rlcsp.exceptions import UnknownName
@@ -144,9 +144,16 @@ class ScriptedModel:
         return self
 
 
-def test_hybrid_sends_the_most_promising_uncertain_filling_to_dft_once_and_reuses_its_label(tmp_path):
-    # optimistic rewards (kappa = 1): NaF reaches the 1.12 eV target within one deviation (1.0); NaCl
-    # exp(-0.12^2) = 0.986; LiF and LiCl are far (exp(-(4.9-1.12)^2), exp(-(0.3-1.12)^2) = 0.51)
+def test_window_probability_by_hand():
+    # N(1.5, 0.5) within 1.12 +- 0.25: Phi(-0.26) - Phi(-1.26) = 0.397432 - 0.103835
+    assert window_probability(1.5, 0.5, 1.12) == pytest.approx(0.293597, abs=1e-6)
+    assert window_probability(1.0, 0.0, 1.12) == 1.0 and window_probability(1.5, 0.0, 1.12) == 0.0
+    assert window_probability(1.12, 0.1, 1.12) == pytest.approx(0.987581, abs=1e-6)  # 2 Phi(2.5) - 1
+
+
+def test_hybrid_sends_the_filling_likeliest_on_target_to_dft_once_and_reuses_its_label(tmp_path):
+    # chances of a DFT gap within 1.12 +- 0.25: NaCl 1 (1.0 exactly, no spread); NaF 0.29 (1.5 +- 0.5); LiF and
+    # LiCl ~0 (5.0 and 0.2 eV, 0.1 deviations)
     table = {"FLi": (5.0, 0.1), "ClLi": (0.2, 0.1), "FNa": (1.5, 0.5), "ClNa": (1.0, 0.0)}
     store = Store(f"sqlite:///{tmp_path / 'rlcsp.db'}")
     model = ScriptedModel(table)
@@ -162,7 +169,7 @@ def test_hybrid_sends_the_most_promising_uncertain_filling_to_dft_once_and_reuse
             hybrid.load_state(state)
         out.append(hybrid.evaluate(crystals[formula], 1.12, episode))
     sources = [e.source for e in out]
-    # ep 3: a call earned, NaF the best of its window -> DFT; ep 6: earned, but LiCl is below NaCl's 0.986 of ep 5;
+    # ep 3: a call earned, NaF the best of its window -> DFT; ep 6: earned, but LiCl is below NaCl's 1 of ep 5;
     # ep 7: NaF is labelled now; ep 9: two calls earned -> LiCl goes; ep 10: NaCl the best of its window -> DFT;
     # ep 12: LiCl is labelled
     assert sources == ["model", "model", "dft", "model", "model", "model", "dft-label", "model", "dft", "dft",
