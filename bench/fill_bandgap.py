@@ -268,7 +268,7 @@ def gp_fit(report: dict | None) -> str:
     if not report or report.get("loo_mae") is None:
         return "- (no skeleton GP)"
     return (f"{report['loo_mae']:.2f} / {report['loo_r']:.2f} ({report['mean_predictor_mae']:.2f}), "
-            f"{report['labels']} labels, model weight beta {report['beta']:.2f}")
+            f"{report['labels']} labels")
 
 
 def render(result: dict) -> str:
