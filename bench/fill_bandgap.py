@@ -253,7 +253,9 @@ def window_share(dft_gaps: list, target: float, last: int = 100) -> tuple[float 
     """Share of the last ``last`` DFT-verified fillings (successful calls, in order) within ±0.25 eV of the target,
     and how many there were: the issue's measure of whether the agent designs what it was asked for."""
     gaps = [gap for _, gap, _ in dft_gaps if gap is not None][-last:]
-    return (sum(abs(g - target) <= 0.25 for g in gaps) / len(gaps) if gaps else None), len(gaps)
+    from rlcsp.design.rewards import WINDOW
+
+    return (sum(abs(g - target) <= WINDOW for g in gaps) / len(gaps) if gaps else None), len(gaps)
 
 
 def model_fit(dft_gaps: list) -> str:

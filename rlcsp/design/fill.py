@@ -102,11 +102,9 @@ def make_evaluator(reward: str, fill: dict[str, Any], skeleton, out: Path, store
         model = LabelledGapModel(model, skeleton, known)
     if reward == "gap-model":
         return GapModelEvaluator(model, penalty=uncertainty["penalty"], **common)
-    hybrid = HybridEvaluator(model, dft, every=dft_every, finetune_steps=finetune_steps, finetune_lr=finetune_lr,
-                             select=uncertainty["select"], penalty=uncertainty["penalty"],
-                             canonical=skeleton.canonical, **common)
-    hybrid.labels.update({skeleton.canonical(species): gap for species, gap in known})  # DFT never asked twice
-    return hybrid
+    return HybridEvaluator(model, dft, every=dft_every, finetune_steps=finetune_steps, finetune_lr=finetune_lr,
+                           select=uncertainty["select"], penalty=uncertainty["penalty"], canonical=skeleton.canonical,
+                           known=known, **common)
 
 
 def run_fill(script: str | Path, *, agent: str = "dqn", reward: str = "hybrid", target: float | None = None,

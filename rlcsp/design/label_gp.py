@@ -65,8 +65,7 @@ class SiteDescriptors:
         except CompositionError:
             roles = np.ones(skeleton.n_sites, dtype=int)
         self.roles = [np.flatnonzero(roles == r) for r in (1, -1) if (roles == r).any()]
-        orbit = skeleton.site_permutations.min(axis=0) if len(skeleton.site_permutations) else \
-            np.arange(skeleton.n_sites)
+        orbit = skeleton.site_permutations.min(axis=0)  # each site's orbit by its lowest site
         self.orbits = [np.flatnonzero(orbit == o) for o in np.unique(orbit)]
 
     def __call__(self, species: Sequence[str]) -> np.ndarray:

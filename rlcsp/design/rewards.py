@@ -337,7 +337,7 @@ class HybridEvaluator(GapModelEvaluator):
     The chance weighs promise against doubt: a confident prediction on target scores high, a wild one low. A
     filling DFT has answered is never sent again, nor any filling ``canonical`` maps onto it (the skeleton's
     symmetry-equivalent ones): its DFT gap (or the failure's -1) is its reward from then on, so the agent cannot
-    be paid by the model for what DFT already refuted.
+    be paid by the model for what DFT already refuted; nor is a filling whose gap is ``known`` beforehand.
 
     Episodes are the env's count and the selection state is saved, so a run that resumes makes the same calls.
     """
@@ -346,7 +346,8 @@ class HybridEvaluator(GapModelEvaluator):
 
     def __init__(self, model, dft: DftGapEvaluator, every: int = 30, finetune_steps: int = 10,
                  finetune_lr: float = 1e-3, select: str = "window",
-                 canonical: Callable[[Sequence[str]], tuple[str, ...]] = tuple, **kwargs):
+                 canonical: Callable[[Sequence[str]], tuple[str, ...]] = tuple,
+                 known: Iterable[tuple[Sequence[str], float]] = (), **kwargs):
         super().__init__(model, **kwargs)
         if every < 1:
             raise ConfigError(f"DFT every k-th episode needs k >= 1, got {every}")
@@ -357,7 +358,8 @@ class HybridEvaluator(GapModelEvaluator):
         self.dft.formula, self.dft.max_elements = self.formula, self.max_elements
         self.credit = 0  # episodes earned towards calls: a call costs ``every``
         self.recent: list[float] = []  # window chances of the last every - 1 unlabelled fillings
-        self.labels: dict[tuple[str, ...], float | None] = {}  # DFT gap (None: failed) of each answered filling
+        # DFT gap (None: failed) of each answered filling, starting from the ``known`` gaps (the store's)
+        self.labels: dict[tuple[str, ...], float | None] = {canonical(species): gap for species, gap in known}
 
     def check_vocabulary(self, elements: Iterable[str]) -> set[str]:
         return self.dft.check_vocabulary(elements)

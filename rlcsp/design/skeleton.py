@@ -89,23 +89,23 @@ class Skeleton:
         import spglib
 
         numbers = np.unique(self.species, return_inverse=True)[1]
-        ops = spglib.get_symmetry((self.cell, self.frac_coords, numbers), symprec=1e-2)
-        maps = []
-        for rotation, translation in zip(ops["rotations"], ops["translations"]):
+        ops = spglib.get_symmetry((self.cell, self.frac_coords, numbers), symprec=1e-2) or {}
+        maps = [np.arange(self.n_sites)]  # the identity, also where spglib finds nothing
+        for rotation, translation in zip(ops.get("rotations", ()), ops.get("translations", ())):
             moved = self.frac_coords @ rotation.T + translation
             delta = moved[:, None, :] - self.frac_coords[None, :, :]
             distance = np.linalg.norm((delta - np.round(delta)) @ self.cell, axis=2)
             image = distance.argmin(axis=1)
             if distance[np.arange(self.n_sites), image].max() < 0.05 and len(set(image)) == self.n_sites:
                 maps.append(image)
-        return np.unique(np.array(maps, dtype=np.int64).reshape(-1, self.n_sites), axis=0)
+        return np.unique(np.array(maps, dtype=np.int64), axis=0)
 
     def canonical(self, species: list[str] | tuple[str, ...]) -> tuple[str, ...]:
         """The one filling that stands for all fillings symmetry-equivalent to ``species`` (the least in order)."""
         species = np.asarray(species)
         images = np.empty((len(self.site_permutations), self.n_sites), dtype=species.dtype)
         images[np.arange(len(images))[:, None], self.site_permutations] = species
-        return min(tuple(str(s) for s in row) for row in images) if len(images) else tuple(species.tolist())
+        return min(tuple(str(s) for s in row) for row in images)
 
     def atoms(self, species: list[str] | tuple[str, ...]) -> Atoms:
         """The filled crystal: ``species[i]`` on site i."""
