@@ -9,6 +9,7 @@ and so new graphs (a capture costs about as much as eight steps at batch 64).
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 from typing import Any, Callable
 
@@ -33,6 +34,19 @@ def get_path(obj: Any, path: tuple) -> Any:
     return obj
 
 
+def shadow(obj: Any) -> Any:
+    """A copy of the flight whose own tensors are clones (what ``SHARED`` names stays the same object): running a
+    function on it compiles whatever the function needs for exactly these tensors, and leaves the flight alone."""
+    out = copy.copy(obj)
+    for f in dataclasses.fields(obj):
+        v = getattr(obj, f.name)
+        if isinstance(v, torch.Tensor):
+            setattr(out, f.name, v.clone())
+        elif dataclasses.is_dataclass(v) and f.name not in SHARED:
+            setattr(out, f.name, shadow(v))
+    return out
+
+
 class FlightGraph:
     """``fn(flight)`` captured once; :meth:`replay` runs it again on the flight's current values in place and
     returns its outputs (tensors of the graph's own memory, overwritten by the next replay).
@@ -55,6 +69,14 @@ class FlightGraph:
         self.shared = {name: getattr(flight, name) for name in SHARED}
         self.graph = None
         if self.buffers[0].device.type == "cuda":
+            # Warm up on a shadow first, on a side stream as PyTorch's graph notes advise: a compilation cannot run
+            # inside a capture, and the eager step before it does not see these exact tensors (the buffers above
+            # are unaliased; the model marks the batch's dimensions dynamic at its first evaluation)
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                fn(shadow(flight))
+            torch.cuda.current_stream().wait_stream(side)
             self.graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(self.graph):
                 self.out = self._run()

@@ -8,7 +8,7 @@ import torch
 from ase.io import read
 
 from rlcsp.calculators import get_relaxer
-from rlcsp.calculators.torch_graph import FlightGraph
+from rlcsp.calculators.torch_graph import FlightGraph, shadow
 
 from ..conftest import ROOT
 
@@ -44,6 +44,17 @@ def test_a_replay_updates_the_captured_buffers_in_place_and_refuses_replaced_ten
     toy.x, toy.nbrs = x, object()
     with pytest.raises(RuntimeError, match="nbrs was replaced"):
         graph.replay()
+
+
+def test_a_warm_up_on_the_shadow_leaves_the_flight_alone():
+    """A capture first runs its function on a shadow, to compile it outside the capture: the flight's own
+    tensors must come out of that untouched, and what it shares (batch, lists) must be the same objects."""
+    batch = object()
+    toy = _Toy(batch, None, torch.tensor([1.0, 2.0]), _Inner(torch.tensor([10.0, 20.0])))
+    copy = shadow(toy)
+    assert float(_step(copy)) == 33.0
+    assert toy.x.tolist() == [1.0, 2.0] and toy.inner.y.tolist() == [10.0, 20.0]
+    assert copy.batch is batch and copy.inner is not toy.inner
 
 
 def test_graphed_steps_relax_as_eager_steps():
