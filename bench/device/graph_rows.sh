@@ -19,6 +19,6 @@ timeout 150 python3 bench/gpu_step.py --candidates .devrun/gpu --batch 64 512 --
 timeout 260 python3 bench/gpu_throughput.py relax --candidates .devrun/gpu --compositions y2ti2o7 --device cuda \
     --batch 64 512 --limit 768 3072 --compile --graphs on off --max-seconds 30 \
     --output "$OUT/relax_$commit.json" > "$OUT/relax.log" 2>&1; grep '^|' "$OUT/relax.log" | tail -5
-timeout 150 python3 bench/gpu_throughput.py walkers --device cuda --walkers 24 --budget 40 --initial-population 4 \
-    --graphs --max-seconds 120 --output "$OUT/walkers_$commit.json" > "$OUT/walkers.log" 2>&1
+timeout 125 python3 bench/gpu_throughput.py walkers --device cuda --walkers 24 --budget 40 --initial-population 4 \
+    --graphs --max-seconds 95 --output "$OUT/walkers_$commit.json" > "$OUT/walkers.log" 2>&1
 grep '^|' "$OUT/walkers.log" | tail -2
