@@ -3,15 +3,16 @@
 A chemist reads a run's outcome as candidates to make, not as rewards: ``designs.csv`` has one row per distinct
 filling (the species on every skeleton site; symmetry-equivalent fillings are one) whose DFT gap came back, ranked
 by |gap − target|, with its formula, DFT and model gaps, whether it is inside the ±0.25 eV window, SMACT validity
-and how often the agent proposed it; ``designs/`` holds a CIF of each. With a :class:`rlcsp.design.hull.Hull` each
-row also gets its CHGNet formation energy and energy above the hull of its competing phases (``rlcsp.design.hull``
-says which, and why the distance is a lower bound), so the list shows which designs might exist.
+and how often the agent proposed it (0: a neighbour the hybrid loop sent to DFT in its stead); ``designs/`` holds
+a CIF of each. With a :class:`rlcsp.design.hull.Hull` each row also gets its CHGNet formation energy and energy
+above the hull of its competing phases (``rlcsp.design.hull`` says which, and why the distance is a lower bound),
+so the list shows which designs might exist.
 """
 from __future__ import annotations
 
 import csv
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from ase.io import write
 from tqdm import tqdm
@@ -24,23 +25,33 @@ COLUMNS = ("rank", "formula", "dft_gap", "gap_error", "in_window", "smact_valid"
            "decomposition", "model_gap", "proposed", "first_episode", "cif")
 
 
+def dft_answers(episodes: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """Every filling DFT answered in a run's episodes, in order: an episode's own, and the neighbour DFT answered
+    at it instead (HybridEvaluator's ``explored``), marked ``neighbour``."""
+    for episode in episodes:
+        yield episode
+        if episode.get("explored"):
+            yield {**episode["explored"], "episode": episode.get("episode"), "neighbour": True}
+
+
 def write_designs(out: Path, skeleton: Skeleton, target: float, episodes: Iterable[dict[str, Any]],
                   hull: Hull | None = None) -> list[dict]:
     """``designs.csv`` and ``designs/*.cif`` in ``out`` from a run's stored episodes; returns the rows. Without a
     ``hull`` the stability columns stay empty."""
     found: dict[tuple[str, ...], dict[str, Any]] = {}
-    for row in episodes:
+    for row in dft_answers(episodes):
         if row.get("dft_outcome") != "ok" or row.get("dft_gap") is None or not row.get("species"):
             continue
         species = skeleton.canonical(row["species"])
+        proposed = int(not row.get("neighbour"))
         if species in found:
-            found[species]["proposed"] += 1
+            found[species]["proposed"] += proposed
             continue
         atoms = skeleton.atoms(list(species))
         formula = atoms.get_chemical_formula(mode="metal", empirical=True)
         found[species] = {"formula": formula, "dft_gap": float(row["dft_gap"]),
                           "gap_error": abs(float(row["dft_gap"]) - target), "model_gap": row.get("model_gap"),
-                          "smact_valid": smact_valid(atoms.get_chemical_formula()), "proposed": 1,
+                          "smact_valid": smact_valid(atoms.get_chemical_formula()), "proposed": proposed,
                           "first_episode": row.get("episode"), "atoms": atoms}
     rows = sorted(found.values(), key=lambda r: (r["gap_error"], r["first_episode"] or 0))
     folder = out / "designs"

@@ -74,15 +74,17 @@ def dft_settings(fill: dict[str, Any]):
     return DftSettings.seed_papers(**options), PwRunner(timeout_s=timeout)
 
 
-UNCERTAINTY = {"members": 5, "select": "window", "penalty": 1.0, "site_gp": True}  # paper b: 1, "every", 0, False
+# paper b: 1 member, "every", no penalty, no GP, no neighbours
+UNCERTAINTY = {"members": 5, "select": "window", "penalty": 1.0, "site_gp": True, "neighbours": True}
 
 
 def make_evaluator(reward: str, fill: dict[str, Any], skeleton, out: Path, store, run_id: int, seed: int,
                    dft_every: int, gap_model: str | None, perov5_samples: int, formula: str, relax: bool,
                    finetune_steps: int, finetune_lr: float, uncertainty: dict[str, Any] = UNCERTAINTY):
     """The reward evaluator of a run; ``uncertainty`` sets the gap ensemble's size, the hybrid loop's DFT selection
-    (``rewards.HybridEvaluator``), how far an uncertain prediction's reward is discounted, and whether a GP on the
-    skeleton's DFT labels corrects the gap model (``label_gp``)."""
+    (``rewards.HybridEvaluator``), how far an uncertain prediction's reward is discounted, whether a GP on the
+    skeleton's DFT labels corrects the gap model (``label_gp``) and whether a call may go to a neighbour of the
+    labels nearest the target (``neighbourhood``; run_fill gives the env's, whose masks decide what is a filling)."""
     from rlcsp.design.label_gp import LabelledGapModel, skeleton_labels
     from rlcsp.design.rewards import (ChgnetEnergyEvaluator, DftGapEvaluator, GapModelEvaluator,
                                           HybridEvaluator)
@@ -155,6 +157,8 @@ def run_fill(script: str | Path, *, agent: str = "dqn", reward: str = "hybrid", 
     env = SkeletonFillEnv(skeleton, evaluator, target=target,
                           vocabulary=fill.get("vocabulary", PAPER_B_VOCABULARY), root=fill.get("root", "random"),
                           max_elements=fill.get("max_elements", 5), allowed=fill.get("allowed"), chemistry=chemistry)
+    if uncertainty["neighbours"] and getattr(evaluator, "select", None) == "window":
+        evaluator.explore(env.neighbourhood())  # the env's masks say which fillings DFT may be sent
     bar = None
     if progress:
         from tqdm import tqdm
@@ -335,6 +339,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "or on every k-th (paper b)")
     p.add_argument("--no-site-gp", action="store_true",
                    help="the gap model alone, without the GP on the skeleton's DFT labels that corrects it (paper b)")
+    p.add_argument("--no-neighbours", action="store_true",
+                   help="hybrid: DFT only on the agent's own fillings, never on a neighbour (a swap or substitution) "
+                   "of the labelled fillings nearest the target")
     p.add_argument("--uncertainty-penalty", type=float, default=UNCERTAINTY["penalty"],
                    help="a model reward is taken this many ensemble deviations further from the target (0: none)")
     p.add_argument("--no-hull", action="store_true",
@@ -359,7 +366,8 @@ def run_from_args(script: str, args: argparse.Namespace) -> int:
                        formula=args.formula, relax=args.relax, finetune_steps=args.finetune_steps,
                        finetune_lr=args.finetune_lr, dqn=dqn, chemistry=not args.no_chemistry, hull=not args.no_hull,
                        uncertainty={"members": args.gap_members, "select": args.dft_select,
-                                    "penalty": args.uncertainty_penalty, "site_gp": not args.no_site_gp},
+                                    "penalty": args.uncertainty_penalty, "site_gp": not args.no_site_gp,
+                                    "neighbours": not args.no_neighbours},
                        progress=not args.quiet)
     print(json.dumps({k: v for k, v in summary.items() if k != "config"}, indent=2, default=float))
     return 0

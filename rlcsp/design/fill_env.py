@@ -22,6 +22,7 @@ from ase.data import atomic_numbers
 from gymnasium import spaces
 
 from rlcsp.design.chem_rules import common_states, neutral_under_common_states, site_roles, smact_valid, takes_role
+from rlcsp.design.neighbourhood import Neighbourhood
 from rlcsp.design.rewards import Evaluation, Evaluator, get_evaluator
 from rlcsp.exceptions import ConfigError
 from rlcsp.design.skeleton import Skeleton, make_skeleton
@@ -206,6 +207,34 @@ class SkeletonFillEnv(gym.Env):
             if 0 in reach:
                 return True
         return False
+
+    def valid(self, species: Sequence[str]) -> bool:
+        """Whether a complete filling is one the masks let the agent make: vocabulary and ``allowed`` elements, at
+        most ``max_elements`` of them, and with ``chemistry`` each site's role, one role per element, charge
+        neutrality under common states and SMACT validity (what the last site's mask demands)."""
+        index = {el: k for k, el in enumerate(self.vocabulary)}
+        if (len(species) != self.skeleton.n_sites or len(set(species)) > self.max_elements
+                or any(el not in index or not self.allowed[index[el]] for el in species)):
+            return False
+        if not self.chemistry:
+            return True
+        counts: dict[str, int] = {}
+        signs: dict[str, int] = {}
+        for element, role in zip(species, self.roles.tolist()):
+            if not self.takes[role][index[element]] or signs.setdefault(element, role) != role:
+                return False
+            counts[element] = counts.get(element, 0) + 1
+        return neutral_under_common_states(counts, signs) and smact_valid(counts)
+
+    def neighbourhood(self, seeds: int = 3, limit: int = 400) -> Neighbourhood:
+        """The fillings one move from the labelled ones nearest the target that this env's masks allow."""
+        if not self.chemistry:
+            roles = [1] * self.skeleton.n_sites
+            return Neighbourhood(self.skeleton, roles, {1: [el for el, a in zip(self.vocabulary, self.allowed) if a]},
+                                 self.valid, seeds, limit)
+        elements = {role: [el for el, a, t in zip(self.vocabulary, self.allowed, self.takes[role]) if a and t]
+                    for role in (1, -1)}
+        return Neighbourhood(self.skeleton, self.roles.tolist(), elements, self.valid, seeds, limit)
 
     # -- dynamics -------------------------------------------------------------------------------------
 

@@ -115,7 +115,7 @@ class Hull:
         """PDEntries of the elements' reference phases and of the cation–anion binaries among them."""
         from pymatgen.analysis.phase_diagram import PDEntry
 
-        from rlcsp.design.rewards import ChgnetFormation
+        from rlcsp.design.formation import ChgnetFormation
 
         entries = []
         for element in elements:

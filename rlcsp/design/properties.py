@@ -23,7 +23,7 @@ class ModelProperties:
     """The gap model's gap, and CHGNet's formation energy from the energy of the same forward pass."""
 
     def __init__(self, model, formation: bool = True):
-        from rlcsp.design.rewards import ChgnetFormation
+        from rlcsp.design.formation import ChgnetFormation
 
         self.model = model
         self.formation = ChgnetFormation() if formation else None

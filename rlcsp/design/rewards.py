@@ -26,6 +26,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 from ase import Atoms
 
+from rlcsp.design.formation import ChgnetFormation
 from rlcsp.exceptions import ConfigError, UnknownName
 
 PAPER_A = (1.0, 10.0, 5.0, 3.0)  # alpha1, alpha2, beta1, beta2
@@ -61,6 +62,7 @@ class Evaluation:
     e_form: float | None = None
     wall_s: float = 0.0
     invalid: bool = False
+    explored: dict[str, Any] | None = None  # a neighbouring filling DFT answered at this episode (HybridEvaluator)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -126,60 +128,6 @@ class AnalyticEvaluator(Evaluator):
 
     def _evaluate(self, atoms: Atoms, target: float, episode: int) -> Evaluation:
         return Evaluation(float(self.function(atoms.get_chemical_symbols())), source="analytic")
-
-
-class ChgnetFormation:
-    """CHGNet formation energy per atom against a reference phase of each element, unrelaxed.
-
-    References: the bulk phase ASE builds for the element (``ase.build.bulk``); noble gases as atoms in a 10 A
-    box; every other element (H, N, O, F, and the molecular or many-atom crystals ASE cannot build: P, S, Se,
-    Cl, Br) as a dimer at twice the covalent radius (ASE's bond length where it has one) in a 10 A box. That
-    makes formation energies of compounds of those elements approximate (a few tenths of an eV per atom):
-    enough for paper a's stability term, not for a convex hull. Evaluated once per element per process.
-    """
-
-    def __init__(self, device: str = "cpu"):
-        self.device = device
-        self._mu: dict[str, float] = {}
-        self._calculator = None
-
-    def _energy(self, atoms: Atoms) -> float:
-        from rlcsp.calculators.chgnet import chgnet_calculator
-
-        if self._calculator is None:
-            self._calculator = chgnet_calculator(self.device)
-        atoms = atoms.copy()
-        atoms.calc = self._calculator
-        return float(atoms.get_potential_energy())
-
-    @staticmethod
-    def reference_phase(element: str) -> Atoms:
-        from ase.build import bulk
-        from ase.data import atomic_numbers, covalent_radii, reference_states
-
-        z = atomic_numbers[element]
-        state = reference_states[z] or {}
-        box = [10.0, 10.5, 11.0]
-        if state.get("symmetry") == "atom":
-            return Atoms([element], cell=box, pbc=True)
-        try:
-            return bulk(element)
-        except (ValueError, KeyError, RuntimeError):
-            d = state.get("d", 2 * covalent_radii[z])
-            return Atoms([element] * 2, positions=[[0, 0, 0], [0, 0, d]], cell=box, pbc=True)
-
-    def reference(self, element: str) -> float:
-        if element not in self._mu:
-            ref = self.reference_phase(element)
-            self._mu[element] = self._energy(ref) / len(ref)
-        return self._mu[element]
-
-    def __call__(self, atoms: Atoms) -> float:
-        return self.from_energy(atoms.get_chemical_symbols(), self._energy(atoms) / len(atoms))
-
-    def from_energy(self, symbols: Sequence[str], energy_per_atom: float) -> float:
-        """The formation energy per atom of a crystal whose CHGNet energy per atom is already known."""
-        return energy_per_atom - sum(self.reference(s) for s in symbols) / len(symbols)
 
 
 class ChgnetEnergyEvaluator(Evaluator):
@@ -339,6 +287,11 @@ class HybridEvaluator(GapModelEvaluator):
     symmetry-equivalent ones): its DFT gap (or the failure's -1) is its reward from then on, so the agent cannot
     be paid by the model for what DFT already refuted; nor is a filling whose gap is ``known`` beforehand.
 
+    With a ``neighbourhood`` (:class:`rlcsp.design.neighbourhood.Neighbourhood`) a call may go instead to a
+    filling one move from the labelled ones nearest the target, when its window chance beats the episode's own:
+    the agent keeps repeating what DFT has answered, and next to a hit is where hits are likeliest. The episode
+    then keeps the model's reward, and its evaluation's ``explored`` holds what DFT said of the neighbour.
+
     Episodes are the env's count and the selection state is saved, so a run that resumes makes the same calls.
     """
 
@@ -347,13 +300,16 @@ class HybridEvaluator(GapModelEvaluator):
     def __init__(self, model, dft: DftGapEvaluator, every: int = 30, finetune_steps: int = 10,
                  finetune_lr: float = 1e-3, select: str = "window",
                  canonical: Callable[[Sequence[str]], tuple[str, ...]] = tuple,
-                 known: Iterable[tuple[Sequence[str], float]] = (), **kwargs):
+                 known: Iterable[tuple[Sequence[str], float]] = (), neighbourhood=None, **kwargs):
         super().__init__(model, **kwargs)
         if every < 1:
             raise ConfigError(f"DFT every k-th episode needs k >= 1, got {every}")
         if select not in SELECTIONS:
             raise UnknownName("DFT selection", select, list(SELECTIONS))
         self.dft, self.every, self.select, self.canonical = dft, every, select, canonical
+        self.neighbourhood = None
+        if neighbourhood is not None:
+            self.explore(neighbourhood)
         self.finetune_steps, self.finetune_lr = finetune_steps, finetune_lr
         self.dft.formula, self.dft.max_elements = self.formula, self.max_elements
         self.credit = 0  # episodes earned towards calls: a call costs ``every``
@@ -382,10 +338,35 @@ class HybridEvaluator(GapModelEvaluator):
         self.recent = (self.recent + [chance])[-(self.every - 1):] if self.every > 1 else []
         if (self.credit >= self.every and best) or self.credit >= 2 * self.every:
             self.credit -= self.every
-            evaluation = self._dft(atoms, target, episode, gap)
-            self.labels[species] = evaluation.dft_gap
-            return evaluation
+            other = self._neighbour(target, chance)
+            if other is None:
+                evaluation = self._dft(atoms, target, episode, gap)
+                self.labels[species] = evaluation.dft_gap
+                return evaluation
+            near, near_atoms, near_gap = other
+            answer = self._dft(near_atoms, target, episode, near_gap)
+            self.labels[near] = answer.dft_gap
+            self.counts["dft_neighbours"] += 1
+            explored = {"species": list(near), "dft_gap": answer.dft_gap, "dft_outcome": answer.dft_outcome,
+                        "model_gap": near_gap}
+            return replace(self._model_evaluation(atoms, target, gap, spread), explored=explored)
         return self._model_evaluation(atoms, target, gap, spread)
+
+    def explore(self, neighbourhood) -> None:
+        """Let calls go to ``neighbourhood``'s fillings too; ``counts['dft_neighbours']`` says how many did."""
+        self.neighbourhood = neighbourhood
+        self.counts.setdefault("dft_neighbours", 0)
+
+    def _neighbour(self, target: float, chance: float) -> tuple[tuple[str, ...], Atoms, float] | None:
+        """The neighbouring filling with the best window chance, if it beats the episode's own ``chance``."""
+        pool = self.neighbourhood.pool(self.labels, target) if self.neighbourhood is not None else []
+        if not pool:
+            return None
+        structures = [self.neighbourhood.skeleton.atoms(list(s)) for s in pool]
+        mean, spread = self.model.predict_spread(structures)
+        chances = [window_probability(m, s, target) for m, s in zip(mean, spread)]
+        k = max(range(len(pool)), key=chances.__getitem__)
+        return (pool[k], structures[k], float(mean[k])) if chances[k] > chance else None
 
     def _dft(self, atoms: Atoms, target: float, episode: int, model_gap: float) -> Evaluation:
         result = self.dft.dft(atoms, episode, model_gap)

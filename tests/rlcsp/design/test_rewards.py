@@ -129,6 +129,8 @@ class ScriptedModel:
         self.table, self.finetuned = table, []
 
     def predict_spread(self, atoms):
+        if isinstance(atoms, list):  # a batch, as the real models take it
+            return tuple(np.array(v) for v in zip(*(self.table[a.get_chemical_formula()] for a in atoms)))
         return self.table[atoms.get_chemical_formula()]
 
     def predict(self, atoms):
@@ -180,3 +182,34 @@ def test_hybrid_sends_the_filling_likeliest_on_target_to_dft_once_and_reuses_its
     assert out[6].reward == pytest.approx(math.exp(-(out[2].dft_gap - 1.12) ** 2))
     # a model reward is taken one deviation further from the target: LiCl's 0.2 +- 0.1 is scored at 0.1 eV
     assert out[1].reward == pytest.approx(math.exp(-(0.1 - 1.12) ** 2)) and out[1].gap == 0.2
+
+
+def test_a_call_goes_to_a_neighbour_of_the_hit_when_its_window_chance_beats_the_episodes_own(tmp_path):
+    """Rock salt NaCl labelled on target (1.1 eV); the agent keeps proposing LiF (5.0 eV, chance ~0). At the call,
+    NaF (1.5 +- 0.5: chance 0.29) is the best neighbour of NaCl (LiCl: 0.2 +- 0.1, ~0), so real DFT answers
+    NaF; the episode keeps the model's reward for LiF and records what DFT said of NaF."""
+    from rlcsp.design.designs import dft_answers
+    from rlcsp.design.neighbourhood import Neighbourhood
+    from rlcsp.design.skeleton import make_skeleton
+
+    skeleton = make_skeleton(bulk("NaCl", "rocksalt", a=5.0))
+    model = ScriptedModel({"FLi": (5.0, 0.1), "ClLi": (0.2, 0.1), "FNa": (1.5, 0.5), "ClNa": (1.1, 0.0)})
+    store = Store(f"sqlite:///{tmp_path / 'rlcsp.db'}")
+    hood = Neighbourhood(skeleton, [1, -1], {1: ["Li", "Na"], -1: ["F", "Cl"]}, lambda s: True)
+    hybrid = HybridEvaluator(model, DftGapEvaluator(CHEAP, store=store, run_id=None), every=2,
+                             known=[(["Na", "Cl"], 1.1)], neighbourhood=hood)
+    lif = skeleton.atoms(["Li", "F"])
+    first, second = hybrid.evaluate(lif, 1.12, 1), hybrid.evaluate(lif, 1.12, 2)
+    assert first.explored is None and second.source == "model" and second.gap == 5.0
+    assert second.explored["species"] == ["Na", "F"] and second.explored["dft_outcome"] == "ok"
+    assert model.finetuned == ["FNa"] and hybrid.counts["dft_neighbours"] == 1
+    assert [(c["episode"], c["formula"]) for c in store.fill_dft_calls(None)] == [(2, "FNa")]
+    nacl_f = hybrid.evaluate(skeleton.atoms(["Na", "F"]), 1.12, 3)
+    assert nacl_f.source == "dft-label" and nacl_f.dft_gap == second.explored["dft_gap"]
+    rows = [{**second.to_dict(), "episode": 2, "species": ["Li", "F"]}]
+    assert [(r["species"], r.get("neighbour")) for r in dft_answers(rows)] == [(["Li", "F"], None),
+                                                                              (["Na", "F"], True)]
+    # without a neighbour that beats it, the episode's own filling goes, as before
+    lone = HybridEvaluator(model, DftGapEvaluator(CHEAP, store=store, run_id=None), every=1,
+                           known=[(["Na", "Cl"], 1.1), (["Na", "F"], 1.4)], neighbourhood=hood)
+    assert lone._neighbour(1.12, 0.5) is None
