@@ -239,7 +239,10 @@ def main() -> int:
         part2["designs"]["in_window_formulas"] = len({d["formula"] for d in csv.DictReader(handle)
                                                       if d["in_window"] == "True"})
 
+    from gpu_throughput import commit  # the one commit helper of the benches
+
     result = {"skeleton": "Rb3ScF6 elpasolite, 10 sites, 21 elements (paper b)", "target_eV": args.target,
+              "commit": commit(),
               "settings": {"seed": args.seed, "epsilon_decay": args.decay, "perov5_samples": args.perov5_samples,
                            "dft": f"ONCV PBE, {dft}", "dqn": dqn, "threads": 1,
                            "hybrid_loop": "paper b" if args.paper_b_loop else DEFAULT_LOOP,
