@@ -230,11 +230,12 @@ def main() -> int:
     part2["dft_gaps"] = [(c["formula"], c["band_gap"], c["model_gap"]) for c in calls if c["band_gap"] is not None]
     part2["gap_model"] = hybrid.get("gap_model", {})  # with the skeleton GP: its leave-one-out error at the end
     from rlcsp.design.designs import dft_answers
+    from rlcsp.design.rewards import WINDOW
 
     near = [a for a in dft_answers(store.episodes(hybrid["run_id"])) if a.get("neighbour")]
     ok_near = [a["dft_gap"] for a in near if a["dft_outcome"] == "ok" and a["dft_gap"] is not None]
     part2["neighbour_calls"] = {"calls": len(near), "ok": len(ok_near),
-                                "in_window": sum(abs(g - args.target) <= 0.25 for g in ok_near)}
+                                "in_window": sum(abs(g - args.target) <= WINDOW for g in ok_near)}
     with (hybrid_out / "designs.csv").open() as handle:  # arrangements of one formula are distinct crystals
         part2["designs"]["in_window_formulas"] = len({d["formula"] for d in csv.DictReader(handle)
                                                       if d["in_window"] == "True"})

@@ -224,7 +224,7 @@ class SkeletonFillEnv(gym.Env):
             if not self.takes[role][index[element]] or signs.setdefault(element, role) != role:
                 return False
             counts[element] = counts.get(element, 0) + 1
-        return neutral_under_common_states(counts, signs) and smact_valid(counts)
+        return self._completable(counts, signs, [])
 
     def neighbourhood(self, seeds: int = 3, limit: int = 400) -> Neighbourhood:
         """The fillings one move from the labelled ones nearest the target that this env's masks allow."""
@@ -232,8 +232,7 @@ class SkeletonFillEnv(gym.Env):
             roles = [1] * self.skeleton.n_sites
             return Neighbourhood(self.skeleton, roles, {1: [el for el, a in zip(self.vocabulary, self.allowed) if a]},
                                  self.valid, seeds, limit)
-        elements = {role: [el for el, a, t in zip(self.vocabulary, self.allowed, self.takes[role]) if a and t]
-                    for role in (1, -1)}
+        elements = {role: self._candidates({}, {}, role) for role in (1, -1)}  # what an empty filling may take
         return Neighbourhood(self.skeleton, self.roles.tolist(), elements, self.valid, seeds, limit)
 
     # -- dynamics -------------------------------------------------------------------------------------
