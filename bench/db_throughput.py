@@ -1,6 +1,6 @@
 """How much recording costs: steps stored per second on SQLite and MariaDB, against a 40-atom relaxation.
 
-Each recorded step is what the search writes: the step row, a new structure (JSON positions and CIF text) and
+Each recorded step is what the search writes: the step row, a new structure (packed positions and its genome) and
 the walker's full state (genome, structures, RNG and policy state) in one transaction. The peer is the
 LammpsRelaxer on perturbed 40-atom bixbyite Y2O3, measured in the same run; the target is < 2 % overhead.
 

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from rlcsp.db.connection import StoreUnavailable
-from rlcsp.db.store import Store, atoms_from_json, atoms_to_json
+from rlcsp.db.store import Store, atoms_from_text, atoms_to_text
 
 
 class StepBuffer:
@@ -37,7 +37,7 @@ class StepBuffer:
         from dataclasses import asdict
 
         item = {"record": asdict(record), "state": state, "fields": fields,
-                "new": None if new is None else {**new, "atoms": atoms_to_json(new["atoms"])}}
+                "new": None if new is None else {**new, "atoms": atoms_to_text(new["atoms"])}}
         self.pending.append(item)
         if len(self.pending) > 1 or not self.flush():
             with self.path.open("a") as handle:  # durable copy while the store is away
@@ -51,7 +51,7 @@ class StepBuffer:
             item = self.pending[0]
             new = item["new"]
             if new is not None:
-                new = {**new, "atoms": atoms_from_json(new["atoms"])}
+                new = {**new, "atoms": atoms_from_text(new["atoms"])}
             tried_at = time.monotonic()
             try:
                 self.store.record_step(self.run_id, StepRecord(**item["record"]), item["state"], new,

@@ -249,6 +249,10 @@ class Transaction:
     def execute(self, sql: str, params: tuple = ()) -> None:
         self.cursor.execute(self.db._sql(sql), params)
 
+    def executemany(self, sql: str, rows: list[tuple]) -> None:
+        if rows:
+            self.cursor.executemany(self.db._sql(sql), rows)
+
     def all(self, sql: str, params: tuple = ()) -> list[tuple]:
         self.execute(sql, params)
         return list(self.cursor.fetchall())

@@ -5,9 +5,11 @@ a database written by a newer rlcsp is refused rather than silently misread.
 """
 from __future__ import annotations
 
+import uuid
+
 from rlcsp.db.connection import Database, StoreError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Types per dialect: an identifier column, long text, short indexed text, and a float.
 _TYPES = {
@@ -19,14 +21,14 @@ _TYPES = {
 
 TABLES = {
     "runs": """
-        id {id}, name {key} NOT NULL, composition {key} NOT NULL, policy {key} NOT NULL, policy_id {key},
+        id {id}, uid {key}, name {key} NOT NULL, composition {key} NOT NULL, policy {key} NOT NULL, policy_id {key},
         seed BIGINT NOT NULL, calculator {key} NOT NULL, config {text} NOT NULL, code_version {key} NOT NULL,
         status {key} NOT NULL, best_energy {float}, gm_relaxation INTEGER, relaxations INTEGER NOT NULL,
         state {text}, created_at {ts} NOT NULL, updated_at {ts} NOT NULL""",
     "structures": """
         id {id}, run_id BIGINT NOT NULL, relaxation INTEGER NOT NULL, formula {key} NOT NULL,
         n_atoms INTEGER NOT NULL, energy {float} NOT NULL, fingerprint {key}, atoms {text} NOT NULL,
-        cif {text} NOT NULL, genome {text} NOT NULL, UNIQUE (run_id, relaxation)""",
+        genome {text} NOT NULL, UNIQUE (run_id, relaxation)""",
     "steps": """
         id {id}, run_id BIGINT NOT NULL, relaxation INTEGER NOT NULL, kind {key} NOT NULL, move INTEGER,
         attempts INTEGER NOT NULL, outcome {key} NOT NULL, e_new {float}, e_current {float}, e_global {float},
@@ -67,6 +69,7 @@ TABLES.update(FILL_TABLES)
 
 INDEXES = {
     "runs_lookup": ("runs", "composition, policy, seed"),
+    "runs_uid": ("runs", "uid"),
     "steps_run": ("steps", "run_id, kind"),
     "structures_energy": ("structures", "run_id, energy"),
     "episodes_run": ("episodes", "run_id, episode"),
@@ -78,10 +81,39 @@ FILL_INDEXES = {
 }
 INDEXES.update(FILL_INDEXES)
 
-# version -> statements taking the schema from version-1 to version
-MIGRATIONS: dict[int, list[str]] = {
+
+def _has_column(tx, dialect: str, table: str, column: str) -> bool:
+    if dialect == "sqlite":
+        return any(row[1] == column for row in tx.all(f"PRAGMA table_info({table})"))
+    return bool(tx.one("SELECT 1 FROM information_schema.columns WHERE table_schema = DATABASE() "
+                       "AND table_name = ? AND column_name = ?", (table, column)))
+
+
+def _drop_structure_cif(tx, dialect: str) -> None:
+    """Version 3 keeps no CIF per structure (3 of a structure row's 5 KB; ``rlcsp export`` writes CIFs), and
+    new rows hold their atoms packed (rlcsp.db.store.atoms_to_text); rows of older versions still read."""
+    if _has_column(tx, dialect, "structures", "cif"):
+        tx.execute("ALTER TABLE structures DROP COLUMN cif")
+
+
+def _add_run_uid(tx, dialect: str) -> None:
+    """Version 3 names every run by a uid, the same in every store it is copied to (rlcsp.db.transfer)."""
+    if not _has_column(tx, dialect, "runs", "uid"):
+        tx.execute(f"ALTER TABLE runs ADD COLUMN uid {_TYPES[dialect]['key']}")
+        tx.execute("CREATE INDEX runs_uid ON runs (uid)")
+    for (run_id,) in tx.all("SELECT id FROM runs WHERE uid IS NULL"):
+        tx.execute("UPDATE runs SET uid = ? WHERE id = ?", (new_uid(), run_id))
+
+
+def new_uid() -> str:
+    return uuid.uuid4().hex
+
+
+# version -> what takes the schema from version-1 to version: statements, or a function of (transaction, dialect)
+MIGRATIONS: dict[int, list] = {
     2: [f"CREATE TABLE IF NOT EXISTS {name} ({body})" for name, body in FILL_TABLES.items()]
        + [f"CREATE INDEX {index} ON {table} ({columns})" for index, (table, columns) in FILL_INDEXES.items()],
+    3: [_drop_structure_cif, _add_run_uid],
 }
 
 
@@ -109,7 +141,10 @@ def create_schema(db: Database) -> None:
                              f"{SCHEMA_VERSION}; upgrade rlcsp (pip install -U rlcsp) or use another database")
         for version in range(current + 1, SCHEMA_VERSION + 1):
             for statement in MIGRATIONS.get(version, []):
-                tx.execute(statement.format(**types))
+                if callable(statement):
+                    statement(tx, db.dialect)
+                else:
+                    tx.execute(statement.format(**types))
             tx.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
 
     db.run(work, lock=True, what="schema set-up")

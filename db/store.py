@@ -6,40 +6,51 @@ and continues exactly as if it had never stopped.
 """
 from __future__ import annotations
 
+import base64
 import json
 import re
+import struct
 import time
 from dataclasses import asdict
 from typing import Any, Callable
 
+import numpy as np
 from ase import Atoms
 
 from rlcsp.db.connection import Database, StoreError
-from rlcsp.db.schema import create_schema
+from rlcsp.db.schema import create_schema, new_uid
 
 STEP_COLUMNS = ("relaxation", "kind", "move", "attempts", "outcome", "e_new", "e_current", "e_global",
                 "temperature", "is_unique", "n_atoms", "build_s", "relax_s", "policy_s", "failure", "reward")
 
 
-def atoms_to_json(atoms: Atoms) -> str:
-    """Exact (repr-precision) JSON of a periodic structure, for bit-identical restores."""
-    return json.dumps({"numbers": atoms.numbers.tolist(), "cell": atoms.cell.array.tolist(),
-                       "positions": atoms.positions.tolist(), "pbc": atoms.pbc.tolist()})
+PACKED = "f64:"  # the packed form's prefix; JSON (older rows and checkpoints) starts with "{"
 
 
-def atoms_from_json(text: str) -> Atoms:
-    data = json.loads(text)
-    return Atoms(numbers=data["numbers"], cell=data["cell"], positions=data["positions"], pbc=data["pbc"])
+def atoms_to_text(atoms: Atoms) -> str:
+    """A periodic structure, bit for bit, in about a third of its JSON: species, periodicity, cell and positions as
+    little-endian bytes (float64), base64-encoded so that any text column and JSON document can hold it."""
+    numbers = atoms.numbers
+    if numbers.size and (numbers.min() < 0 or numbers.max() > 255):
+        raise ValueError(f"atomic numbers must lie in 0..255 to be stored, got {numbers.min()}..{numbers.max()}")
+    data = b"".join((struct.pack("<I", len(atoms)), np.asarray(atoms.pbc, "<u1").tobytes(),
+                     numbers.astype("<u1").tobytes(), np.asarray(atoms.cell.array, "<f8").tobytes(),
+                     np.asarray(atoms.positions, "<f8").tobytes()))
+    return PACKED + base64.b64encode(data).decode("ascii")
 
 
-def _cif(atoms: Atoms) -> str:
-    from io import BytesIO
-
-    from ase.io import write
-
-    buffer = BytesIO()
-    write(buffer, atoms, format="cif")
-    return buffer.getvalue().decode()
+def atoms_from_text(text: str) -> Atoms:
+    """A structure stored by atoms_to_text, or as the JSON of schema versions 1-2."""
+    if not text.startswith(PACKED):
+        data = json.loads(text)
+        return Atoms(numbers=data["numbers"], cell=data["cell"], positions=data["positions"], pbc=data["pbc"])
+    data = base64.b64decode(text[len(PACKED):])
+    n = struct.unpack_from("<I", data)[0]
+    pbc = np.frombuffer(data, "<u1", 3, 4).astype(bool)
+    numbers = np.frombuffer(data, "<u1", n, 7).astype(int)
+    cell = np.frombuffer(data, "<f8", 9, 7 + n).reshape(3, 3)
+    positions = np.frombuffer(data, "<f8", 3 * n, 7 + n + 72).reshape(n, 3)
+    return Atoms(numbers=numbers, cell=cell, positions=positions, pbc=pbc)
 
 
 class Store:
@@ -64,9 +75,9 @@ class Store:
                    calculator: str, code_version: str, policy_id: str | None = None) -> int:
         now = time.time()
         return self.db.run(lambda tx: tx.insert(
-            "INSERT INTO runs (name, composition, policy, policy_id, seed, calculator, config, code_version, "
-            "status, relaxations, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'running', 0, ?, ?)",
-            (name, composition, policy, policy_id, seed, calculator, json.dumps(config, sort_keys=True),
+            "INSERT INTO runs (uid, name, composition, policy, policy_id, seed, calculator, config, code_version, "
+            "status, relaxations, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'running', 0, ?, ?)",
+            (new_uid(), name, composition, policy, policy_id, seed, calculator, json.dumps(config, sort_keys=True),
              code_version, now, now)), what="create run")
 
     def find_run(self, config: dict[str, Any], which: str = "unfinished") -> int | None:
@@ -127,10 +138,10 @@ class Store:
             if structure is not None:
                 structure_id = tx.insert(
                     "INSERT INTO structures (run_id, relaxation, formula, n_atoms, energy, fingerprint, atoms, "
-                    "cif, genome) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "genome) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     (run_id, record.relaxation, structure["atoms"].get_chemical_formula(),
                      len(structure["atoms"]), structure["energy"], structure.get("fingerprint"),
-                     atoms_to_json(structure["atoms"]), _cif(structure["atoms"]), json.dumps(structure["genome"])))
+                     atoms_to_text(structure["atoms"]), json.dumps(structure["genome"], separators=(",", ":"))))
             tx.execute(f"INSERT INTO steps (run_id, {', '.join(STEP_COLUMNS)}, structure_id) "
                        f"VALUES (?, {', '.join('?' * len(STEP_COLUMNS))}, ?)", (run_id, *values, structure_id))
             if policy_params is not None:
@@ -153,10 +164,10 @@ class Store:
         return [dict(zip(STEP_COLUMNS, row)) for row in rows]
 
     def structures(self, run_id: int) -> list[dict[str, Any]]:
-        rows = self.db.query("SELECT relaxation, energy, atoms, cif, genome FROM structures WHERE run_id = ? "
+        rows = self.db.query("SELECT relaxation, energy, atoms, genome FROM structures WHERE run_id = ? "
                              "ORDER BY relaxation", (run_id,))
-        return [{"relaxation": r[0], "energy": r[1], "atoms": atoms_from_json(r[2]), "cif": r[3],
-                 "genome": json.loads(r[4])} for r in rows]
+        return [{"relaxation": r[0], "energy": r[1], "atoms": atoms_from_text(r[2]), "genome": json.loads(r[3])}
+                for r in rows]
 
     def count(self, table: str, run_id: int) -> int:
         if table not in ("steps", "structures"):

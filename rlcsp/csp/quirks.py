@@ -46,6 +46,9 @@ QUIRKS: dict[str, str] = {
     "melt_bookkeeping": "energies compared rounded to 1e-6; a downhill step that is not a new global minimum "
                         "leaves ca at 1, one equal to the global minimum resets neither ca nor the melt weights "
                         "(§3.2)",
+    "energy_uniqueness": "a relaxed structure is new when its energy rounded to 1e-6 eV/atom has not been seen since "
+                         "the best initial structure, not when no structure in the energy window matches it; "
+                         "the non-unique penalty of FUSE_RL's rewards follows this rule (§3.2, §3.3)",
     "gulp_inner_cut": "a relaxation fails as a collapse when its rattled start has a cation-anion pair inside "
                       "the exponential's inner cutoff (1.2 A in lib2): GULP drops A exp(-r/rho) there, so the "
                       "Coulomb attraction pulls the pair together (fuse.md §6.2)",
@@ -56,11 +59,11 @@ PROFILES: dict[str, frozenset[str]] = {
     "1.04": frozenset({"lattice_redraw", "uncapped_fus", "sub_capped_moves", "cartesian_offsets", "plain_checks",
                        "block_reversal", "string_double", "noop_moves", "metropolis_global", "redraw_each_attempt",
                        "string_sizes", "string_overflow_redraw", "swap_first_uniform", "rattle_seed_42",
-                       "melt_bookkeeping", "gulp_inner_cut"}),
+                       "melt_bookkeeping", "energy_uniqueness", "gulp_inner_cut"}),
     "1.06": frozenset({"lattice_redraw", "uncapped_fus", "cartesian_offsets", "plain_checks", "block_reversal",
                        "string_double_106", "noop_moves", "metropolis_global", "redraw_after_100",
                        "move6_global_cells", "swap_first_uniform", "rattle_seed_42", "melt_bookkeeping",
-                       "gulp_inner_cut"}),
+                       "energy_uniqueness", "gulp_inner_cut"}),
 }
 EXCLUSIVE = (frozenset({"redraw_each_attempt", "redraw_after_100"}), frozenset({"string_double", "string_double_106"}))
 

@@ -198,7 +198,8 @@ class WalkerRun:
             info = store.run_info(run_id)  # after flushing steps buffered during an earlier outage
         if info is not None and info["state"] is not None:
             records = records_from_rows(store.steps(run_id))
-            search.restore(info["state"], records, [(s["energy"], s["atoms"]) for s in store.structures(run_id)])
+            search.restore(info["state"], records,
+                           lambda: [(s["energy"], s["atoms"]) for s in store.structures(run_id)])
             print(f"resuming run {run_id} ({config.name}, {config.policy}, seed {config.seed}) after relaxation "
                   f"{info['relaxations']} from {store.url}", file=sys.stderr)
         elif run_id is None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
 from ase import Atoms
@@ -29,7 +29,7 @@ from rlcsp.csp.genome import Genome
 from rlcsp.csp.inner_cut import InnerCut
 from rlcsp.csp.propose import Proposal, Proposer, SearchError, relax_proposals
 from rlcsp.csp.stop import StopRequest
-from rlcsp.csp.uniqueness import UniquenessIndex
+from rlcsp.csp.uniqueness import EnergyIndex, UniquenessIndex
 from rlcsp.csp.walker import OUTCOMES, SearchResult, StepRecord, Walker
 
 __all__ = ["Search", "SearchError", "relaxer_options"]
@@ -83,7 +83,8 @@ class Search(Proposer):
         self.inner_cut = (InnerCut.from_library(config.library_path, set(config.comp.symbols))
                           if "gulp_inner_cut" in quirks else None)
         self.quirk_uses: dict[str, int] = {}
-        self.unique = UniquenessIndex(config.energy_tolerance)
+        self.fuse_unique = "energy_uniqueness" in quirks
+        self.unique = EnergyIndex() if self.fuse_unique else UniquenessIndex(config.energy_tolerance)
         self.on_record = on_record
         self.records: list[StepRecord] = []
         # Initial-population progress, kept on the object so an interrupted population resumes mid-way.
@@ -112,6 +113,8 @@ class Search(Proposer):
             "move_redraw_after": self.redraw_after,
             "move_exclusion": self.excludes_moves,
             "inner_cut": None if self.inner_cut is None else self.inner_cut.describe(),
+            "uniqueness": ("energy rounded to 1e-6" if self.fuse_unique else
+                           f"StructureMatcher within {self.config.energy_tolerance} eV/atom"),
             "quirk_uses": dict(sorted(self.quirk_uses.items())),
             "lockstep": self.lockstep,
             "device": str(getattr(self.relaxer, "device", "cpu")),
@@ -161,6 +164,8 @@ class Search(Proposer):
         walker = Walker(genome, atoms, energy, genome, atoms, energy, self.config.temperature,
                         relaxations=self.init_count)
         walker.gm_relaxation = self.initial_gm()
+        if self.fuse_unique:  # FUSE's search starts its energy list from the best initial structure alone
+            self.unique = EnergyIndex([energy])
         self.policy.begin(self.init_energies)
         return walker
 
@@ -302,10 +307,10 @@ class Search(Proposer):
 
     def checkpoint(self) -> dict:
         """Everything needed to continue exactly from here (JSON-serialisable)."""
-        from rlcsp.db.store import atoms_to_json
+        from rlcsp.db.store import atoms_to_text
 
         def structure(genome: Genome, atoms: Atoms) -> dict:
-            return {"genome": genome.to_dict(), "atoms": atoms_to_json(atoms)}
+            return {"genome": genome.to_dict(), "atoms": atoms_to_text(atoms)}
 
         state = {"rng": self.rng.bit_generator.state, "policy": self.policy.state_dict(), "tally": self.tally,
                  "quirk_uses": self.quirk_uses, "wall_s": self.wall_s(),
@@ -324,12 +329,17 @@ class Search(Proposer):
             }
         return state
 
-    def restore(self, state: dict, records: list[StepRecord], unique: list[tuple[float, Atoms]]) -> None:
-        """Continue from a checkpoint: the same RNG stream, policy, counters and uniqueness memory."""
-        from rlcsp.db.store import atoms_from_json
+    def restore(self, state: dict, records: list[StepRecord],
+                structures: Callable[[], Iterable[tuple[float, Atoms]]]) -> None:
+        """Continue from a checkpoint: the same RNG stream, policy, counters and uniqueness memory.
+
+        ``structures`` gives the run's stored (energy, structure) pairs; FUSE's energy rule needs only the records
+        and does not read them.
+        """
+        from rlcsp.db.store import atoms_from_text
 
         def structure(data: dict) -> tuple[Genome, Atoms]:
-            return Genome.from_dict(data["genome"]), atoms_from_json(data["atoms"])
+            return Genome.from_dict(data["genome"]), atoms_from_text(data["atoms"])
 
         self.rng.bit_generator.state = state["rng"]
         self.policy.load_state_dict(state["policy"])
@@ -340,8 +350,14 @@ class Search(Proposer):
         self.init_energies = list(state["init_energies"])
         if state["init_best"] is not None:
             self.init_best = (state["init_best"]["energy"], *structure(state["init_best"]))
-        for energy, atoms in unique:
-            self.unique.insert(atoms, energy)
+        if not self.fuse_unique:
+            for energy, atoms in structures():
+                self.unique.insert(atoms, energy)
+        elif state["walker"] is None:
+            self.unique = EnergyIndex(self.init_energies)
+        else:
+            self.unique = EnergyIndex([self.init_best[0], *(r.e_new for r in records
+                                                              if r.kind == "S" and r.e_new is not None)])
         self.records = list(records)
         w = state["walker"]
         if w is not None:

@@ -1,13 +1,15 @@
-"""Is a relaxed structure new? An energy window plus a structural comparison.
+"""Is a relaxed structure new? An energy window plus a structural comparison, or FUSE's rounded energies.
 
 FUSE compared rounded energies for exact equality, so two different structures with equal energies counted as
-one, and one structure relaxed to energies 1e-6 apart counted as two. Here structures whose energies lie within
-``energy_tolerance`` are compared with pymatgen's StructureMatcher (with supercells allowed, since the genome
-can describe one crystal in cells of different sizes); only matches are duplicates.
+one, and one structure relaxed to energies 1e-6 apart counted as two. rlcsp compares structures whose energies lie
+within ``energy_tolerance`` with pymatgen's StructureMatcher (with supercells allowed, since the genome can
+describe one crystal in cells of different sizes); only matches are duplicates. The quirk ``energy_uniqueness``
+(EnergyIndex) keeps FUSE's rule, which the FUSE profiles' rewards (non-unique penalties) depend on.
 """
 from __future__ import annotations
 
 import bisect
+from collections.abc import Iterable
 
 from ase import Atoms
 
@@ -71,3 +73,25 @@ class UniquenessIndex:
         self._energies.insert(at, energy)
         self._structures.insert(at, structure)
         self._reduced_flags.insert(at, reduced)
+
+
+class EnergyIndex:
+    """FUSE's uniqueness (fuse.md §3.2 step 4): a structure is new when its energy rounded to 1e-6 eV/atom is not
+    among those seen. It holds energies only, so a resumed run rebuilds it from its steps.
+
+    FUSE's list also holds its failed relaxations' sentinels (1e20/N), which no reward reads: rlcsp counts a
+    failed relaxation as not new, as in its own mode.
+    """
+
+    def __init__(self, energies: Iterable[float] = ()):
+        self._seen = {round(e, 6) for e in energies}
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def add(self, atoms: Atoms, energy: float) -> bool:
+        """Record an energy; True if no earlier energy rounds to the same value (``atoms`` is not looked at)."""
+        key = round(energy, 6)
+        new = key not in self._seen
+        self._seen.add(key)
+        return new

@@ -21,7 +21,7 @@ def test_version_1_store_is_migrated_to_the_fill_tables(db_url, monkeypatch):
             old.db.query("SELECT COUNT(*) FROM gap_models")
         old.close()
     store = Store(db_url)
-    assert store.db.query("SELECT MAX(version) FROM schema_version")[0][0] == 2
+    assert store.db.query("SELECT MAX(version) FROM schema_version")[0][0] == schema.SCHEMA_VERSION
     run_id = store.create_run({"x": 1}, "fill", "NaCl", "dqn", 0, "hybrid", "test")
     result = DftResult(DftOutcome.OK, band_gap=3.8, key="k1", wall_s=1.5)
     store.log_dft_call(run_id, 30, bulk("NaCl", "rocksalt", a=5.6).get_chemical_formula(), result, model_gap=2.0)

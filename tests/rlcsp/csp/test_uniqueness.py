@@ -32,3 +32,45 @@ def test_duplicates_are_the_matchers_and_only_window_members_are_reduced():
     as_pmg = AseAtomsAdaptor.get_structure
     assert matcher.fit(as_pmg(pyrochlore), as_pmg(rotated))
     assert not matcher.fit(as_pmg(pyrochlore), as_pmg(other))
+
+
+SMALL_Y2O3 = dict(composition={"Y": [2, 3], "O": [3, -2]}, max_atoms=20, initial_population=8,
+                  target_energy=-30.0, seed=4, policy="reinforce-rlcsp", quirks=["energy_uniqueness"])
+
+
+def test_energy_uniqueness_is_fuses_rule_and_a_resumed_run_rebuilds_it_from_its_steps(tmp_path):
+    """The quirk reaches the flag every step records (and the policy's reward reads): new means a rounded energy
+    not seen since the best initial structure. A run stopped at 20 relaxations and extended to 34 repeats an
+    uninterrupted run of 34, structures unread."""
+    import csv
+
+    from rlcsp.csp.config import SearchConfig
+    from rlcsp.csp.run import execute
+    from rlcsp.db import Store
+
+    whole = execute(SearchConfig(**SMALL_Y2O3, budget=34), tmp_path / "whole", progress=False)
+    assert whole["settings"]["uniqueness"] == "energy rounded to 1e-6"
+    rows = list(csv.DictReader((tmp_path / "whole" / "steps.csv").open()))
+    initial = [float(r["e_new"]) for r in rows if r["kind"] == "I" and r["e_new"]]
+    seen, flags = {round(min(initial), 6)}, []
+    for row in (r for r in rows if r["kind"] == "S"):
+        if not row["e_new"]:
+            flags.append((row["unique"], "False"))
+            continue
+        key = round(float(row["e_new"]), 6)
+        flags.append((row["unique"], str(key not in seen)))
+        seen.add(key)
+    assert [a for a, _ in flags] == [b for _, b in flags] and ("False", "False") in flags
+    assert whole["settings"]["uniqueness"] != execute(
+        SearchConfig(**{**SMALL_Y2O3, "quirks": []}, budget=9), tmp_path / "own", progress=False)[
+        "settings"]["uniqueness"]
+
+    execute(SearchConfig(**SMALL_Y2O3, budget=20), tmp_path / "parts", progress=False)
+    store = Store(f"sqlite:///{tmp_path / 'parts' / 'rlcsp.db'}")
+    store.db.run(lambda tx: tx.execute("UPDATE structures SET atoms = 'unreadable'"))  # restore must not read them
+    store.close()
+    execute(SearchConfig(**SMALL_Y2O3, budget=34), tmp_path / "parts", progress=False)
+    timed = ("build_s", "relax_s", "policy_s")
+    resumed = [{k: v for k, v in r.items() if k not in timed}
+               for r in csv.DictReader((tmp_path / "parts" / "steps.csv").open())]
+    assert resumed == [{k: v for k, v in r.items() if k not in timed} for r in rows]

@@ -1,0 +1,73 @@
+"""A walker carried to another store and back (``rlcsp copy``) ends as if it had never left, rows and all."""
+from __future__ import annotations
+
+import csv
+
+import pytest
+
+from rlcsp.cli import main
+from rlcsp.csp.config import SearchConfig
+from rlcsp.csp.run import WalkerRun, execute
+from rlcsp.db import Store, StoreError
+from rlcsp.db.transfer import STEP_COLUMNS, copy_runs
+
+SMALL = dict(composition={"Y": [2, 3], "O": [3, -2]}, max_atoms=20, initial_population=8, target_energy=-30.0,
+             seed=2, policy="reinforce-rlcsp", budget=34)
+TIMED = {"build_s", "relax_s", "policy_s"}
+
+
+def rows(store: Store, run_id: int) -> dict:
+    """What a run holds, without wall times and row ids."""
+    columns = [c for c in STEP_COLUMNS if c not in TIMED]
+    steps = store.db.query(f"SELECT {', '.join(columns)}, structure_id IS NOT NULL FROM steps WHERE run_id = ? "
+                           "ORDER BY relaxation", (run_id,))
+    structures = store.db.query("SELECT relaxation, energy, atoms, genome FROM structures WHERE run_id = ? "
+                                "ORDER BY relaxation", (run_id,))
+    params = store.db.query("SELECT update_no, params FROM policy_params WHERE policy_id = ? ORDER BY update_no",
+                            (f"run{run_id}",))
+    info = store.run_info(run_id)
+    state = {k: v for k, v in info["state"].items() if k != "wall_s"}
+    return {"steps": steps, "structures": structures, "params": params, "state": state,
+            **{k: info[k] for k in ("status", "best_energy", "relaxations", "config")}}
+
+
+@pytest.mark.parametrize("fuse, lean", [(None, False), ("1.06", True)])
+def test_a_walker_stopped_carried_continued_and_copied_back_equals_one_that_never_stopped(db_url, tmp_path, fuse,
+                                                                                          lean):
+    """A FUSE-profile walker (energy uniqueness) travels without its structures (--lean) and still resumes."""
+    config = SearchConfig(**SMALL, fuse=fuse)
+    whole = execute(config, tmp_path / "whole", progress=False)
+    reference = Store(whole["db"])
+    expected = rows(reference, whole["run_id"])
+    reference.close()
+
+    run = WalkerRun(config, tmp_path / "main", progress=False, db_url=db_url)  # the campaign's own store
+    result = run.search.run(extra_stop=lambda: "stop file (test)" if len(run.search.records) >= 19 else None)
+    run.finish(result)
+    carry = tmp_path / "carry.db"
+    assert main(["copy", db_url, str(carry), "--unfinished", *(["--lean"] if lean else [])]) == 0
+    carried = Store(f"sqlite:///{carry}")
+    assert (carried.db.query("SELECT COUNT(*) FROM structures")[0][0] == 0) == lean
+    carried.close()
+    execute(config, tmp_path / "device", progress=False, db_url=f"sqlite:///{carry}")  # a fresh folder resumes it
+    assert main(["copy", str(carry), db_url]) == 0
+
+    main_store = Store(db_url)
+    [run_id] = [r["id"] for r in main_store.list_runs()]
+    assert rows(main_store, run_id) == expected
+    counts = copy_runs(Store(f"sqlite:///{carry}"), main_store)  # again: nothing to bring
+    assert counts["current"] == 1 and counts["steps"] == counts["new"] == counts["forward"] == 0
+    assert rows(main_store, run_id) == expected
+    with pytest.raises(StoreError, match="into itself"):
+        copy_runs(main_store, main_store)
+    main_store.close()
+    with (tmp_path / "whole" / "steps.csv").open() as handle:
+        assert len(list(csv.DictReader(handle))) == expected["relaxations"] == 34
+
+
+def test_composition_design_runs_are_counted_not_copied(tmp_path):
+    source = Store(f"sqlite:///{tmp_path / 'a.db'}")
+    run_id = source.create_run({"x": 1}, "fill", "NaCl", "dqn", 0, "hybrid", "test")
+    source.record_episode(run_id, "dqn", 1, 0.5, {"formula": "NaCl"})
+    dest = Store(f"sqlite:///{tmp_path / 'b.db'}")
+    assert copy_runs(source, dest)["skipped"] == 1 and dest.list_runs() == []
