@@ -4,7 +4,8 @@ Runs ``rlcsp compare --lockstep`` (LAMMPS) on Y2Ti2O7 twice: rlcsp's default mod
 which resumes from every stored structure) and the FUSE 1.06 profile with RLCSP's REINFORCE (FUSE's energy
 uniqueness, which resumes from the steps alone). For each it measures the SQLite store per relaxation (vacuumed,
 and xz-compressed as a device call would send it), the peer, schema 2's structure rows (ASE JSON positions and a
-CIF per structure, re-encoded here from the same rows), and the carry ``rlcsp copy`` writes, whole and ``--lean``.
+CIF per structure, re-encoded here from the same rows), and the carry ``rlcsp copy`` writes, whole and ``--lean`` (of unfinished walkers: the bench's runs finish, so
+they are marked unfinished in the copy it measures).
 A device call returns at most 64 MiB, which bounds the relaxations one call can bring back.
 
     python bench/store_size.py --seeds 2 --budget 150
@@ -16,6 +17,7 @@ import io
 import json
 import lzma
 import os
+import shutil
 import sqlite3
 import tempfile
 from pathlib import Path
@@ -69,9 +71,13 @@ def measure(mode: str, seeds: int, budget: int, work: Path) -> dict:
     row["store_B"], row["store_xz_B"] = sizes(store)
     old, new = schema2_bytes(store)
     row["structure_B"], row["structure_schema2_B"] = new / structures, old / structures
+    walking = work / f"{out.name}_walking.db"  # the same runs as if stopped at their last step
+    shutil.copy(store, walking)
+    with sqlite3.connect(walking) as conn:
+        conn.execute("UPDATE runs SET status = 'interrupted'")
     for lean in (False, True):
         carry = work / f"{out.name}_carry{'_lean' * lean}.db"
-        rlcsp(["copy", str(store), str(carry), *(["--lean"] * lean)])
+        rlcsp(["copy", str(walking), str(carry), *(["--lean"] * lean)])
         key = "lean" if lean else "whole"
         row[f"carry_{key}_B"], row[f"carry_{key}_xz_B"] = sizes(carry)
     per = {k: row[k] / relaxations for k in ("store_B", "store_xz_B", "carry_whole_xz_B", "carry_lean_xz_B")}

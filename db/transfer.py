@@ -1,13 +1,14 @@
 """Copy runs between stores, so that walkers can move to a machine that cannot reach the shared database and back.
 
-A GPU machine starts bare and exchanges only files with the one that holds the campaign's database: the
-unfinished runs go there in an SQLite file (``rlcsp copy DB carry.db --unfinished``), the walkers continue into
-it, and what they added comes back (``rlcsp copy carry.db DB``). A run is the same run in every store by its
-``uid``. Copying brings the destination's copy up to the source's: a run it lacks arrives whole; one it holds
-receives the steps, structures and policy parameters after its last stored relaxation, then the source's
-checkpoint, counters, status and config (a larger budget). A destination that is as far as or ahead of its source
-is left alone, so copying an old file back never rolls a run back. Each run moves in one transaction.
-Composition-design runs (episodes, DFT calls, gap models) are not copied: they are counted as skipped.
+A GPU machine starts bare and exchanges only files with the one that holds the campaign's database: the walkers go
+there in an SQLite file (``rlcsp copy DB carry.db --lean``), continue into it, and what they added comes back
+(``rlcsp copy carry.db DB``). A run is the same run in every store by its ``uid``. Copying brings the
+destination's copy up to the source's: a run it lacks arrives whole; one it holds receives the steps, structures
+and policy parameters after its last stored relaxation, then the source's checkpoint, counters, status and config
+(a larger budget). A destination that is as far as or ahead of its source is left alone, so copying an old file
+back never rolls a run back, and a source run without the steps it counts (a lean copy's finished run) never
+makes or moves one. Each run moves in one transaction. Composition-design runs (episodes, DFT calls, gap models)
+are not copied: they are counted as skipped.
 """
 from __future__ import annotations
 
@@ -26,58 +27,69 @@ def _insert(table: str, columns: tuple[str, ...]) -> str:
     return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
 
 
-def needs_structures(config: str) -> bool:
-    """Whether a run resumes from its stored structures: not when its uniqueness is FUSE's energy rule, which a
-    resumed run rebuilds from its steps (rlcsp.csp.uniqueness.EnergyIndex)."""
+def rows_to_carry(run: dict) -> str:
+    """What a lean copy takes of a run: 'run' (the row alone: a finished run, which its walker only needs to see
+    finished), 'steps' (no structures: FUSE's energy uniqueness rebuilds from the steps, rlcsp.csp.uniqueness) or
+    'all' (StructureMatcher uniqueness resumes from every stored structure)."""
     import json
 
     from rlcsp.csp.quirks import resolve
 
-    data = json.loads(config)
-    return "energy_uniqueness" not in resolve(data.get("fuse"), data.get("quirks"), data.get("without"))
+    if run["status"] == "finished":
+        return "run"
+    data = json.loads(run["config"])
+    return "steps" if "energy_uniqueness" in resolve(data.get("fuse"), data.get("quirks"), data.get("without")) \
+        else "all"
 
 
-def copy_runs(source: Store, dest: Store, unfinished: bool = False, lean: bool = False) -> dict[str, int]:
-    """Bring ``dest`` up to ``source`` for every run of ``source`` (only those not finished with ``unfinished``);
-    how many runs were new, brought forward, already current, skipped, and how many rows moved.
+def copy_runs(source: Store, dest: Store, lean: bool = False) -> dict[str, int]:
+    """Bring ``dest`` up to ``source`` for every run of ``source``: how many runs were new, brought forward,
+    already as far, left out (composition design; a run whose source lacks its steps), and how many rows moved.
 
-    ``lean`` leaves out the structures of runs that do not resume from them (needs_structures): a carry for
-    walkers that goes back to the store it came from, which holds them.
+    ``lean`` takes of each run only what its walker needs to go on (rows_to_carry): a carry that comes back to the
+    store it came from, which holds the rest.
     """
     if source.url == dest.url:
         raise StoreError(f"copying {source.url} into itself; name another destination")
-    where = " WHERE status <> 'finished'" if unfinished else ""
     runs = [dict(zip(("id", *RUN_COLUMNS), row)) for row in source.db.query(
-        f"SELECT id, {', '.join(RUN_COLUMNS)} FROM runs{where} ORDER BY id")]
+        f"SELECT id, {', '.join(RUN_COLUMNS)} FROM runs ORDER BY id")]
     design = {row[0] for table in ("episodes", "fill_dft_calls") for row in source.db.query(
         f"SELECT DISTINCT run_id FROM {table} WHERE run_id IS NOT NULL")}
-    counts = dict.fromkeys(("new", "forward", "current", "skipped", "steps", "structures", "policy_params"), 0)
+    last_step = dict(source.db.query("SELECT run_id, MAX(relaxation) FROM steps GROUP BY run_id"))
+    counts = dict.fromkeys(("new", "forward", "current", "skipped", "partial", "steps", "structures",
+                            "policy_params"), 0)
     for run in runs:
         if run["id"] in design:
             counts["skipped"] += 1
             continue
-        structures = not lean or needs_structures(run["config"])
-        dest.db.run(lambda tx: _copy_run(source, tx, run, structures, counts), lock=True,
-                    what=f"copy run {run['uid']}")
+        run["complete"] = last_step.get(run["id"], 0) == run["relaxations"]
+        rows = rows_to_carry(run) if lean else "all"
+        dest.db.run(lambda tx: _copy_run(source, tx, run, rows, counts), lock=True, what=f"copy run {run['uid']}")
     return counts
 
 
-def _copy_run(source: Store, tx, run: dict, with_structures: bool, counts: dict[str, int]) -> None:
+def _copy_run(source: Store, tx, run: dict, rows: str, counts: dict[str, int]) -> None:
     """One run, in the destination's transaction ``tx`` (idempotent: it re-reads what the destination holds)."""
     held = tx.one("SELECT id, relaxations FROM runs WHERE uid = ?", (run["uid"],))
-    if held is None:
-        run_id, since, what = tx.insert(_insert("runs", RUN_COLUMNS), tuple(run[c] for c in RUN_COLUMNS)), 0, "new"
-    elif held[1] >= run["relaxations"]:
+    if held is not None and held[1] >= run["relaxations"]:
         counts["current"] += 1
         return
+    if not run["complete"]:  # a lean copy's finished run: its row alone, which must not make or move a run
+        counts["partial"] += 1
+        return
+    if held is None:
+        run_id, since, what = tx.insert(_insert("runs", RUN_COLUMNS), tuple(run[c] for c in RUN_COLUMNS)), 0, "new"
     else:
         run_id, what = held[0], "forward"
         since = tx.one("SELECT MAX(relaxation) FROM steps WHERE run_id = ?", (run_id,))[0] or 0
         tx.execute(f"UPDATE runs SET {', '.join(f'{c} = ?' for c in PROGRESS)} WHERE id = ?",
                    (*(run[c] for c in PROGRESS), run_id))
+    if rows == "run":
+        counts[what] += 1
+        return
     structures = source.db.query(f"SELECT {', '.join(STRUCTURE_COLUMNS)} FROM structures "
                                  "WHERE run_id = ? AND relaxation > ? ORDER BY relaxation",
-                                 (run["id"], since)) if with_structures else []
+                                 (run["id"], since)) if rows == "all" else []
     tx.executemany(_insert("structures", ("run_id", *STRUCTURE_COLUMNS)), [(run_id, *row) for row in structures])
     ids = dict(tx.all("SELECT relaxation, id FROM structures WHERE run_id = ? AND relaxation > ?", (run_id, since)))
     steps = source.db.query(f"SELECT {', '.join(STEP_COLUMNS)}, structure_id FROM steps "

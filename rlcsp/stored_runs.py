@@ -130,13 +130,14 @@ def cmd_copy(args: argparse.Namespace) -> int:
     new_file = "://" not in args.dest and not Path(args.dest).exists()
     dest = Store(f"sqlite:///{Path(args.dest).resolve()}" if new_file else store_url(args.dest))
     try:
-        n = copy_runs(source, dest, unfinished=args.unfinished, lean=args.lean)
+        n = copy_runs(source, dest, lean=args.lean)
     finally:
         source.close()
         dest.close()
     print(f"{source.url} -> {dest.url}: {n['new']} new runs, {n['forward']} brought forward ({n['steps']} steps, "
           f"{n['structures']} structures, {n['policy_params']} policy versions), {n['current']} already as far, "
-          f"{n['skipped']} composition-design runs not copied")
+          f"{n['skipped']} composition-design runs not copied"
+          + (f", {n['partial']} runs without the steps they count (a lean copy's) not copied" if n["partial"] else ""))
     return 0
 
 
@@ -169,8 +170,7 @@ def add_store_commands(sub) -> None:
                                     "travel to a machine without the shared database and back")
     p.add_argument("source", help=DB_HELP)
     p.add_argument("dest", help="the store to bring up to SOURCE: a URL, or an SQLite file (created if new)")
-    p.add_argument("--unfinished", action="store_true", help="only runs that have not finished (the walkers to carry)")
     p.add_argument("--lean", action="store_true",
-                   help="leave out the structures of runs that resume without them (FUSE's energy uniqueness): a "
-                        "carry that comes back to SOURCE, which keeps them")
+                   help="only what the walkers need to go on: a finished run's row alone, no structures where "
+                        "uniqueness needs none (FUSE's energy rule); a carry that comes back to SOURCE")
     p.set_defaults(func=cmd_copy)

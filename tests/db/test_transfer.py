@@ -45,7 +45,7 @@ def test_a_walker_stopped_carried_continued_and_copied_back_equals_one_that_neve
     result = run.search.run(extra_stop=lambda: "stop file (test)" if len(run.search.records) >= 19 else None)
     run.finish(result)
     carry = tmp_path / "carry.db"
-    assert main(["copy", db_url, str(carry), "--unfinished", *(["--lean"] if lean else [])]) == 0
+    assert main(["copy", db_url, str(carry), *(["--lean"] if lean else [])]) == 0
     carried = Store(f"sqlite:///{carry}")
     assert (carried.db.query("SELECT COUNT(*) FROM structures")[0][0] == 0) == lean
     carried.close()
@@ -63,6 +63,15 @@ def test_a_walker_stopped_carried_continued_and_copied_back_equals_one_that_neve
     main_store.close()
     with (tmp_path / "whole" / "steps.csv").open() as handle:
         assert len(list(csv.DictReader(handle))) == expected["relaxations"] == 34
+
+    # A lean carry holds a finished run as its row alone, so that its walker is skipped there; such a row never
+    # makes a run in a store that lacks it.
+    finished = Store(whole["db"])
+    lean_carry, elsewhere = Store(f"sqlite:///{tmp_path / 'lean.db'}"), Store(f"sqlite:///{tmp_path / 'else.db'}")
+    assert copy_runs(finished, lean_carry, lean=True)["new"] == 1
+    assert [r["status"] for r in lean_carry.list_runs()] == ["finished"] and lean_carry.steps(1) == []
+    assert copy_runs(lean_carry, elsewhere)["partial"] == 1 and elsewhere.list_runs() == []
+    assert copy_runs(lean_carry, finished)["current"] == 1
 
 
 def test_composition_design_runs_are_counted_not_copied(tmp_path):
