@@ -2,7 +2,8 @@
 
 Runs ``rlcsp compare --lockstep`` (LAMMPS) on Y2Ti2O7 twice: rlcsp's default mode (StructureMatcher uniqueness,
 which resumes from every stored structure) and the FUSE 1.06 profile with RLCSP's REINFORCE (FUSE's energy
-uniqueness, which resumes from the steps alone). For each it measures the SQLite store per relaxation (vacuumed,
+uniqueness, which resumes from the steps alone), the latter also keeping only each walker's new bests
+(``--keep-structures best``). For each it measures the SQLite store per relaxation (vacuumed,
 and xz-compressed as a device call would send it), the peer, schema 2's structure rows (ASE JSON positions and a
 CIF per structure, re-encoded here from the same rows), and the carry ``rlcsp copy`` writes, whole and ``--lean`` (of unfinished walkers: the bench's runs finish, so
 they are marked unfinished in the copy it measures).
@@ -25,7 +26,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 RETURN_BYTES = 64 * 2 ** 20  # what one device call brings back
-MODES = {"default": ({}, "uniform"), "fuse 1.06": ({"fuse": "1.06"}, "reinforce-rlcsp")}
+MODES = {"default": ({}, "uniform"), "fuse 1.06": ({"fuse": "1.06"}, "reinforce-rlcsp"),
+         "fuse 1.06, bests kept": ({"fuse": "1.06", "keep_structures": "best"}, "reinforce-rlcsp")}
 
 
 def sizes(path: Path) -> tuple[int, int]:
@@ -60,7 +62,7 @@ def measure(mode: str, seeds: int, budget: int, work: Path) -> dict:
     from rlcsp.csp.compare import compare
 
     options, policy = MODES[mode]
-    out = work / mode.replace(" ", "_")
+    out = work / mode.replace(" ", "_").replace(",", "")
     compare(ROOT / "inputs" / "y2ti2o7.py", [policy], seeds, budget, out=out, echo=lambda line: None,
             mode=options, lockstep=True)
     store = out / "rlcsp.db"

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from rlcsp.exceptions import RlcspError
+from rlcsp.csp.config import KEEP_STRUCTURES
 from rlcsp.csp.quirks import PROFILES, QUIRKS
 from rlcsp.inputs import INPUTS
 from rlcsp.stored_runs import DB_HELP, RUN_HELP, add_store_commands, open_run
@@ -75,7 +76,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     base = load_script(args.script)
     config = make_config(base, policy=args.policy, seed=args.seed, budget=args.budget,
                          calculator=args.calculator, initial_population=args.initial_population,
-                         target_energy=args.target, fuse=args.fuse, quirks=args.quirks, without=args.without)
+                         target_energy=args.target, fuse=args.fuse, quirks=args.quirks, without=args.without,
+                         keep_structures=args.keep_structures)
     out = args.out or str(Path("runs") / f"{config.name}-{config.policy}-seed{config.seed}")
     command = " ".join(["rlcsp", "run", *sys.argv[2:]]) if sys.argv[1:2] == ["run"] else None
     summary = execute(config, out, progress=not args.quiet, command=command, db_url=args.db, resume=args.resume,
@@ -95,7 +97,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     report = compare(args.script, args.policies, args.seeds, args.budget, out=args.out, db_url=args.db,
                      scheduler=args.scheduler, workers=args.workers,
-                     mode={"fuse": args.fuse, "quirks": args.quirks, "without": args.without},
+                     mode={"fuse": args.fuse, "quirks": args.quirks, "without": args.without,
+                           "keep_structures": args.keep_structures},
                      lockstep=args.lockstep, device=args.device, processes=args.walker_processes)
     return 1 if report["missing"] else 0
 
@@ -162,6 +165,9 @@ def add_mode_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quirks", metavar="A,B",
                    help=f"switch on single FUSE behaviours by name: {', '.join(QUIRKS)}")
     p.add_argument("--without", metavar="A,B", help="switch off quirks of the --fuse profile, for ablations")
+    p.add_argument("--keep-structures", choices=KEEP_STRUCTURES,
+                   help="store every new relaxed structure (new, the default) or only each new best of the walker "
+                        "(best: FUSE's energy uniqueness only; a campaign's small carry, bench/store_size.py)")
 
 
 def build_parser() -> argparse.ArgumentParser:

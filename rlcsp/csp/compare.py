@@ -149,7 +149,8 @@ def compare(script: str | Path, policies: list[str], seeds: int, budget: int, ou
             processes: int | None = None) -> dict[str, Any]:
     """Run every missing (policy, seed) walker, then write report.md, report.html, report.json and the plots.
 
-    ``mode`` sets the search mode of every walker (``fuse``, ``quirks``, ``without``; None keeps the script's).
+    ``mode`` sets the search mode of every walker (``fuse``, ``quirks``, ``without``, ``keep_structures``; None keeps
+    the script's).
     ``lockstep`` (implied by ``device`` and ``processes``) relaxes the walkers' candidates in batches
     (rlcsp.csp.lockstep): all in this process, or split into one share per Dask worker (``workers`` local ones,
     or every worker of ``scheduler``), each share with its own relaxer on ``device``.

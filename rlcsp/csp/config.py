@@ -18,6 +18,10 @@ from rlcsp.exceptions import CompositionError, ConfigError
 from rlcsp.csp.genome import OFFSET_STYLES
 
 
+# What the store keeps of a walker's relaxed structures: every new one, or only its new bests (a campaign whose
+# walkers resume without their structures, FUSE's energy uniqueness, and travel as small files: bench/store_size.py).
+KEEP_STRUCTURES = ("new", "best")
+
 
 @dataclass
 class SearchConfig:
@@ -56,6 +60,7 @@ class SearchConfig:
     reference: str | None = None  # CIF of the known GM (relative to inputs/ or a path), to say whether it was found
     reference_name: str | None = None  # what a chemist calls it, e.g. "cubic perovskite"
     db: str | None = None  # database URL; the password comes from RLCSP_DB_PASSWORD or ~/.my.cnf, never from here
+    keep_structures: str = "new"  # "new": every new relaxed structure is stored; "best": only the walker's new bests
 
     def __post_init__(self) -> None:
         self.imax_atoms = self.imax_atoms or self.max_atoms
@@ -85,6 +90,12 @@ class SearchConfig:
             raise ConfigError(f"reference structure {self.reference!r} not found (a path, or a file in rlcsp.inputs)")
         if self.temperature <= 0:
             raise ConfigError("temperature must be positive")
+        if self.keep_structures not in KEEP_STRUCTURES:
+            raise ConfigError(f"keep_structures must be one of {', '.join(KEEP_STRUCTURES)}, "
+                              f"got {self.keep_structures!r}")
+        if self.keep_structures == "best" and "energy_uniqueness" not in self.quirk_set:
+            raise ConfigError("keep_structures='best' needs FUSE's energy uniqueness (a --fuse profile, or the quirk "
+                              "energy_uniqueness): rlcsp's structural uniqueness resumes from every stored structure")
         if self.db is not None:
             from urllib.parse import urlparse
 
@@ -103,7 +114,12 @@ class SearchConfig:
         return None if self.reference is None else str(resolve(self.reference))
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The settings that name this search in a store (a run is found by them); the default of a setting added
+        since runs were first stored is left out, so that those runs are still found."""
+        data = asdict(self)
+        if data["keep_structures"] == "new":
+            del data["keep_structures"]
+        return data
 
     @property
     def label(self) -> str:

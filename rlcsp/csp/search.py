@@ -85,6 +85,7 @@ class Search(Proposer):
         self.quirk_uses: dict[str, int] = {}
         self.fuse_unique = "energy_uniqueness" in quirks
         self.unique = EnergyIndex() if self.fuse_unique else UniquenessIndex(config.energy_tolerance)
+        self.keep_best = config.keep_structures == "best"
         self.on_record = on_record
         self.records: list[StepRecord] = []
         # Initial-population progress, kept on the object so an interrupted population resumes mid-way.
@@ -113,6 +114,7 @@ class Search(Proposer):
             "move_redraw_after": self.redraw_after,
             "move_exclusion": self.excludes_moves,
             "inner_cut": None if self.inner_cut is None else self.inner_cut.describe(),
+            "structures_kept": self.config.keep_structures,
             "uniqueness": ("energy rounded to 1e-6" if self.fuse_unique else
                            f"StructureMatcher within {self.config.energy_tolerance} eV/atom"),
             "quirk_uses": dict(sorted(self.quirk_uses.items())),
@@ -198,7 +200,7 @@ class Search(Proposer):
         else:
             e_new = result.energy_per_atom
             unique = self.unique.add(result.atoms, e_new)
-            if unique:
+            if unique and (not self.keep_best or e_new < walker.best_energy):
                 new = {"atoms": result.atoms, "energy": e_new, "genome": genome.to_dict()}
             e_cur, e_glob, e_cmp = walker.energy, walker.best_energy, e_new
             if self.fuse_melt:  # FUSE compares its energies rounded to 1e-6
@@ -240,16 +242,18 @@ class Search(Proposer):
 
     def _settle_initial(self, proposal: Proposal, result: RelaxResult, relax_s: float) -> StepRecord:
         self.init_count += 1
-        new = None
+        new, unique = None, False
         if result.ok:
             self.init_energies.append(result.energy_per_atom)
-            if self.unique.add(result.atoms, result.energy_per_atom):
+            best = self.init_best is None or result.energy_per_atom < self.init_best[0]
+            unique = self.unique.add(result.atoms, result.energy_per_atom)
+            if unique and (best or not self.keep_best):
                 new = {"atoms": result.atoms, "energy": result.energy_per_atom, "genome": proposal.genome.to_dict()}
-            if self.init_best is None or result.energy_per_atom < self.init_best[0]:
+            if best:
                 self.init_best = (result.energy_per_atom, proposal.genome, result.atoms)
         e_best = self.init_best[0] if self.init_best else math.nan
         record = StepRecord(self.init_count, "I", None, proposal.attempts, "initial" if result.ok else "failed",
-                            result.energy_per_atom, e_best, e_best, self.config.temperature, new is not None,
+                            result.energy_per_atom, e_best, e_best, self.config.temperature, unique,
                             len(proposal.atoms), proposal.build_s, relax_s, 0.0,
                             result.failure.value if result.failure else "")
         self._record(record, None, new)

@@ -34,12 +34,18 @@ def rows(store: Store, run_id: int) -> dict:
 @pytest.mark.parametrize("fuse, lean", [(None, False), ("1.06", True)])
 def test_a_walker_stopped_carried_continued_and_copied_back_equals_one_that_never_stopped(db_url, tmp_path, fuse,
                                                                                           lean):
-    """A FUSE-profile walker (energy uniqueness) travels without its structures (--lean) and still resumes."""
-    config = SearchConfig(**SMALL, fuse=fuse)
+    """A FUSE-profile walker (energy uniqueness, keeping only its new bests) travels without its structures
+    (--lean) and still resumes."""
+    config = SearchConfig(**SMALL, fuse=fuse, keep_structures="best" if fuse else "new")
     whole = execute(config, tmp_path / "whole", progress=False)
     reference = Store(whole["db"])
     expected = rows(reference, whole["run_id"])
     reference.close()
+    if fuse:  # keep_structures='best': a structure is stored where a unique result is the walker's new best
+        energies = [(step[5], step[9]) for step in expected["steps"]]  # e_new, is_unique
+        bests = [e is not None and unique and e < min((f for f, _ in energies[:k] if f is not None), default=0.0)
+                 for k, (e, unique) in enumerate(energies)]
+        assert [bool(step[-1]) for step in expected["steps"]] == bests and 1 < sum(bests) < 34 // 2
 
     run = WalkerRun(config, tmp_path / "main", progress=False, db_url=db_url)  # the campaign's own store
     result = run.search.run(extra_stop=lambda: "stop file (test)" if len(run.search.records) >= 19 else None)

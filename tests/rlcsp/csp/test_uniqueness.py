@@ -74,3 +74,18 @@ def test_energy_uniqueness_is_fuses_rule_and_a_resumed_run_rebuilds_it_from_its_
     resumed = [{k: v for k, v in r.items() if k not in timed}
                for r in csv.DictReader((tmp_path / "parts" / "steps.csv").open())]
     assert resumed == [{k: v for k, v in r.items() if k not in timed} for r in rows]
+
+
+def test_keeping_only_bests_needs_the_energy_rule_and_old_runs_keep_their_names():
+    import pytest
+
+    from rlcsp.csp.config import SearchConfig
+    from rlcsp.exceptions import ConfigError
+
+    base = {k: v for k, v in SMALL_Y2O3.items() if k != "quirks"}
+    with pytest.raises(ConfigError, match="energy uniqueness"):
+        SearchConfig(**base, keep_structures="best")
+    with pytest.raises(ConfigError, match="new, best"):
+        SearchConfig(**base, fuse="1.06", keep_structures="all")
+    assert "keep_structures" not in SearchConfig(**base).to_dict()  # the name runs stored before it was added
+    assert SearchConfig(**base, fuse="1.06", keep_structures="best").to_dict()["keep_structures"] == "best"
