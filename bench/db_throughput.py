@@ -57,7 +57,32 @@ def measure(url: str, steps: int, atoms) -> dict:
             "state_bytes": state_bytes}
 
 
+def encoding_ms(atoms, repeats: int = 200) -> dict:
+    """Milliseconds to encode one structure for its row: packed (schema 3) against schema 2's JSON and CIF."""
+    from io import BytesIO
+
+    from ase.io import write
+
+    from rlcsp.db import atoms_to_text
+
+    def schema2(a) -> str:
+        cif = BytesIO()
+        write(cif, a, format="cif")
+        return json.dumps({"numbers": a.numbers.tolist(), "cell": a.cell.array.tolist(),
+                           "positions": a.positions.tolist(), "pbc": a.pbc.tolist()}) + cif.getvalue().decode()
+
+    out = {}
+    for name, encode in (("packed", atoms_to_text), ("schema2_json_cif", schema2)):
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            text = encode(atoms)
+        out[name] = {"ms": 1e3 * (time.perf_counter() - t0) / repeats, "bytes": len(text)}
+    return out
+
+
 def main() -> None:
+    from gpu_throughput import commit  # the one commit helper of the benches
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--relaxations", type=int, default=20)
@@ -91,7 +116,11 @@ def main() -> None:
     scratch.run(lambda tx: tx.execute(f"DROP DATABASE `{scratch.url.database}`"))
     scratch.close()
 
+    encoding = encoding_ms(bixbyite)
     lines = [f"40-atom Y2O3 LammpsRelaxer (peer): {relax_s * 1e3:.0f} ms per relaxation (mean of {args.relaxations})",
+             f"structure row encoding (commit {commit()}): packed {encoding['packed']['ms']:.3f} ms, "
+             f"{encoding['packed']['bytes']} B; schema 2's JSON + CIF {encoding['schema2_json_cif']['ms']:.3f} ms, "
+             f"{encoding['schema2_json_cif']['bytes']} B",
              "", "| backend | steps/s | mean ms/step | p95 ms | state JSON bytes | overhead vs relaxation |",
              "|---|---|---|---|---|---|"]
     for r in rows:
@@ -101,7 +130,8 @@ def main() -> None:
     print(table)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "db_throughput.md").write_text(table + "\n")
-    (RESULTS / "db_throughput.json").write_text(json.dumps({"relaxation_s": relax_s, "rows": rows}, indent=2) + "\n")
+    (RESULTS / "db_throughput.json").write_text(json.dumps({"commit": commit(), "relaxation_s": relax_s,
+                                                            "encoding": encoding, "rows": rows}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -1,13 +1,13 @@
 """What the store costs per relaxation, and what carrying walkers to a device machine and back weighs.
 
-Runs ``rlcsp compare --lockstep`` (LAMMPS) on Y2Ti2O7 twice: rlcsp's default mode (StructureMatcher uniqueness,
-which resumes from every stored structure) and the FUSE 1.06 profile with RLCSP's REINFORCE (FUSE's energy
-uniqueness, which resumes from the steps alone), the latter also keeping only each walker's new bests
-(``--keep-structures best``). For each it measures the SQLite store per relaxation (vacuumed,
-and xz-compressed as a device call would send it), the peer, schema 2's structure rows (ASE JSON positions and a
-CIF per structure, re-encoded here from the same rows), and the carry ``rlcsp copy`` writes, whole and ``--lean`` (of unfinished walkers: the bench's runs finish, so
-they are marked unfinished in the copy it measures).
-A device call returns at most 64 MiB, which bounds the relaxations one call can bring back.
+Runs ``rlcsp compare --lockstep`` (LAMMPS) on Y2Ti2O7 in three modes: rlcsp's default (StructureMatcher
+uniqueness, which resumes from every stored structure), the FUSE 1.06 profile with RLCSP's REINFORCE (FUSE's energy
+uniqueness, which resumes from the steps alone), and the same keeping only each walker's new bests
+(``--keep-structures best``). For each it measures the SQLite store per relaxation (vacuumed, and xz-compressed as
+a device call would send it), the peer, schema 2's structure rows (ASE JSON positions and a CIF per structure,
+re-encoded here from the same rows), and the carry ``rlcsp copy`` writes, whole and ``--lean``, of the same runs
+marked unfinished (the bench's runs finish, and a lean copy keeps only a finished run's row). A device call
+returns at most 64 MiB, which bounds the relaxations one call can bring back.
 
     python bench/store_size.py --seeds 2 --budget 150
 """
