@@ -27,10 +27,11 @@ import json
 import multiprocessing
 import os
 import signal
-import subprocess
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
+
+from rlcsp.version import commit as current_commit
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -42,19 +43,6 @@ REFERENCE = {  # runs of 40 that reached the GM: Original / Uniform / RLCSP (sha
     "SrY2O4": {"original": 14, "uniform": 40, "reinforce-rlcsp": 40},
     "Sr4Ti3O10": {"original": 39, "uniform": 40, "reinforce-rlcsp": 39},
 }
-
-
-def current_commit() -> str:
-    """The commit the walkers run, marked dirty when tracked code differs from it (results written so far aside);
-    RLCSP_COMMIT where the tree was copied without its history (the device machine)."""
-    if os.environ.get("RLCSP_COMMIT"):
-        return os.environ["RLCSP_COMMIT"]
-
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-
-    changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench/results")
-    return git("rev-parse", "--short", "HEAD") + ("-dirty" if changed else "")
 
 
 STOPPING = None  # in each worker: the bench-wide Event set once a stop is requested

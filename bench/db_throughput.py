@@ -81,7 +81,7 @@ def encoding_ms(atoms, repeats: int = 200) -> dict:
 
 
 def main() -> None:
-    from gpu_throughput import commit  # the one commit helper of the benches
+    from rlcsp.version import commit
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=300)

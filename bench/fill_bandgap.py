@@ -240,7 +240,7 @@ def main() -> int:
         part2["designs"]["in_window_formulas"] = len({d["formula"] for d in csv.DictReader(handle)
                                                       if d["in_window"] == "True"})
 
-    from gpu_throughput import commit  # the one commit helper of the benches
+    from rlcsp.version import commit
 
     result = {"skeleton": "Rb3ScF6 elpasolite, 10 sites, 21 elements (paper b)", "target_eV": args.target,
               "commit": commit(),

@@ -219,7 +219,9 @@ def reached_by(rows: list[dict], at: int) -> str:
 
 
 def write(rows: list[dict], args, package: str, tag: str) -> None:
-    from csp_fuse_policies import REFERENCE, current_commit, fisher_p
+    from csp_fuse_policies import REFERENCE, fisher_p
+
+    from rlcsp.version import commit as current_commit
 
     from rlcsp.stats import km_median, logrank
 

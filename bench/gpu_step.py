@@ -22,7 +22,8 @@ from pathlib import Path
 import torch
 from ase.io import read
 
-from gpu_throughput import RESULTS, ROOT, commit
+from rlcsp.version import commit
+from gpu_throughput import RESULTS, ROOT
 from rlcsp.calculators.torch_graph import FlightGraph, get_path, tensor_paths
 from rlcsp.calculators.torch_relax import TorchRelaxer
 

@@ -26,7 +26,6 @@ import json
 import os
 import signal
 import statistics
-import subprocess
 import threading
 import time
 from collections import Counter
@@ -35,6 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
+from rlcsp.version import commit
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 TARGETS = {"y2ti2o7": -35.153743, "sry2o4": -24.428313, "y2o3": -27.394619}
@@ -42,17 +43,6 @@ SAME = 1e-4  # eV/atom: two relaxers reached the same minimum
 HELD = {"wells": "wells", "cell": "always", "joint": "never"}  # --open's suffix: TorchRelaxer's hold_atoms
 GRAPHS = {"on": True, "off": False}  # --graphs: TorchRelaxer's graphs
 SAMPLE_S = 5.0  # seconds between counts of the walkers' stored steps
-
-
-def commit() -> str:
-    """The commit measured: RLCSP_COMMIT where the tree was copied without its history (the GPU machine)."""
-    if os.environ.get("RLCSP_COMMIT"):
-        return os.environ["RLCSP_COMMIT"]
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def _candidates(job: tuple[str, int, int]) -> list:

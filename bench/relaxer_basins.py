@@ -28,7 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from gpu_throughput import SAME, TARGETS, commit  # this folder is the script's sys.path[0]
+from rlcsp.version import commit
+from gpu_throughput import SAME, TARGETS  # this folder is the script's sys.path[0]
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "results" / "relaxer_basins"

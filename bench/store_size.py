@@ -89,7 +89,7 @@ def measure(mode: str, seeds: int, budget: int, work: Path) -> dict:
 
 
 def main() -> None:
-    from gpu_throughput import commit  # the one commit helper of the benches
+    from rlcsp.version import commit
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=2)

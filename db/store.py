@@ -112,6 +112,23 @@ class Store:
                              "relaxations FROM runs ORDER BY id")
         return [dict(zip(keys, row)) for row in rows]
 
+    def add_code_version(self, run_id: int, version: str) -> None:
+        """A resumed run notes the code that continues it after the code that ran it so far: 'a > b'. Past 191
+        characters (MySQL's key length) the middle ones give way to '...'."""
+        def work(tx) -> None:
+            old = tx.one("SELECT code_version FROM runs WHERE id = ?", (run_id,))[0]
+            versions = old.split(" > ")
+            if versions[-1] == version:
+                return
+            versions.append(version)
+            while len(" > ".join(versions)) > 191 and len(versions) > 3:
+                del versions[2 if versions[1] == "..." else 1]
+                if versions[1] != "...":
+                    versions.insert(1, "...")
+            tx.execute("UPDATE runs SET code_version = ? WHERE id = ?", (" > ".join(versions), run_id))
+
+        self.db.run(work, lock=True, what="record code version")
+
     def set_status(self, run_id: int, status: str) -> None:
         self.db.run(lambda tx: tx.execute("UPDATE runs SET status = ?, updated_at = ? WHERE id = ?",
                                           (status, time.time(), run_id)), what="update run status")

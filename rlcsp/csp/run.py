@@ -11,12 +11,12 @@ from typing import Iterator
 from ase import Atoms
 from ase.io import read
 
-from rlcsp import __version__
 from rlcsp.calculators.relax import Relaxer
 from rlcsp.db import Store, default_url
 from rlcsp.db.buffer import StepBuffer
 from rlcsp.db.locate import OWNER, folder_run
 from rlcsp.exceptions import ConfigError
+from rlcsp.version import code_version
 from rlcsp.csp.config import SearchConfig, load_script, make_config
 from rlcsp.csp.symmetry import same_structure, space_groups
 from rlcsp.csp.report import RunOutput
@@ -200,11 +200,12 @@ class WalkerRun:
             records = records_from_rows(store.steps(run_id))
             search.restore(info["state"], records,
                            lambda: [(s["energy"], s["atoms"]) for s in store.structures(run_id)])
+            store.add_code_version(run_id, code_version())
             print(f"resuming run {run_id} ({config.name}, {config.policy}, seed {config.seed}) after relaxation "
                   f"{info['relaxations']} from {store.url}", file=sys.stderr)
         elif run_id is None:
             run_id = store.create_run(config.to_dict(), config.name, config.comp.label, config.policy, config.seed,
-                                      config.calculator, __version__, policy_id=shared_policy)
+                                      config.calculator, code_version(), policy_id=shared_policy)
             (out / OWNER).write_text(json.dumps({"run_id": run_id, "db": store.url}) + "\n")
             if policy is not None:
                 policy.run_id = run_id
