@@ -31,18 +31,14 @@ import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
+from rlcsp.csp.walker_stats import FUSE_COUNTS
+from rlcsp.stats import fisher_p
 from rlcsp.version import commit as current_commit
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 WALKER_COMMIT = "bench_commit.txt"  # in each walker's folder: the commit that ran it
-REFERENCE = {  # runs of 40 that reached the GM: Original / Uniform / RLCSP (shared/data/README.md)
-    "Y2O3": {"original": 14, "uniform": 9, "reinforce-rlcsp": 12},
-    "Y2Ti2O7": {"original": 40, "uniform": 40, "reinforce-rlcsp": 40},
-    "Y2TiO5": {"original": 40, "uniform": 40, "reinforce-rlcsp": 40},
-    "SrY2O4": {"original": 14, "uniform": 40, "reinforce-rlcsp": 40},
-    "Sr4Ti3O10": {"original": 39, "uniform": 40, "reinforce-rlcsp": 39},
-}
+REFERENCE = FUSE_COUNTS  # runs of 40 that reached the GM in FUSE's paper
 
 
 STOPPING = None  # in each worker: the bench-wide Event set once a stop is requested
@@ -172,13 +168,6 @@ def pooled_shares(runs: list[dict]) -> dict[str, float]:
     counts = pooled_counts(runs)
     total = sum(counts.values())
     return {m: n / total for m, n in counts.items()} if total else {}
-
-
-def fisher_p(hits: int, n: int, ref_hits: int, ref_n: int = 40) -> float:
-    """Fisher's exact test of hits/n against a reference count (FUSE's, of 40 runs)."""
-    from scipy.stats import fisher_exact
-
-    return float(fisher_exact([[hits, n - hits], [ref_hits, ref_n - ref_hits]])[1])
 
 
 def write_report(args, summaries: list[dict], jobs: list, started: float) -> None:

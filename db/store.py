@@ -92,14 +92,14 @@ class Store:
 
     def run_info(self, run_id: int) -> dict[str, Any]:
         rows = self.db.query("SELECT id, name, composition, policy, policy_id, seed, calculator, config, status, "
-                             "best_energy, gm_relaxation, relaxations, state, created_at, updated_at "
+                             "best_energy, gm_relaxation, relaxations, state, created_at, updated_at, code_version "
                              "FROM runs WHERE id = ?", (run_id,))
         if not rows:
             known = [r[0] for r in self.db.query("SELECT id FROM runs ORDER BY id DESC LIMIT 10")]
             raise StoreError(f"no run {run_id} in {self.url}; recent run ids: {known or 'none'} "
                              "(list them with `rlcsp runs`)")
         keys = ("id", "name", "composition", "policy", "policy_id", "seed", "calculator", "config", "status",
-                "best_energy", "gm_relaxation", "relaxations", "state", "created_at", "updated_at")
+                "best_energy", "gm_relaxation", "relaxations", "state", "created_at", "updated_at", "code_version")
         info = dict(zip(keys, rows[0]))
         info["config"] = _in_formula_order(json.loads(info["config"]), info["composition"])
         info["state"] = json.loads(info["state"]) if info["state"] else None

@@ -99,7 +99,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
                      scheduler=args.scheduler, workers=args.workers,
                      mode={"fuse": args.fuse, "quirks": args.quirks, "without": args.without,
                            "keep_structures": args.keep_structures},
-                     lockstep=args.lockstep, device=args.device, processes=args.walker_processes)
+                     lockstep=args.lockstep, device=args.device, processes=args.walker_processes,
+                     first_seed=args.first_seed)
     return 1 if report["missing"] else 0
 
 
@@ -221,7 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("script", help="input script with a CONFIG dict (inputs/y2o3.py, ...)")
     p.add_argument("--policies", nargs="+", required=True, metavar="POLICY",
                    help="policy names, a learning one optionally with ':baseline' (e.g. original ppo:value)")
-    p.add_argument("--seeds", type=int, default=20, help="seeds 0..N-1 per policy (default 20)")
+    p.add_argument("--seeds", type=int, default=20, help="how many seeds per policy (default 20)")
+    p.add_argument("--first-seed", type=int, default=0,
+                   help="the first seed: --first-seed 1 --seeds 40 runs seeds 1..40 (default 0)")
     p.add_argument("--budget", type=int, default=2000, help="relaxations per walker, initial population included")
     p.add_argument("--db", help="database URL shared by all walkers (default: RLCSP_DB_URL, else sqlite in --out)")
     p.add_argument("--out", help="output folder (default runs/compare-<name>)")

@@ -86,3 +86,22 @@ def logrank(times_a: list[float], reached_a: list[bool], times_b: list[float],
         return 0.0, 1.0
     statistic = (observed - expected) ** 2 / variance
     return float(statistic), float(chi2.sf(statistic, 1))
+
+
+def fisher_p(hits: int, n: int, ref_hits: int, ref_n: int = 40) -> float:
+    """Fisher's exact test (two-sided) of hits/n against a reference count, such as FUSE's of 40 runs."""
+    from scipy.stats import fisher_exact
+
+    return float(fisher_exact([[hits, n - hits], [ref_hits, ref_n - ref_hits]])[1])
+
+
+def holm(pvalues: dict[str, float]) -> dict[str, float]:
+    """Holm-Bonferroni adjusted p-values of a family of tests: the k-th smallest of m is multiplied by m - k + 1,
+    then made non-decreasing in that order (and capped at 1), so a row is significant at level a when its adjusted
+    p is below a, whichever other rows were tested."""
+    order = sorted(pvalues, key=pvalues.get)
+    adjusted, running = {}, 0.0
+    for k, name in enumerate(order):
+        running = max(running, min(1.0, (len(order) - k) * pvalues[name]))
+        adjusted[name] = running
+    return adjusted

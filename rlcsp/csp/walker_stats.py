@@ -7,9 +7,17 @@ from typing import Any
 import numpy as np
 
 from rlcsp.policies import ACTIONS, get_policy
-from rlcsp.stats import km_median, km_median_ci, logrank
+from rlcsp.stats import fisher_p, holm, km_median, km_median_ci, logrank
 
 REFERENCES = ("original", "uniform")  # every policy is tested against these
+# Runs of 40 that reached the GM in FUSE's paper: Original / Uniform / RLCSP (shared/data/README.md)
+FUSE_COUNTS = {
+    "Y2O3": {"original": 14, "uniform": 9, "reinforce-rlcsp": 12},
+    "Y2Ti2O7": {"original": 40, "uniform": 40, "reinforce-rlcsp": 40},
+    "Y2TiO5": {"original": 40, "uniform": 40, "reinforce-rlcsp": 40},
+    "SrY2O4": {"original": 14, "uniform": 40, "reinforce-rlcsp": 40},
+    "Sr4Ti3O10": {"original": 39, "uniform": 40, "reinforce-rlcsp": 39},
+}
 
 
 def is_learning(policy: str, options: dict[str, Any]) -> bool:
@@ -85,7 +93,8 @@ def walker_metrics(store, run_id: int) -> dict[str, Any]:
     relaxations, wall, reached = time_to_gm(steps, info["gm_relaxation"])
     return {"run_id": run_id, "policy": info["policy"], "seed": info["seed"], "gm_reached": reached,
             "relaxations_to_gm": relaxations, "wall_s_to_gm": round(wall, 3), "relaxations": info["relaxations"],
-            "best_energy": info["best_energy"], "moves_sequence": moves_sequence(steps),
+            "best_energy": info["best_energy"], "code_version": info["code_version"],
+            "relax_s": round(sum(s["relax_s"] or 0.0 for s in steps), 3), "moves_sequence": moves_sequence(steps),
             "generation_sequence": generation_sequence(steps), "energy_sequence": energy_sequence(steps),
             "action_histogram": action_histogram(steps),
             "best_energy_trace": [e if e is not None and np.isfinite(e) else None for e in
@@ -107,6 +116,8 @@ def policy_summary(walkers: list[dict], budget: int) -> dict[str, Any]:
     for key in ("relaxations_to_gm", "wall_s_to_gm"):
         times = [w[key] for w in walkers]
         out[key] = {"km_median": km_median(times, reached), "ci95": list(km_median_ci(times, reached))}
+    # A lockstep step's relax_s is its batch's wall time over the batch size: summed, the row's share of the relaxer.
+    out["relax_s"] = round(sum(w["relax_s"] for w in walkers), 1)
     best = [w["best_energy"] for w in walkers if w["best_energy"] is not None]
     # With budgets too small for the GM, the best energy reached is what still separates policies.
     out["best_energy"] = {"median": float(np.median(best)) if best else None,
@@ -132,4 +143,16 @@ def logrank_table(walkers: dict[str, list[dict]], budget: int) -> dict[str, dict
             if reference in walkers and reference != policy and walkers[policy] and walkers[reference]:
                 statistic, p = logrank(*sample(policy), *sample(reference))
                 table.setdefault(policy, {})[reference] = {"statistic": statistic, "p": p}
+    for reference in REFERENCES:  # each reference's tests are one family: Holm's correction across the rows
+        family = {policy: tests[reference]["p"] for policy, tests in table.items() if reference in tests}
+        for policy, adjusted in holm(family).items():
+            table[policy][reference]["p_holm"] = adjusted
     return table
+
+
+def against_fuse(composition: str, policy: str, summary: dict[str, Any]) -> dict[str, Any] | None:
+    """FUSE's count of 40 for this composition and policy, with Fisher's exact p of this row against it."""
+    reference = FUSE_COUNTS.get(composition, {}).get(policy)
+    if reference is None or not summary["runs"]:
+        return None
+    return {"of_40": reference, "fisher_p": fisher_p(summary["successes"], summary["runs"], reference)}

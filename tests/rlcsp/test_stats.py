@@ -75,3 +75,12 @@ def test_median_ci_is_open_ended_when_too_many_runs_fail():
     times = [10, 20, 30, 40, 50, 2000, 2000, 2000, 2000, 2000]
     lower, upper = km_median_ci(times, [True] * 5 + [False] * 5)
     assert lower == 30 and upper is None
+
+
+def test_fisher_and_holm_by_hand():
+    from rlcsp.stats import fisher_p, holm
+
+    assert fisher_p(4, 4, 0, 4) == pytest.approx(2 / 70)  # [[4, 0], [0, 4]]: the two extreme tables of C(8, 4)
+    assert fisher_p(40, 40, 40) == pytest.approx(1.0)
+    assert holm({"a": 0.01, "b": 0.04, "c": 0.03}) == pytest.approx({"a": 0.03, "c": 0.06, "b": 0.06})
+    assert holm({"a": 0.5, "b": 0.9}) == {"a": 1.0, "b": 1.0}

@@ -7,6 +7,7 @@ import pytest
 
 from rlcsp.db import Store
 from rlcsp.cli import main
+from rlcsp.version import code_version
 from rlcsp.csp.walker_stats import (action_histogram, energy_sequence, generation_sequence, moves_sequence,
                                      policy_summary,
                            time_to_gm)
@@ -38,14 +39,14 @@ def test_time_to_gm_counts_relaxations_and_step_time_or_censors_at_the_end():
 
 def test_policy_summary_counts_successes_within_the_budget():
     walker = {"moves_sequence": [1], "generation_sequence": [2], "energy_sequence": [],
-              "action_histogram": action_histogram(STEPS), "wall_s_to_gm": 10.0}
+              "action_histogram": action_histogram(STEPS), "wall_s_to_gm": 10.0, "relax_s": 2.5}
     ws = [{**walker, "gm_reached": True, "relaxations_to_gm": 10, "best_energy": -2.0},
           {**walker, "gm_reached": True, "relaxations_to_gm": 30, "best_energy": -2.0},
           {**walker, "gm_reached": False, "relaxations_to_gm": 40, "best_energy": -1.5}]
     summary = policy_summary(ws, budget=40)
     assert (summary["successes"], summary["success_rate"]) == (2, pytest.approx(2 / 3))
     assert summary["relaxations_to_gm"]["km_median"] == 30
-    assert summary["best_energy"] == {"median": -2.0, "min": -2.0}
+    assert summary["best_energy"] == {"median": -2.0, "min": -2.0} and summary["relax_s"] == 7.5
     assert summary["action_histogram"]["1"] == {"count": 9, "fraction": 9 / 21}
     assert summary["energy_sequence"] == {"per_run": 0.0, "mean": None, "median": None}
 
@@ -68,6 +69,12 @@ def test_compare_runs_reports_and_then_skips_finished_walkers(tmp_path, capsys):
     assert {(w["policy"], w["seed"]) for w in report["walkers"]} == {
         (p, s) for p in ("original", "reinforce-rlcsp") for s in (0, 1)}
     assert set(report["logrank_relaxations_to_gm"]) == {"reinforce-rlcsp"}
+    test = report["logrank_relaxations_to_gm"]["reinforce-rlcsp"]["original"]
+    assert test["p_holm"] == test["p"]  # one row per reference: nothing to correct
+    assert [report["summary"][p]["fuse"]["of_40"] for p in ("original", "reinforce-rlcsp")] == [14, 12]
+    assert all(w["code_version"] == code_version() and w["relax_s"] > 0 for w in report["walkers"])
+    assert report["summary"]["original"]["relax_s"] == pytest.approx(
+        sum(w["relax_s"] for w in report["walkers"] if w["policy"] == "original"), abs=0.2)
     assert all((out / f"{p}-seed{s}" / "summary.json").exists() for p in ("original", "reinforce-rlcsp")
                for s in (0, 1))
     store = Store(db)
@@ -86,6 +93,12 @@ def test_compare_runs_reports_and_then_skips_finished_walkers(tmp_path, capsys):
     assert (tmp_path / "show" / f"run{by_policy['reinforce-rlcsp']}_probabilities.png").exists()
     assert main(["show", str(by_policy["original"]), "--db", db, "--out", str(tmp_path / "show")]) == 0
     assert not (tmp_path / "show" / f"run{by_policy['original']}_probabilities.png").exists()  # no parameters
+
+    capsys.readouterr()
+    assert main([*argv[:5], "--first-seed", "1", *argv[5:]]) == 0  # seeds 1-2: seed 1 is done, seed 2 is new
+    assert "2 of 4 walkers already finished" in capsys.readouterr().out
+    report = json.loads((out / "report.json").read_text())
+    assert {w["seed"] for w in report["walkers"]} == {1, 2} and "seeds 1-2," in (out / "report.md").read_text()
 
 
 def test_unreachable_scheduler_fails_fast_with_a_clear_message(tmp_path, capsys):
