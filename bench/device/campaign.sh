@@ -3,15 +3,18 @@
 # for <seconds>, stop cleanly (SIGTERM: the relaxations in flight are finished and stored) and come back.
 #   here:  rlcsp copy STORE .devrun/carry.db --lean && xz -T0 -f .devrun/carry.db     (none for the first slice)
 #   run:   bash bench/device/campaign.sh <seconds> SCRIPT --policies ... --seeds 40 --budget 2000 [--fuse 1.06]
-#          with carry [".whl", ".devpkg", ".devrun/carry.db.xz"]
+#          with carry [".whl", ".devrun/carry.db.xz"] (wheels from bench/device/pack.sh; the GPU engine needs no LAMMPS,
+#          so .devpkg stays here and the carry keeps its 15 MB)
 #   back:  cat <files_at>/carry.db.xz.* | xz -dc > carry.db && rlcsp copy carry.db STORE
 # Repeat until compare reports no walker missing; `rlcsp compare ... --db STORE` here then writes the report. The
 # carry comes back in 15 MiB parts (a call returns at most 8 files of 16 MiB). DEVICE=cpu runs it anywhere.
 set -u
 seconds=${1:?seconds of walking}
 shift
-if [ -d .devpkg ] && [ ! -d /tmp/site/rlcsp ]; then
-    bash .devpkg/setup.sh > "$OUT/setup.log" 2>&1 || { tail -20 "$OUT/setup.log"; exit 1; }
+if [ -d .whl ] && [ ! -d /tmp/site/rlcsp ]; then
+    { python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site .whl/*.whl &&
+      python3 -m pip install -q --no-index --no-deps --no-build-isolation --upgrade --target /tmp/site .; } \
+        > "$OUT/setup.log" 2>&1 || { tail -20 "$OUT/setup.log"; exit 1; }
 fi
 [ -d /tmp/site ] && export PYTHONPATH=/tmp/site
 export PYTHONUNBUFFERED=1
