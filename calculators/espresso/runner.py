@@ -26,7 +26,7 @@ from ase.calculators.espresso import Espresso, EspressoProfile
 from rlcsp.calculators.espresso.cache import DftCache
 from rlcsp.calculators.espresso.inputs import DftSettings, MissingPseudopotential, PwInputs, resolve_inputs
 from rlcsp.calculators.espresso.results import HOW_TO_GET_PW, DftOutcome, DftResult, classify_output, read_output
-from rlcsp.calculators.processes import kill_process_group
+from rlcsp.calculators.processes import die_with_parent, kill_process_group
 from rlcsp.exceptions import CalculatorNotFound, InvalidStructure
 
 LAUNCHERS = ("mpirun", "mpiexec", "srun")
@@ -72,7 +72,8 @@ class _Profile(EspressoProfile):
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
         with open(directory / outputfile, "wb") as out, open(directory / (errorfile or "pw.err"), "wb") as err:
             proc = subprocess.Popen(self.get_command(inputfile), cwd=directory, stdin=subprocess.DEVNULL,
-                                    stdout=out, stderr=err, env=env, start_new_session=True)
+                                    stdout=out, stderr=err, env=env, start_new_session=True,
+                                    preexec_fn=die_with_parent)
             try:
                 self.returncode = proc.wait(timeout=self.timeout_s)
             except subprocess.TimeoutExpired:

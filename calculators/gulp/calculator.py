@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ase import Atoms
 
-from rlcsp.calculators.processes import kill_process_group
+from rlcsp.calculators.processes import die_with_parent, kill_process_group
 from rlcsp.calculators.gulp.files import PREFIX, GulpOutput, check_periodic, parse_dump, parse_gout, write_gin
 from rlcsp.calculators.library import DEFAULT_LIBRARY, load_library
 from rlcsp.calculators.relax import FailureReason, Relaxer, RelaxResult, failed, min_distance
@@ -197,7 +197,7 @@ class GulpRelaxer(Relaxer):
             raise _StageFailed(FailureReason.TIMEOUT, f"GULP exceeded the {self.timeout_s} s timeout")
         proc = subprocess.Popen(self.command.replace("PREFIX", PREFIX), shell=True, cwd=stage,
                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                start_new_session=True, text=True)
+                                start_new_session=True, preexec_fn=die_with_parent, text=True)
         try:
             console, _ = proc.communicate(timeout=remaining)
         except subprocess.TimeoutExpired:

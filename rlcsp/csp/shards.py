@@ -16,7 +16,6 @@ from its last stored step.
 """
 from __future__ import annotations
 
-import ctypes
 import os
 import queue
 import signal
@@ -28,6 +27,7 @@ from typing import Any
 
 from ase import Atoms
 
+from rlcsp.calculators.processes import die_with_parent
 from rlcsp.calculators.relax import Relaxer, RelaxResult, RelaxStream
 from rlcsp.csp.config import SearchConfig, make_config
 from rlcsp.csp.stop import StopRequest
@@ -80,14 +80,6 @@ class RemoteStream(RelaxStream):
         return out
 
 
-def _die_with_parent() -> None:
-    """On Linux the kernel kills a walker process the moment the relaxer's dies (the poll's check is the rest)."""
-    try:
-        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (AttributeError, OSError):
-        pass
-
-
 def _share_main(share: int, walkers: list[tuple[int, dict, str]], db_url: str, requests, replies, stop_signal,
                 name: str, device: str) -> None:
     """A walker process: drive its share of the walkers, reporting each one's end and its loop's timings.
@@ -99,7 +91,7 @@ def _share_main(share: int, walkers: list[tuple[int, dict, str]], db_url: str, r
     from rlcsp.db import Store
     from rlcsp.threads import limit_blas_threads
 
-    _die_with_parent()
+    die_with_parent(signal.SIGKILL)  # on Linux the kernel ends us with the relaxer's process; the poll checks too
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_IGN)
     limit_blas_threads()

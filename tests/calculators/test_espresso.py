@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -189,6 +192,29 @@ def test_timeout_kills_pw_x_and_its_mpi_ranks(tmp_path, nprocs):
     assert "Program PWSCF" in Path(result.workdir, "espresso.pwo").read_text()  # pw.x was running
     time.sleep(0.2)
     assert live_processes_in(result.workdir) == []
+
+
+@needs_pw
+@pytest.mark.parametrize("nprocs", [1, 2])
+def test_pw_x_and_its_ranks_end_with_a_python_killed_by_sigterm(tmp_path, nprocs):
+    """A SIGTERM runs no Python handler, and pw.x has a session of its own: the kernel ends it with its parent."""
+    code = ("from ase.build import bulk\n"
+            "from rlcsp.calculators.espresso import DftSettings, PwRunner, run_dft\n"
+            "run_dft(bulk('Si', 'diamond', a=5.43, cubic=True).repeat(2), DftSettings(kpts=(2, 2, 2)), "
+            f"runner=PwRunner(nprocs={nprocs}, timeout_s=300, scratch={str(tmp_path)!r}))\n")
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    deadline = time.monotonic() + 60
+    while not (outputs := list(tmp_path.glob("**/espresso.pwo"))) or "Program PWSCF" not in outputs[0].read_text():
+        assert time.monotonic() < deadline and proc.poll() is None, "pw.x did not start"
+        time.sleep(0.2)
+    workdir = str(outputs[0].parent)
+    assert live_processes_in(workdir)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=10)
+    deadline = time.monotonic() + 10
+    while live_processes_in(workdir) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert live_processes_in(workdir) == []
 
 
 @needs_pw
