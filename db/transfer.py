@@ -13,14 +13,12 @@ are not copied: they are counted as skipped.
 from __future__ import annotations
 
 from rlcsp.db.connection import StoreError
-from rlcsp.db.store import Store
+from rlcsp.db.store import STEP_COLUMNS, Store
 
 RUN_COLUMNS = ("uid", "name", "composition", "policy", "policy_id", "seed", "calculator", "config", "code_version",
                "status", "best_energy", "gm_relaxation", "relaxations", "state", "created_at", "updated_at")
 PROGRESS = ("config", "code_version", "status", "best_energy", "gm_relaxation", "relaxations", "state", "updated_at")
 STRUCTURE_COLUMNS = ("relaxation", "formula", "n_atoms", "energy", "fingerprint", "atoms", "genome")
-STEP_COLUMNS = ("relaxation", "kind", "move", "attempts", "outcome", "e_new", "e_current", "e_global",
-                "temperature", "is_unique", "n_atoms", "build_s", "relax_s", "policy_s", "failure", "reward")
 
 
 def _insert(table: str, columns: tuple[str, ...]) -> str:

@@ -9,7 +9,8 @@ from rlcsp.cli import main
 from rlcsp.csp.config import SearchConfig
 from rlcsp.csp.run import WalkerRun, execute
 from rlcsp.db import Store, StoreError
-from rlcsp.db.transfer import STEP_COLUMNS, copy_runs
+from rlcsp.db.store import STEP_COLUMNS
+from rlcsp.db.transfer import copy_runs
 
 SMALL = dict(composition={"Y": [2, 3], "O": [3, -2]}, max_atoms=20, initial_population=8, target_energy=-30.0,
              seed=2, policy="reinforce-rlcsp", budget=34)
