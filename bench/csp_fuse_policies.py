@@ -33,6 +33,7 @@ from pathlib import Path
 
 from rlcsp.csp.walker_stats import FUSE_COUNTS
 from rlcsp.stats import fisher_p
+from rlcsp.csp.quirks import PROFILES
 from rlcsp.version import commit as current_commit
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -260,7 +261,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count())
     parser.add_argument("--runs", help="folder for per-walker outputs (default runs/<tag>)")
     parser.add_argument("--tag", default="csp_fuse_policies")
-    parser.add_argument("--fuse", choices=["1.04", "1.06"], help="FUSE's own loop of that version (rlcsp.csp.quirks)")
+    parser.add_argument("--fuse", choices=sorted(PROFILES), help="FUSE's own loop of that version (rlcsp.csp.quirks)")
     parser.add_argument("--quirks", metavar="A,B", help="single FUSE behaviours switched on (rlcsp.csp.quirks names)")
     parser.add_argument("--without", metavar="A,B", help="quirks of the --fuse profile switched off")
     parser.add_argument("--calculator", help="relaxer for every walker (default: the scripts' own, LAMMPS "

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rlcsp.csp.quirks import PROFILES
 from rlcsp.version import commit
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -397,7 +398,7 @@ def main() -> None:
     walk.add_argument("--budget", type=int, default=12, help="relaxations per walker")
     walk.add_argument("--initial-population", type=int, default=4, help="random structures per walker")
     walk.add_argument("--policy", default="uniform")
-    walk.add_argument("--fuse", choices=("1.04", "1.06"), default=None, help="FUSE profile")
+    walk.add_argument("--fuse", choices=sorted(PROFILES), default=None, help="FUSE profile")
     walk.add_argument("--device", default="cpu", help="torch device: cpu or cuda")
     walk.add_argument("--processes", type=int, default=0, help="walker processes around the relaxer's")
     walk.add_argument("--rounds", action="store_true", help="wait for each group's slowest relaxation")

@@ -161,7 +161,8 @@ def cmd_fill_eval(args: argparse.Namespace) -> int:
 def add_mode_options(p: argparse.ArgumentParser) -> None:
     """--fuse VERSION, --quirks and --without: FUSE's loop, whole or one behaviour at a time (rlcsp.csp.quirks)."""
     p.add_argument("--fuse", choices=sorted(PROFILES),
-                   help="run FUSE's own loop: 1.04 (the paper's Original runs) or 1.06 (Uniform); default: "
+                   help="run FUSE's own loop: 1.04 (the paper's Original runs), 1.06 (Uniform) or rl (FUSE_RL, its "
+                        "RLCSP runs); default: "
                         "rlcsp's search")
     p.add_argument("--quirks", metavar="A,B",
                    help=f"switch on single FUSE behaviours by name: {', '.join(QUIRKS)}")

@@ -53,7 +53,7 @@ class SearchConfig:
     dist_cutoff: float = 1.2
     btol: float = 0.25
     vac_ratio: float = 4
-    fuse: str | None = None  # FUSE version profile, "1.04" or "1.06" (rlcsp.csp.quirks.PROFILES); None: rlcsp's own
+    fuse: str | None = None  # FUSE profile: "1.04", "1.06" or "rl" (rlcsp.csp.quirks.PROFILES); None: rlcsp's own
     quirks: list[str] = field(default_factory=list)  # FUSE behaviours switched on besides the profile's
     without: list[str] = field(default_factory=list)  # the profile's quirks switched off, for ablations
     offset_styles: list[str] = field(default_factory=lambda: ["cartesian"])  # gamma = 120 offset genes drawn
@@ -157,7 +157,7 @@ def make_config(base: dict[str, Any], **overrides: Any) -> SearchConfig:
     known = {f.name for f in fields(SearchConfig)}
     unknown = sorted(set(data) - known)
     if "fuse_compatible" in unknown or "metropolis" in unknown:
-        raise ConfigError("fuse_compatible and metropolis were retired: use fuse='1.04' or '1.06' (a FUSE version "
+        raise ConfigError("fuse_compatible and metropolis were retired: use fuse='1.04', '1.06' or 'rl' (a FUSE "
                           "profile) and quirks=[...] / without=[...] with names from rlcsp.csp.quirks, e.g. "
                           "quirks=['metropolis_global']")
     if unknown:

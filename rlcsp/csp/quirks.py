@@ -3,8 +3,11 @@
 A quirk is named where it acts, so an ablation switches exactly one code path. The version profiles bundle
 the quirks of one FUSE release: ``fuse="1.04"`` is the loop behind the paper's Original policy, ``fuse="1.06"``
 the one behind Uniform (read from FUSE-stable's ``run_fuse``, ``make_basin_move`` and
-``generate_random_structure``). ``resolve`` turns a profile, extra quirks and removed ones into the set the
-search uses; ``Search.effective_settings`` reports it, with how often each loop quirk acted, in summary.json.
+``generate_random_structure``), ``fuse="rl"`` FUSE_RL's, behind the paper's RLCSP rows: 1.04's generator,
+assembly, checks and moves with moves 9 and 10 of their own, driven by FUSE_RL's retry rule (fuse.md §4.5, which is
+rlcsp's own: a move is kept for 500 failed builds, then excluded), read from FUSE_RL 98bc753. ``resolve`` turns
+a profile, extra quirks and removed ones into the set the search uses; ``Search.effective_settings`` reports it,
+with how often each loop quirk acted, in summary.json.
 """
 from __future__ import annotations
 
@@ -36,7 +39,8 @@ QUIRKS: dict[str, str] = {
     "string_sizes": "initial structures take create_random_string's sizes (for Y2Ti2O7 about half are one "
                     "formula unit) instead of a formula-unit count drawn uniformly from 1..imax_fus (FUSE 1.04)",
     "string_overflow_redraw": "moves 6 and 7 fail on a string with more cations than sub-modules (about half of the "
-                              "draws), and a new move is drawn (FUSE 1.04's create_random_string raises there)",
+                              "draws; FUSE 1.04's and FUSE_RL's create_random_string raises there); what is built "
+                              "next is the profile's redraw rule",
     "swap_first_uniform": "move 1 over any positions draws the first position uniformly and the second among those "
                           "holding another value, rather than a uniform pair of different values",
     "move6_global_cells": "move 6 draws its cell from the global sub-module limit; only its formula-unit count "
@@ -65,6 +69,8 @@ PROFILES: dict[str, frozenset[str]] = {
                        "move6_global_cells", "swap_first_uniform", "rattle_seed_42", "melt_bookkeeping",
                        "energy_uniqueness", "gulp_inner_cut"}),
 }
+# FUSE_RL (the paper's RLCSP rows) is 1.04 but for the redraw rule, which is rlcsp's own (fuse.md §4.5).
+PROFILES["rl"] = PROFILES["1.04"] - {"redraw_each_attempt"}
 EXCLUSIVE = (frozenset({"redraw_each_attempt", "redraw_after_100"}), frozenset({"string_double", "string_double_106"}))
 
 

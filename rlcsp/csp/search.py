@@ -4,7 +4,7 @@ Moves act on the genome (never on relaxed coordinates); the relaxed structure on
 output files. All randomness comes from one seeded ``numpy.random.Generator``, so the same seed, inputs and
 calculator give the same trajectory.
 
-The loop is rlcsp's own by default; ``config.fuse`` ("1.04", "1.06") and ``config.quirks`` switch on FUSE's
+The loop is rlcsp's own by default; ``config.fuse`` ("1.04", "1.06", "rl") and ``config.quirks`` switch on FUSE's
 behaviours one by one (rlcsp.csp.quirks). Each is read here into an attribute that the loop itself uses, and
 ``effective_settings`` reports those attributes together with how often each quirk acted, so an ablation can show
 that its switch reached the code.

@@ -51,6 +51,7 @@ def test_profiles_are_quirk_sets_that_ablations_change_one_name_at_a_time():
     assert PROFILES["1.04"] - PROFILES["1.06"] == {"sub_capped_moves", "redraw_each_attempt", "string_sizes",
                                                    "string_double", "string_overflow_redraw"}
     assert PROFILES["1.06"] - PROFILES["1.04"] == {"redraw_after_100", "move6_global_cells", "string_double_106"}
+    assert PROFILES["1.04"] - PROFILES["rl"] == {"redraw_each_attempt"} and PROFILES["rl"] < PROFILES["1.04"]
     with pytest.raises(UnknownName, match="1.04"):
         resolve("1.05")
     with pytest.raises(ConfigError, match="exclude each other"):
@@ -304,3 +305,17 @@ def test_the_melt_threshold_reaches_fuse_s_fixed_policies():
     base = load_script(Y2TI2O7_SCRIPT)
     assert Search(make_config(base, policy="uniform", melt_threshold=7), relaxer=object()).policy.melt_threshold == 7
     assert Search(make_config(base, policy="reinforce", melt_threshold=7), relaxer=object()).policy is not None
+
+
+def test_fuse_rl_runs_1_04s_moves_under_fuse_rl_s_retry_rule():
+    """FUSE_RL (the paper's RLCSP rows) keeps a move for its 500 failed builds, then excludes it (fuse.md §4.5):
+    rlcsp's own rule, with everything else of 1.04."""
+    base = load_script(Y2TI2O7_SCRIPT)
+    rl = Search(make_config(base, fuse="rl", policy="reinforce-rlcsp"), relaxer=object()).effective_settings()
+    own = Search(make_config(base, policy="reinforce-rlcsp"), relaxer=object()).effective_settings()
+    v104 = Search(make_config(base, fuse="1.04", policy="reinforce-rlcsp"), relaxer=object()).effective_settings()
+    assert (rl["move_redraw_after"], rl["move_exclusion"]) == (own["move_redraw_after"], own["move_exclusion"]) \
+        == (500, True)
+    assert (v104["move_redraw_after"], v104["move_exclusion"]) == (1, False)
+    assert rl["metropolis"] == "global" and rl["uniqueness"] == "energy rounded to 1e-6" and rl["mode"] == "FUSE rl"
+    assert rl["quirks"] == sorted(PROFILES["rl"])
