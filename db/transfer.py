@@ -40,7 +40,7 @@ def rows_to_carry(run: dict) -> str:
         else "all"
 
 
-def copy_runs(source: Store, dest: Store, lean: bool = False) -> dict[str, int]:
+def copy_runs(source: Store, dest: Store, lean: bool = False, progress: bool = False) -> dict[str, int]:
     """Bring ``dest`` up to ``source`` for every run of ``source``: how many runs were new, brought forward,
     already as far, left out (composition design; a run whose source lacks its steps), and how many rows moved.
 
@@ -56,7 +56,9 @@ def copy_runs(source: Store, dest: Store, lean: bool = False) -> dict[str, int]:
     last_step = dict(source.db.query("SELECT run_id, MAX(relaxation) FROM steps GROUP BY run_id"))
     counts = dict.fromkeys(("new", "forward", "current", "skipped", "partial", "steps", "structures",
                             "policy_params"), 0)
-    for run in runs:
+    from tqdm import tqdm
+
+    for run in tqdm(runs, unit="run", disable=not progress, desc=f"copy to {dest.url}"):
         if run["id"] in design:
             counts["skipped"] += 1
             continue

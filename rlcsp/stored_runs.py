@@ -130,7 +130,7 @@ def cmd_copy(args: argparse.Namespace) -> int:
     new_file = "://" not in args.dest and not Path(args.dest).exists()
     dest = Store(f"sqlite:///{Path(args.dest).resolve()}" if new_file else store_url(args.dest))
     try:
-        n = copy_runs(source, dest, lean=args.lean)
+        n = copy_runs(source, dest, lean=args.lean, progress=True)
     finally:
         source.close()
         dest.close()
