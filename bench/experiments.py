@@ -1,0 +1,120 @@
+"""Issue 21's two experiments as tables, from the one store that holds their walkers.
+
+The walkers run elsewhere (``bench/device/campaign.sh``, one ``rlcsp compare`` per cell, carried back with
+``rlcsp copy``); this script lists those commands and builds the tables from the store alone, each cell with
+``rlcsp compare``'s own report (``run_missing=False``: only finished walkers count, the rest are listed as missing).
+
+- Experiment 1, FUSE's table: five compositions, four rows each: the paper's three policies on the FUSE profiles
+  that ran them (1.04 + original, 1.06 + uniform, FUSE_RL + reinforce-rlcsp; rlcsp.csp.quirks) and rlcsp's default
+  mode with ``--policy``; GM reached of the seeds next to FUSE's count of 40 with Fisher's p, the KM median of
+  relaxations to the GM with its 95 % interval, and the row's relaxer (GPU) seconds.
+- Experiment 2, policy-update rules on one composition: reinforce, npg and ppo with each baseline, reinforce-rlcsp
+  (its own entropy bonus: it takes no baseline), original and uniform, all in one mode; log-rank p against uniform,
+  Holm-corrected across the rows.
+
+FUSE-profile rows keep only each walker's new bests (``keep_structures='best'``) and experiment 2 runs with FUSE's
+energy uniqueness, so that every walker but the default row's travels as a lean carry (``bench/store_size.py``).
+
+    python bench/experiments.py commands --experiment 1 --seconds 540     # the device calls, cell by cell
+    python bench/experiments.py tables --db mysql://me@host/campaign --seeds 40 --first-seed 1
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+COMPOSITIONS = ("y2o3", "y2ti2o7", "y2tio5", "sry2o4", "sr4ti3o10")
+LEAN = {"keep_structures": "best"}
+EXP1_ROWS = (("FUSE 1.04, original", {"fuse": "1.04", **LEAN}, "original"),
+             ("FUSE 1.06, uniform", {"fuse": "1.06", **LEAN}, "uniform"),
+             ("FUSE_RL, reinforce-rlcsp", {"fuse": "rl", **LEAN}, "reinforce-rlcsp"))
+EXP2_MODE = {"quirks": "energy_uniqueness", **LEAN}
+EXP2_POLICIES = (*(f"{rule}:{baseline}" for rule in ("reinforce", "npg", "ppo")
+                   for baseline in ("none", "entropy", "value", "mixed")),
+                 "reinforce-rlcsp", "original", "uniform")
+
+
+def cells(args) -> list[tuple[str, str, dict, list[str]]]:
+    """(name, composition, mode, policies) of every compare the experiment needs."""
+    if args.experiment == 2:
+        return [("policy rules", args.composition, EXP2_MODE, list(EXP2_POLICIES))]
+    rows = [*EXP1_ROWS, ("rlcsp default", {}, args.default_policy)]
+    return [(name, comp, mode, [policy]) for comp in COMPOSITIONS for name, mode, policy in rows]
+
+
+def mode_flags(mode: dict) -> list[str]:
+    return [part for key, value in mode.items() for part in (f"--{key.replace('_', '-')}", str(value))]
+
+
+def commands(args) -> None:
+    """One campaign slice per cell: carry the store's walkers, walk them, bring them back."""
+    for name, comp, mode, policies in cells(args):
+        compare = ["inputs/" + comp + ".py", "--policies", *policies, "--seeds", str(args.seeds), "--first-seed",
+                   str(args.first_seed), "--budget", str(args.budget), *mode_flags(mode)]
+        print(f"# {comp}, {name}\nbash bench/device/campaign.sh {args.seconds} {shlex.join(compare)}")
+
+
+def tables(args) -> None:
+    from rlcsp.csp.compare import compare
+
+    lines, data = [], []
+    for name, comp, mode, policies in cells(args):
+        out = Path(args.out) / f"{comp}_{name.replace(' ', '_').replace(',', '')}"
+        report = compare(ROOT / "inputs" / f"{comp}.py", policies, args.seeds, args.budget, out=out, db_url=args.db,
+                         echo=lambda line: None, run_missing=False, mode=mode, first_seed=args.first_seed)
+        for policy in policies:
+            s = report["summary"][policy]
+            fuse = s.get("fuse")
+            test = report["logrank_relaxations_to_gm"].get(policy, {}).get("uniform")
+            low, high = s["relaxations_to_gm"]["ci95"]
+            row = {"composition": report["composition"], "row": name, "policy": policy, "runs": s["runs"],
+                   "gm": s["successes"], "fuse_of_40": fuse and fuse["of_40"], "fisher_p": fuse and fuse["fisher_p"],
+                   "km_median": s["relaxations_to_gm"]["km_median"], "ci95": [low, high], "relax_s": s["relax_s"],
+                   "logrank_p_vs_uniform": test and test["p"], "holm_p_vs_uniform": test and test["p_holm"],
+                   "missing": sum(m.startswith(f"{policy} ") for m in report["missing"])}
+            data.append(row)
+            lines.append(f"| {row['composition']} | {name if args.experiment == 1 else policy} | {row['gm']}/"
+                         f"{row['runs']} ({row['missing']} missing) | "
+                         + ("–" if fuse is None else f"{fuse['of_40']} ({fuse['fisher_p']:.2g})")
+                         + f" | {_num(row['km_median'])} [{_num(low)}, {_num(high)}] | {s['relax_s']:.0f} | "
+                         + ("–" if test is None else f"{test['p']:.3f} ({test['p_holm']:.3f})") + " |")
+    head = ["| composition | row | GM reached | FUSE of 40 (Fisher p) | KM median relaxations [95% CI] | relaxer s | "
+            "log-rank p vs uniform (Holm) |", "|---|---|---|---|---|---|---|"]
+    table = "\n".join(head + lines)
+    print(table)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    tag = f"experiment{args.experiment}"
+    (RESULTS / f"{tag}.md").write_text(f"# Experiment {args.experiment} (store {args.db}, seeds {args.first_seed}-"
+                                       f"{args.first_seed + args.seeds - 1}, budget {args.budget})\n\n{table}\n")
+    (RESULTS / f"{tag}.json").write_text(json.dumps({"db": args.db, "rows": data}, indent=1) + "\n")
+
+
+def _num(x: float | None) -> str:
+    return "∞" if x is None else f"{x:.0f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("what", choices=["commands", "tables"])
+    parser.add_argument("--experiment", type=int, choices=[1, 2], default=1)
+    parser.add_argument("--composition", default="y2o3", help="experiment 2's composition (default y2o3)")
+    parser.add_argument("--default-policy", default="uniform", help="experiment 1's rlcsp default row")
+    parser.add_argument("--seeds", type=int, default=40)
+    parser.add_argument("--first-seed", type=int, default=1)
+    parser.add_argument("--budget", type=int, default=2000)
+    parser.add_argument("--seconds", type=int, default=540, help="walking time of one device call")
+    parser.add_argument("--db", help="the campaign's store (tables)")
+    parser.add_argument("--out", default="runs/experiments", help="each cell's compare report (tables)")
+    args = parser.parse_args()
+    if args.what == "commands":
+        commands(args)
+    else:
+        tables(args)
+
+
+if __name__ == "__main__":
+    main()
