@@ -123,8 +123,12 @@ def _folder_decision(store, out: Path, config: SearchConfig, new_run: bool) -> t
                     and (out / "summary.json").is_file())
         return ("done" if finished else "continue"), run_id
     if not new_run:
+        if info is None:
+            raise RunFolderTaken(f"{out} holds run {run_id} of {url}, not of this command's store {store.url}; "
+                                 f"nothing was changed. Give --db {url} to continue it, choose another --out, or add "
+                                 f"--new-run to start a new run there (the old files move to {out}/run{run_id}/)")
         what = (f"run {run_id} ({info['name']}, {info['policy']}, seed {info['seed']}, {info['status']} after "
-                f"{info['relaxations']} relaxations)" if info is not None else f"run {run_id} of {url}")
+                f"{info['relaxations']} relaxations)")
         raise RunFolderTaken(f"{out} holds {what}, a different search; nothing was changed. Choose another --out, "
                              f"or add --new-run to start a new run there (the old files move to {out}/run{run_id}/)")
     if (out / "pending_steps.jsonl").exists():

@@ -40,6 +40,11 @@ def test_a_finished_run_is_never_overwritten_extended_by_a_larger_budget_and_gua
     with pytest.raises(RunFolderTaken, match="holds run 1 .* a different search; nothing was changed"):
         execute(SearchConfig(**{**SMALL, "seed": 5}), out, progress=False)
     assert snapshot(out) == files and len(runs_in(out)) == 1
+    elsewhere = f"sqlite:///{tmp_path / 'other.db'}"  # the same search, asked of another store
+    with pytest.raises(RunFolderTaken, match=f"holds run 1 of {first['db']}, not of this command's store "
+                                             f"{elsewhere}; nothing was changed. Give --db"):
+        execute(SearchConfig(**SMALL), out, progress=False, db_url=elsewhere)
+    assert snapshot(out) == files and len(runs_in(out)) == 1
 
     longer = execute(SearchConfig(**{**SMALL, "budget": 20}), out, progress=False)  # extends the same run
     assert longer["run_id"] == first["run_id"] and longer["relaxations"] == 20
