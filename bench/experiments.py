@@ -1,8 +1,10 @@
 """Issue 21's two experiments as tables, from the one store that holds their walkers.
 
-The walkers run elsewhere (``bench/device/campaign.sh``, one ``rlcsp compare`` per cell, carried back with
-``rlcsp copy``); this script lists those commands and builds the tables from the store alone, each cell with
-``rlcsp compare``'s own report (``run_missing=False``: only finished walkers count, the rest are listed as missing).
+``walk`` advances every unfinished walker of an experiment's cells in lockstep around one relaxer, so a GPU's batch
+holds all of them (a cell alone is 40 walkers; experiment 1 is 800): on a device machine inside
+``bench/device/campaign.sh``, whose carry ``rlcsp copy`` brings back into the campaign's store. ``tables`` builds
+the tables from that store alone, each cell with ``rlcsp compare``'s own report (``run_missing=False``: only
+finished walkers count, the rest are listed as missing).
 
 - Experiment 1, FUSE's table: five compositions, four rows each: the paper's three policies on the FUSE profiles
   that ran them (1.04 + original, 1.06 + uniform, FUSE_RL + reinforce-rlcsp; rlcsp.csp.quirks) and rlcsp's default
@@ -15,14 +17,13 @@ The walkers run elsewhere (``bench/device/campaign.sh``, one ``rlcsp compare`` p
 FUSE-profile rows keep only each walker's new bests (``keep_structures='best'``) and experiment 2 runs with FUSE's
 energy uniqueness, so that every walker but the default row's travels as a lean carry (``bench/store_size.py``).
 
-    python bench/experiments.py commands --experiment 1 --seconds 540     # the device calls, cell by cell
+    bash bench/device/campaign.sh 540 python3 bench/experiments.py walk --experiment 1   # one device call
     python bench/experiments.py tables --db mysql://me@host/campaign --seeds 40 --first-seed 1
 """
 from __future__ import annotations
 
 import argparse
 import json
-import shlex
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,16 +47,31 @@ def cells(args) -> list[tuple[str, str, dict, list[str]]]:
     return [(name, comp, mode, [policy]) for comp in COMPOSITIONS for name, mode, policy in rows]
 
 
-def mode_flags(mode: dict) -> list[str]:
-    return [part for key, value in mode.items() for part in (f"--{key.replace('_', '-')}", str(value))]
+def cell_folder(out: str, name: str, comp: str) -> Path:
+    return Path(out) / f"{comp}_{name.replace(' ', '_').replace(',', '')}"
 
 
-def commands(args) -> None:
-    """One campaign slice per cell: carry the store's walkers, walk them, bring them back."""
+def walk(args) -> None:
+    """Every unfinished walker of every cell, in lockstep around one relaxer (SIGTERM stops them cleanly)."""
+    from rlcsp.csp.compare import finished_run, walker_dir
+    from rlcsp.csp.config import load_script, make_config
+    from rlcsp.csp.lockstep import run_lockstep
+    from rlcsp.db import Store
+
+    store = Store(args.db)
+    walkers = []
     for name, comp, mode, policies in cells(args):
-        compare = ["inputs/" + comp + ".py", "--policies", *policies, "--seeds", str(args.seeds), "--first-seed",
-                   str(args.first_seed), "--budget", str(args.budget), *mode_flags(mode)]
-        print(f"# {comp}, {name}\nbash bench/device/campaign.sh {args.seconds} {shlex.join(compare)}")
+        base = {**load_script(ROOT / "inputs" / f"{comp}.py"), **mode}
+        for policy in policies:
+            for seed in range(args.first_seed, args.first_seed + args.seeds):
+                config = make_config(base, policy=policy, seed=seed, budget=args.budget)
+                if finished_run(store, config) is None:
+                    walkers.append((config, walker_dir(cell_folder(args.out, name, comp), policy, seed)))
+    store.close()
+    print(f"{len(walkers)} unfinished walkers of experiment {args.experiment}", flush=True)
+    summaries = run_lockstep(walkers, args.db, device=args.device, processes=args.processes, progress=True)
+    ended = sum("error" not in s and s.get("stop_reason", "").startswith(("budget", "target")) for s in summaries)
+    print(f"{ended} of {len(walkers)} walkers finished in this call")
 
 
 def tables(args) -> None:
@@ -63,7 +79,7 @@ def tables(args) -> None:
 
     lines, data = [], []
     for name, comp, mode, policies in cells(args):
-        out = Path(args.out) / f"{comp}_{name.replace(' ', '_').replace(',', '')}"
+        out = cell_folder(args.out, name, comp)
         report = compare(ROOT / "inputs" / f"{comp}.py", policies, args.seeds, args.budget, out=out, db_url=args.db,
                          echo=lambda line: None, run_missing=False, mode=mode, first_seed=args.first_seed)
         for policy in policies:
@@ -99,19 +115,20 @@ def _num(x: float | None) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["commands", "tables"])
+    parser.add_argument("what", choices=["walk", "tables"])
     parser.add_argument("--experiment", type=int, choices=[1, 2], default=1)
     parser.add_argument("--composition", default="y2o3", help="experiment 2's composition (default y2o3)")
     parser.add_argument("--default-policy", default="uniform", help="experiment 1's rlcsp default row")
     parser.add_argument("--seeds", type=int, default=40)
     parser.add_argument("--first-seed", type=int, default=1)
     parser.add_argument("--budget", type=int, default=2000)
-    parser.add_argument("--seconds", type=int, default=540, help="walking time of one device call")
-    parser.add_argument("--db", help="the campaign's store (tables)")
-    parser.add_argument("--out", default="runs/experiments", help="each cell's compare report (tables)")
+    parser.add_argument("--db", required=True, help="the campaign's store (a carry on the device)")
+    parser.add_argument("--out", default="runs/experiments", help="each cell's walkers and compare report")
+    parser.add_argument("--device", help="walk: the relaxer's device (cuda on a GPU machine)")
+    parser.add_argument("--processes", type=int, help="walk: walker processes around the relaxer's")
     args = parser.parse_args()
-    if args.what == "commands":
-        commands(args)
+    if args.what == "walk":
+        walk(args)
     else:
         tables(args)
 
