@@ -15,7 +15,9 @@ finished walkers count, the rest are listed as missing).
   Holm-corrected across the rows.
 
 FUSE-profile rows keep only each walker's new bests (``keep_structures='best'``) and experiment 2 runs with FUSE's
-energy uniqueness, so that every walker but the default row's travels as a lean carry (``bench/store_size.py``).
+energy uniqueness, so that every walker but the default row's travels as a lean carry (``bench/store_size.py``);
+the default row's walkers resume from every structure they stored, so they walk in a store of their own
+(``--rows default``), in groups small enough for 64 MiB.
 
     bash bench/device/campaign.sh 540 python3 bench/experiments.py walk --experiment 1   # one device call
     python bench/experiments.py tables --db mysql://me@host/campaign --seeds 40 --first-seed 1
@@ -40,11 +42,12 @@ EXP2_POLICIES = (*(f"{rule}:{baseline}" for rule in ("reinforce", "npg", "ppo")
 
 
 def cells(args) -> list[tuple[str, str, dict, list[str]]]:
-    """(name, composition, mode, policies) of every compare the experiment needs."""
+    """(name, composition, mode, policies) of every compare the experiment needs, or of those ``--rows`` names."""
     if args.experiment == 2:
         return [("policy rules", args.composition, EXP2_MODE, list(EXP2_POLICIES))]
     rows = [*EXP1_ROWS, ("rlcsp default", {}, args.default_policy)]
-    return [(name, comp, mode, [policy]) for comp in COMPOSITIONS for name, mode, policy in rows]
+    return [(name, comp, mode, [policy]) for comp in COMPOSITIONS for name, mode, policy in rows
+            if args.rows is None or args.rows in name]
 
 
 def cell_folder(out: str, name: str, comp: str) -> Path:
@@ -119,6 +122,8 @@ def main() -> None:
     parser.add_argument("--experiment", type=int, choices=[1, 2], default=1)
     parser.add_argument("--composition", default="y2o3", help="experiment 2's composition (default y2o3)")
     parser.add_argument("--default-policy", default="uniform", help="experiment 1's rlcsp default row")
+    parser.add_argument("--rows", help="experiment 1's rows whose name holds this ('FUSE', 'default'): the default "
+                                       "row carries every structure, so it travels in a store of its own")
     parser.add_argument("--seeds", type=int, default=40)
     parser.add_argument("--first-seed", type=int, default=1)
     parser.add_argument("--budget", type=int, default=2000)
