@@ -15,7 +15,7 @@ import shutil
 import time
 from pathlib import Path
 
-from csp_fuse_policies import REFERENCE
+from rlcsp.csp.walker_stats import FUSE_COUNTS
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -47,7 +47,7 @@ def table(reports: dict[str, dict], args) -> list[dict]:
             tests = report["logrank_relaxations_to_gm"].get(policy, {})
             rows.append({
                 "composition": comp, "policy": policy, "runs": s["runs"], "gm_reached": s["successes"],
-                "fuse_of_40": REFERENCE.get(comp, {}).get(policy),
+                "fuse_of_40": FUSE_COUNTS.get(comp, {}).get(policy),
                 "km_median_relaxations": s["relaxations_to_gm"]["km_median"],
                 "best_energy_median": s["best_energy"]["median"], "best_energy_min": s["best_energy"]["min"],
                 "target_energy": report["target_energy"],

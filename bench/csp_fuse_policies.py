@@ -39,7 +39,6 @@ from rlcsp.version import commit as current_commit
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 WALKER_COMMIT = "bench_commit.txt"  # in each walker's folder: the commit that ran it
-REFERENCE = FUSE_COUNTS  # runs of 40 that reached the GM in FUSE's paper
 
 
 STOPPING = None  # in each worker: the bench-wide Event set once a stop is requested
@@ -102,7 +101,7 @@ def in_progress(args, jobs, summaries) -> list[dict]:
         rows = list(csv.DictReader(path.open()))
         if rows:
             energies = [float(r["e_new"]) for r in rows if r["e_new"]]
-            partial.append({"composition": {x.lower(): x for x in REFERENCE}[c], "policy": p, "seed": s,
+            partial.append({"composition": {x.lower(): x for x in FUSE_COUNTS}[c], "policy": p, "seed": s,
                             "gm_reached": False, "gm_relaxation": None, "relaxations": len(rows),
                             "best_energy": min(energies) if energies else None, "wall_s": None,
                             "candidate_acceptance": None, "running": True,
@@ -189,7 +188,7 @@ def write_report(args, summaries: list[dict], jobs: list, started: float) -> Non
             reached = [s["gm_reached"] for s in runs]
             tally = [s["candidate_acceptance"]["random"] for s in measured]
             moves = [s["candidate_acceptance"]["moves"] for s in measured]
-            ref = REFERENCE.get(comp, {}).get(policy)
+            ref = FUSE_COUNTS.get(comp, {}).get(policy)
             wrong = sorted({s["settings"]["mode"] for s in measured if s.get("settings")} - {label})
             if wrong:
                 raise SystemExit(f"{comp} {policy}: walkers ran in mode {wrong}, not {label!r}; keep tags apart")

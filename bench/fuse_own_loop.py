@@ -219,17 +219,15 @@ def reached_by(rows: list[dict], at: int) -> str:
 
 
 def write(rows: list[dict], args, package: str, tag: str) -> None:
-    from csp_fuse_policies import REFERENCE, fisher_p
-
+    from rlcsp.csp.walker_stats import FUSE_COUNTS
+    from rlcsp.stats import fisher_p, km_median, logrank
     from rlcsp.version import commit as current_commit
-
-    from rlcsp.stats import km_median, logrank
 
     commit = current_commit()
     complete = [r for r in rows if r["relaxations"] >= args.budget or r["gm_relaxation"]]
     hits = sum(r["gm_relaxation"] is not None for r in complete)
-    names = {name.lower(): name for name in REFERENCE}
-    ref = REFERENCE[names[args.composition]][POLICY[package]] if args.composition in names else None
+    names = {name.lower(): name for name in FUSE_COUNTS}
+    ref = FUSE_COUNTS[names[args.composition]][POLICY[package]] if args.composition in names else None
     p = fisher_p(hits, len(complete), ref) if ref is not None and complete else None
     times = [r["gm_relaxation"] or r["relaxations"] for r in rows]
     events = [r["gm_relaxation"] is not None for r in rows]

@@ -9,15 +9,23 @@ RUN_HELP = "a run folder (runs/demo), or a run id with --db"
 DB_HELP = "the store: a run folder, an SQLite file or a URL (sqlite:///path, mysql://user@host:3306/name)"
 
 
-def open_run(args: argparse.Namespace, write: bool = False):
-    """The store and run id a command names (a run folder, or an id with --db); read-only unless ``write``."""
-    from rlcsp.db import Store, locate_run
+def open_store(url: str, write: bool = False):
+    """A store that must exist: read-only, or with ``write`` its schema brought up to date once it is found."""
+    from rlcsp.db import Store
 
-    url, run_id = locate_run(args.run, args.db)
     store = Store(url, create=False)
-    if write:  # the database exists: now it may be written (its schema brought up to date)
+    if write:
         store.close()
         store = Store(url)
+    return store
+
+
+def open_run(args: argparse.Namespace, write: bool = False):
+    """The store and run id a command names (a run folder, or an id with --db); read-only unless ``write``."""
+    from rlcsp.db import locate_run
+
+    url, run_id = locate_run(args.run, args.db)
+    store = open_store(url, write)
     store.run_info(run_id)  # a clear error for an unknown id
     return store, run_id
 
@@ -125,8 +133,8 @@ def cmd_copy(args: argparse.Namespace) -> int:
     from rlcsp.db import Store, store_url
     from rlcsp.db.transfer import copy_runs
 
-    Store(store_url(args.source), create=False).close()  # it exists; then its schema is brought up to date, since
-    source = Store(store_url(args.source))  # runs get their uid there, to be known by it wherever they are copied
+    # written: its runs get their uid there, to be known by it wherever they are copied
+    source = open_store(store_url(args.source), write=True)
     new_file = "://" not in args.dest and not Path(args.dest).exists()
     dest = Store(f"sqlite:///{Path(args.dest).resolve()}" if new_file else store_url(args.dest))
     try:

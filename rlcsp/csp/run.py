@@ -124,13 +124,14 @@ def _folder_decision(store, out: Path, config: SearchConfig, new_run: bool) -> t
         return ("done" if finished else "continue"), run_id
     if not new_run:
         if info is None:
-            raise RunFolderTaken(f"{out} holds run {run_id} of {url}, not of this command's store {store.url}; "
-                                 f"nothing was changed. Give --db {url} to continue it, choose another --out, or add "
-                                 f"--new-run to start a new run there (the old files move to {out}/run{run_id}/)")
-        what = (f"run {run_id} ({info['name']}, {info['policy']}, seed {info['seed']}, {info['status']} after "
-                f"{info['relaxations']} relaxations)")
-        raise RunFolderTaken(f"{out} holds {what}, a different search; nothing was changed. Choose another --out, "
-                             f"or add --new-run to start a new run there (the old files move to {out}/run{run_id}/)")
+            what = f"run {run_id} of {url}, not of this command's store {store.url}"
+            choices = f"Give --db {url} to continue it, choose another --out, or add"
+        else:
+            what = (f"run {run_id} ({info['name']}, {info['policy']}, seed {info['seed']}, {info['status']} after "
+                    f"{info['relaxations']} relaxations), a different search")
+            choices = "Choose another --out, or add"
+        raise RunFolderTaken(f"{out} holds {what}; nothing was changed. {choices} --new-run to start a new run "
+                             f"there (the old files move to {out}/run{run_id}/)")
     if (out / "pending_steps.jsonl").exists():
         raise RunFolderTaken(f"run {run_id} in {out} still has steps waiting for its database; rerun its own command "
                              "first, so that they are stored")
