@@ -19,7 +19,7 @@ energy uniqueness, so that every walker but the default row's travels as a lean 
 the default row's walkers resume from every structure they stored, so they walk in a store of their own
 (``--rows default``), in groups small enough for 64 MiB.
 
-    bash bench/device/campaign.sh 540 python3 bench/experiments.py walk --experiment 1   # one device call
+    bash bench/device/campaign.sh 1350 540 python3 bench/experiments.py walk --experiment 1 2 --processes 15
     python bench/experiments.py tables --db mysql://me@host/campaign --seeds 40 --first-seed 1
 """
 from __future__ import annotations
@@ -41,9 +41,9 @@ EXP2_POLICIES = (*(f"{rule}:{baseline}" for rule in ("reinforce", "npg", "ppo")
                  "reinforce-rlcsp", "original", "uniform")
 
 
-def cells(args) -> list[tuple[str, str, dict, list[str]]]:
+def cells(args, experiment: int) -> list[tuple[str, str, dict, list[str]]]:
     """(name, composition, mode, policies) of every compare the experiment needs, or of those ``--rows`` names."""
-    if args.experiment == 2:
+    if experiment == 2:
         return [("policy rules", args.composition, EXP2_MODE, list(EXP2_POLICIES))]
     rows = [*EXP1_ROWS, ("rlcsp default", {}, args.default_policy)]
     return [(name, comp, mode, [policy]) for comp in COMPOSITIONS for name, mode, policy in rows
@@ -63,7 +63,7 @@ def walk(args) -> None:
 
     store = Store(args.db)
     walkers = []
-    for name, comp, mode, policies in cells(args):
+    for name, comp, mode, policies in (cell for experiment in args.experiment for cell in cells(args, experiment)):
         base = {**load_script(ROOT / "inputs" / f"{comp}.py"), **mode}
         for policy in policies:
             for seed in range(args.first_seed, args.first_seed + args.seeds):
@@ -71,17 +71,22 @@ def walk(args) -> None:
                 if finished_run(store, config) is None:
                     walkers.append((config, walker_dir(cell_folder(args.out, name, comp), policy, seed)))
     store.close()
-    print(f"{len(walkers)} unfinished walkers of experiment {args.experiment}", flush=True)
+    print(f"{len(walkers)} unfinished walkers of experiment {' and '.join(map(str, args.experiment))}", flush=True)
     summaries = run_lockstep(walkers, args.db, device=args.device, processes=args.processes, progress=True)
     ended = sum("error" not in s and s.get("stop_reason", "").startswith(("budget", "target")) for s in summaries)
     print(f"{ended} of {len(walkers)} walkers finished in this call")
 
 
 def tables(args) -> None:
+    for experiment in args.experiment:
+        table(args, experiment)
+
+
+def table(args, experiment: int) -> None:
     from rlcsp.csp.compare import compare
 
     lines, data = [], []
-    for name, comp, mode, policies in cells(args):
+    for name, comp, mode, policies in cells(args, experiment):
         out = cell_folder(args.out, name, comp)
         report = compare(ROOT / "inputs" / f"{comp}.py", policies, args.seeds, args.budget, out=out, db_url=args.db,
                          echo=lambda line: None, run_missing=False, mode=mode, first_seed=args.first_seed)
@@ -96,7 +101,7 @@ def tables(args) -> None:
                    "logrank_p_vs_uniform": test and test["p"], "holm_p_vs_uniform": test and test["p_holm"],
                    "missing": sum(m.startswith(f"{policy} ") for m in report["missing"])}
             data.append(row)
-            lines.append(f"| {row['composition']} | {name if args.experiment == 1 else policy} | {row['gm']}/"
+            lines.append(f"| {row['composition']} | {name if experiment == 1 else policy} | {row['gm']}/"
                          f"{row['runs']} ({row['missing']} missing) | "
                          + ("–" if fuse is None else f"{fuse['of_40']} ({fuse['fisher_p']:.2g})")
                          + f" | {_num(row['km_median'])} [{_num(low)}, {_num(high)}] | {s['relax_s']:.0f} | "
@@ -106,8 +111,8 @@ def tables(args) -> None:
     table = "\n".join(head + lines)
     print(table)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    tag = f"experiment{args.experiment}"
-    (RESULTS / f"{tag}.md").write_text(f"# Experiment {args.experiment} (store {args.db}, seeds {args.first_seed}-"
+    tag = f"experiment{experiment}"
+    (RESULTS / f"{tag}.md").write_text(f"# Experiment {experiment} (store {args.db}, seeds {args.first_seed}-"
                                        f"{args.first_seed + args.seeds - 1}, budget {args.budget})\n\n{table}\n")
     (RESULTS / f"{tag}.json").write_text(json.dumps({"db": args.db, "rows": data}, indent=1) + "\n")
 
@@ -119,7 +124,8 @@ def _num(x: float | None) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("what", choices=["walk", "tables"])
-    parser.add_argument("--experiment", type=int, choices=[1, 2], default=1)
+    parser.add_argument("--experiment", type=int, nargs="+", choices=[1, 2], default=[1],
+                        help="1, 2, or both: walking both fills one GPU batch with all their walkers")
     parser.add_argument("--composition", default="y2o3", help="experiment 2's composition (default y2o3)")
     parser.add_argument("--default-policy", default="uniform", help="experiment 1's rlcsp default row")
     parser.add_argument("--rows", help="experiment 1's rows whose name holds this ('FUSE', 'default'): the default "

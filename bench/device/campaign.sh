@@ -1,18 +1,24 @@
 #!/usr/bin/env bash
-# One slice of an issue-21 campaign in one device call: the walkers travel as an SQLite carry, continue on the GPU
-# for <seconds>, stop cleanly (SIGTERM: the relaxations in flight are finished and stored) and come back.
-#   here:  rlcsp copy STORE .devrun/carry.db --lean && xz -T0 -f .devrun/carry.db     (none for the first slice)
-#   run:   bash bench/device/campaign.sh <seconds> COMMAND...   (a command that takes --db, --out and --device:
-#          python3 bench/experiments.py walk --experiment 1, or python3 -m rlcsp.cli compare SCRIPT --policies ...)
-#          with carry [".whl", ".devrun/carry.db.xz"] (wheels from bench/device/pack.sh; the GPU engine needs no LAMMPS,
-#          so .devpkg stays here and the carry keeps its 15 MB)
+# An issue-21 campaign on the device machine: the walkers travel as an SQLite carry, walk on the GPU in one process
+# that outlives the call (a machine stays warm between calls made within 30 s, so one walk spans several 10-minute
+# calls and pays its start-up once), and come back with every call: a consistent snapshot while they walk, the
+# final store once they stopped (SIGTERM after <walk-seconds>: the relaxations in flight are finished and stored).
+#   here:  rlcsp copy STORE .devrun/carry.db --lean && xz -T0 -f .devrun/carry.db     (none for a first walk)
+#   run:   bash bench/device/campaign.sh <walk-seconds> <call-seconds> COMMAND...   (a command that takes --db, --out
+#          and --device: python3 bench/experiments.py walk --experiment 1 2 --processes 15, or python3 -m rlcsp.cli
+#          compare SCRIPT --policies ...) with carry [".whl", ".devrun/carry.db.xz"] (wheels from
+#          bench/device/pack.sh; the GPU engine needs no LAMMPS). The same call again, within 30 s of the last
+#          reply, waits <call-seconds> more on the walk in progress; on a fresh machine it starts the walk again
+#          from the carry, so keep .devrun/carry.db.xz the last snapshot: cat <files_at>/carry.db.xz.* > it.
 #   back:  cat <files_at>/carry.db.xz.* | xz -dc > carry.db && rlcsp copy carry.db STORE
 # Repeat until no walker is missing; `bench/experiments.py tables --db STORE` (or `rlcsp compare ... --db STORE`)
 # here then writes the tables. The carry comes back in 15 MiB parts (a call returns at most 8 files of 16 MiB).
 # DEVICE=cpu runs it anywhere.
 set -u
-seconds=${1:?seconds of walking}
-shift
+walk=${1:?seconds of walking}
+call=${2:?seconds this call waits on the walk}
+shift 2
+began=$(date +%s)
 if [ -d .whl ] && [ ! -d /tmp/site/rlcsp ]; then
     { python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site .whl/*.whl &&
       python3 -m pip install -q --no-index --no-deps --no-build-isolation --upgrade --target /tmp/site .; } \
@@ -20,10 +26,31 @@ if [ -d .whl ] && [ ! -d /tmp/site/rlcsp ]; then
 fi
 [ -d /tmp/site ] && export PYTHONPATH=/tmp/site
 export PYTHONUNBUFFERED=1
-work=$(mktemp -d)
-if [ -s .devrun/carry.db.xz ]; then xz -dc .devrun/carry.db.xz > "$work/carry.db"; fi
-timeout -s TERM --kill-after 120 "$seconds" "$@" --device "${DEVICE:-cuda}" --db "sqlite:///$work/carry.db" \
-    --out "$work/out" > "$OUT/walk.log" 2>&1
-echo "exit $? after ${seconds} s"; grep -a "walkers" "$OUT/walk.log" | tail -3
-xz -T0 -c "$work/carry.db" | split -b 15M -d - "$OUT/carry.db.xz."
+dir=/tmp/campaign/$(printf '%s' "$*" | md5sum | cut -c1-12)  # one walk per command on this machine
+mkdir -p "$dir"
+pid=$(cat "$dir/pid" 2>/dev/null)
+if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+    echo "the walk begun $(( began - $(stat -c %Y "$dir/pid") )) s ago goes on"
+elif [ -e "$dir/exit" ]; then
+    echo "the walk has ended"
+else
+    if [ -s .devrun/carry.db.xz ]; then xz -dc .devrun/carry.db.xz > "$dir/carry.db"; fi
+    setsid bash -c 'timeout -s TERM --kill-after 120 "$@"; echo $? > "'"$dir"'/exit"' walk "$walk" "$@" \
+        --device "${DEVICE:-cuda}" --db "sqlite:///$dir/carry.db" --out "$dir/out" > "$dir/walk.log" 2>&1 < /dev/null &
+    echo $! > "$dir/pid"
+    echo "a walk of $walk s begins"
+fi
+while [ ! -e "$dir/exit" ] && [ $(( $(date +%s) - began )) -lt "$call" ]; do sleep 2; done
+if [ -e "$dir/exit" ]; then
+    echo "walk ended, exit $(cat "$dir/exit")"
+    cp "$dir/carry.db" "$dir/snapshot.db"
+else
+    echo "walking: a snapshot"
+    python3 -c "import sqlite3, sys; sqlite3.connect(sys.argv[1]).backup(sqlite3.connect(sys.argv[2]))" \
+        "$dir/carry.db" "$dir/snapshot.db"
+fi
+tail -c 4000000 "$dir/walk.log" > "$OUT/walk.log"
+grep -a "walkers" "$dir/walk.log" | tail -3; tail -c 400 "$dir/walk.log"; echo
+xz -T0 -c "$dir/snapshot.db" | split -b 15M -d - "$OUT/carry.db.xz."
+rm -f "$dir/snapshot.db"
 ls -l "$OUT"

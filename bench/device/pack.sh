@@ -16,7 +16,7 @@ grep -qx "/.whl/" .git/info/exclude 2>/dev/null || echo "/.whl/" >> .git/info/ex
 grep -qx "/.devpkg/" .git/info/exclude 2>/dev/null || echo "/.devpkg/" >> .git/info/exclude
 platforms="--platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64"
 platforms="$platforms --platform manylinux2014_x86_64 --platform any"
-for req in ase==3.29.0 dill monty spglib ruamel.yaml uncertainties palettable orjson bibtexparser pymatgen-core \
+for req in ase==3.29.0 tqdm threadpoolctl dill monty spglib ruamel.yaml uncertainties palettable orjson bibtexparser pymatgen-core \
            pymatgen; do
     version=$($venv/bin/python -m pip show "${req%%=*}" 2>/dev/null | sed -n 's/^Version: //p')
     $venv/bin/python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
