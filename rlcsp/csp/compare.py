@@ -146,7 +146,7 @@ def compare(script: str | Path, policies: list[str], seeds: int, budget: int, ou
             db_url: str | None = None, scheduler: str | None = None, workers: int | None = None,
             echo: Callable[[str], None] = print, run_missing: bool = True,
             mode: dict[str, Any] | None = None, lockstep: bool = False, device: str | None = None,
-            processes: int | None = None, first_seed: int = 0) -> dict[str, Any]:
+            processes: int | None = None, first_seed: int = 0, interim: bool = False) -> dict[str, Any]:
     """Run every missing (policy, seed) walker, then write report.md, report.html, report.json and the plots.
 
     ``mode`` sets the search mode of every walker (``fuse``, ``quirks``, ``without``, ``keep_structures``; None keeps
@@ -156,7 +156,9 @@ def compare(script: str | Path, policies: list[str], seeds: int, budget: int, ou
     or every worker of ``scheduler``), each share with its own relaxer on ``device``.
 
     Everything is validated (script, budget, policy and baseline names) before a cluster starts. With
-    ``run_missing=False`` only the walkers already finished are reported (the rest are listed as missing).
+    ``run_missing=False`` only the walkers already finished are reported (the rest are listed as missing);
+    ``interim`` also reports the walkers still walking, censored at their last stored relaxation (a campaign's
+    Kaplan-Meier estimate on the way: its GM counts are lower bounds).
     """
     from rlcsp.db import Store, default_url
 
@@ -204,7 +206,7 @@ def compare(script: str | Path, policies: list[str], seeds: int, budget: int, ou
                 echo("interrupted: rerun the same command to continue (finished walkers are skipped, the others "
                      "resume from their last stored step)")
                 raise
-    report = build_report(store, configs, policies, numbers, budget, out, str(script))
+    report = build_report(store, configs, policies, numbers, budget, out, str(script), interim)
     report["failures"] = failures
     write_report(report, out)
     store.close()
@@ -215,12 +217,15 @@ def compare(script: str | Path, policies: list[str], seeds: int, budget: int, ou
 # -- the report -----------------------------------------------------------------------------------------
 
 def build_report(store, configs: dict[tuple[str, int], SearchConfig], policies: list[str], seeds: range,
-                 budget: int, out: Path, script: str) -> dict[str, Any]:
-    """Every number of the comparison, and the plots (paths relative to ``out``)."""
+                 budget: int, out: Path, script: str, interim: bool = False) -> dict[str, Any]:
+    """Every number of the comparison, and the plots (paths relative to ``out``); ``interim`` counts the walkers
+    still walking, censored at their last stored relaxation."""
     walkers: dict[str, list[dict]] = {p: [] for p in policies}
-    missing = []
+    missing, walking = [], []
     for (policy, seed), config in sorted(configs.items(), key=lambda kv: (policies.index(kv[0][0]), kv[0][1])):
         run_id = finished_run(store, config)
+        if run_id is None and interim and (run_id := store.find_run(config.to_dict())) is not None:
+            walking.append(f"{policy} seed {seed}")
         if run_id is None:
             missing.append(f"{policy} seed {seed}")
             continue
@@ -238,7 +243,7 @@ def build_report(store, configs: dict[tuple[str, int], SearchConfig], policies: 
         row["fuse"] = against_fuse(first.comp.label, policy, row)
     return {"script": script, "composition": first.comp.label, "target_energy": first.target_energy,
             "budget": budget, "seeds": len(seeds), "first_seed": seeds.start, "policies": policies, "db": store.url,
-            "missing": missing,
+            "missing": missing, "walking": walking,
             "summary": summary,
             "logrank_relaxations_to_gm": logrank_table(walkers, budget), "plots": plots,
             "walkers": [w for ws in walkers.values() for w in ws]}
@@ -268,6 +273,9 @@ def report_blocks(report: dict[str, Any]) -> list[tuple]:
     ]
     if report["missing"]:
         blocks.append(("p", f"Not finished (left out): {', '.join(report['missing'])}."))
+    if report.get("walking"):
+        blocks.append(("p", f"Interim: {len(report['walking'])} walkers are still walking, counted as censored at "
+                            "their last stored relaxation; their GM counts can only grow."))
     refs = [r for r in REFERENCES if r in summary]
     blocks += [("h2", "Time to the global minimum"),
                ("table", ["policy", "runs", "success", "KM median relaxations [95% CI]",
