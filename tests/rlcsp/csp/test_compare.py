@@ -7,6 +7,7 @@ import pytest
 
 from rlcsp.db import Store
 from rlcsp.cli import main
+from rlcsp.csp.compare import compare
 from rlcsp.version import code_version
 from rlcsp.csp.walker_stats import (action_histogram, energy_sequence, generation_sequence, moves_sequence,
                                      policy_summary,
@@ -99,6 +100,19 @@ def test_compare_runs_reports_and_then_skips_finished_walkers(tmp_path, capsys):
     assert "2 of 4 walkers already finished" in capsys.readouterr().out
     report = json.loads((out / "report.json").read_text())
     assert {w["seed"] for w in report["walkers"]} == {1, 2} and "seeds 1-2," in (out / "report.md").read_text()
+
+    # A campaign's interim table: a walker still walking is censored at its last stored relaxation, not left out.
+    walking = next(r for r in store.list_runs() if r["policy"] == "original" and r["seed"] == 1)
+    store.set_status(walking["id"], "interrupted")
+    report = compare(tmp_path / "small.py", ["original"], 2, 40, out=out, db_url=db, echo=lambda line: None,
+                     run_missing=False, first_seed=1)
+    assert report["missing"] == ["original seed 1"] and report["summary"]["original"]["runs"] == 1
+    report = compare(tmp_path / "small.py", ["original"], 2, 40, out=out, db_url=db, echo=lambda line: None,
+                     run_missing=False, first_seed=1, interim=True)
+    assert report["missing"] == [] and report["walking"] == ["original seed 1"]
+    assert sorted(w["run_id"] for w in report["walkers"]) == sorted(
+        r["id"] for r in store.list_runs() if r["policy"] == "original" and r["seed"] in (1, 2))
+    assert "1 walkers are still walking" in (out / "report.md").read_text()
 
 
 def test_unreachable_scheduler_fails_fast_with_a_clear_message(tmp_path, capsys):
