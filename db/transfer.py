@@ -9,6 +9,12 @@ and policy parameters after its last stored relaxation, then the source's checkp
 back never rolls a run back, and a source run without the steps it counts (a lean copy's finished run) never
 makes or moves one. Each run moves in one transaction. Composition-design runs (episodes, DFT calls, gap models)
 are not copied: they are counted as skipped.
+
+A copy ``after`` an older state of the source holds only what the source added since (a campaign's delta: the
+rows after each run's relaxations there, the policy versions after its last one there), so that a campaign's
+history is kept as one small file per slice; copied in order into an empty store, the deltas make the whole store
+again. A run whose rows begin after the destination's last relaxation (a delta copied out of order) is left out
+as a gap.
 """
 from __future__ import annotations
 
@@ -40,21 +46,32 @@ def rows_to_carry(run: dict) -> str:
         else "all"
 
 
-def copy_runs(source: Store, dest: Store, lean: bool = False, progress: bool = False) -> dict[str, int]:
+def copy_runs(source: Store, dest: Store, lean: bool = False, progress: bool = False,
+              after: Store | None = None) -> dict[str, int]:
     """Bring ``dest`` up to ``source`` for every run of ``source``: how many runs were new, brought forward,
-    already as far, left out (composition design; a run whose source lacks its steps), and how many rows moved.
+    already as far, left out (composition design; a run whose source lacks its steps, or whose rows begin after the
+    destination's last), and how many rows moved.
 
     ``lean`` takes of each run only what its walker needs to go on (rows_to_carry): a carry that comes back to the
-    store it came from, which holds the rest.
+    store it came from, which holds the rest. ``after`` (an older state of ``source``) takes only what the source
+    added since.
     """
     if source.url == dest.url:
         raise StoreError(f"copying {source.url} into itself; name another destination")
+    if lean and after is not None:
+        raise StoreError("a lean copy goes on walking, a copy after an older store keeps history: choose one")
     runs = [dict(zip(("id", *RUN_COLUMNS), row)) for row in source.db.query(
         f"SELECT id, {', '.join(RUN_COLUMNS)} FROM runs ORDER BY id")]
     design = {row[0] for table in ("episodes", "fill_dft_calls") for row in source.db.query(
         f"SELECT DISTINCT run_id FROM {table} WHERE run_id IS NOT NULL")}
-    last_step = dict(source.db.query("SELECT run_id, MAX(relaxation) FROM steps GROUP BY run_id"))
-    counts = dict.fromkeys(("new", "forward", "current", "skipped", "partial", "steps", "structures",
+    last_step = {run_id: (first, last) for run_id, first, last in source.db.query(
+        "SELECT run_id, MIN(relaxation), MAX(relaxation) FROM steps GROUP BY run_id")}
+    older = {}  # uid: (relaxations, last version of its own policy, of its shared one) in ``after``
+    if after is not None:
+        versions = dict(after.db.query("SELECT policy_id, MAX(update_no) FROM policy_params GROUP BY policy_id"))
+        older = {uid: (relaxations, versions.get(f"run{run_id}", 0), versions.get(shared, 0)) for run_id, uid,
+                 relaxations, shared in after.db.query("SELECT id, uid, relaxations, policy_id FROM runs")}
+    counts = dict.fromkeys(("new", "forward", "current", "skipped", "partial", "gap", "steps", "structures",
                             "policy_params"), 0)
     from tqdm import tqdm
 
@@ -62,7 +79,12 @@ def copy_runs(source: Store, dest: Store, lean: bool = False, progress: bool = F
         if run["id"] in design:
             counts["skipped"] += 1
             continue
-        run["complete"] = last_step.get(run["id"], 0) == run["relaxations"]
+        first, last = last_step.get(run["id"], (1, 0))
+        run["complete"], run["first"] = last == run["relaxations"], first
+        run["older"] = older.get(run["uid"], (0, 0, 0))
+        if run["relaxations"] <= run["older"][0]:
+            counts["current"] += 1
+            continue
         rows = rows_to_carry(run) if lean else "all"
         dest.db.run(lambda tx: _copy_run(source, tx, run, rows, counts), lock=True, what=f"copy run {run['uid']}")
     return counts
@@ -77,11 +99,15 @@ def _copy_run(source: Store, tx, run: dict, rows: str, counts: dict[str, int]) -
     if not run["complete"]:  # a lean copy's finished run: its row alone, which must not make or move a run
         counts["partial"] += 1
         return
+    since = 0 if held is None else tx.one("SELECT MAX(relaxation) FROM steps WHERE run_id = ?", (held[0],))[0] or 0
+    if run["first"] > since + 1:  # a delta copied before the one before it
+        counts["gap"] += 1
+        return
+    since = max(since, run["older"][0])
     if held is None:
-        run_id, since, what = tx.insert(_insert("runs", RUN_COLUMNS), tuple(run[c] for c in RUN_COLUMNS)), 0, "new"
+        run_id, what = tx.insert(_insert("runs", RUN_COLUMNS), tuple(run[c] for c in RUN_COLUMNS)), "new"
     else:
         run_id, what = held[0], "forward"
-        since = tx.one("SELECT MAX(relaxation) FROM steps WHERE run_id = ?", (run_id,))[0] or 0
         tx.execute(f"UPDATE runs SET {', '.join(f'{c} = ?' for c in PROGRESS)} WHERE id = ?",
                    (*(run[c] for c in PROGRESS), run_id))
     if rows == "run":
@@ -100,10 +126,11 @@ def _copy_run(source: Store, tx, run: dict, rows: str, counts: dict[str, int]) -
     # A walker's own policy is named by its run id; a shared one (runs.policy_id) keeps its name, and its versions
     # written by other runs come along with the first of them copied.
     moved = 0
-    for own, theirs in ((f"run{run['id']}", f"run{run_id}"), (run["policy_id"], run["policy_id"])):
+    for own, theirs, older in ((f"run{run['id']}", f"run{run_id}", run["older"][1]),
+                               (run["policy_id"], run["policy_id"], run["older"][2])):
         if own is None:
             continue
-        last = tx.one("SELECT MAX(update_no) FROM policy_params WHERE policy_id = ?", (theirs,))[0] or 0
+        last = max(older, tx.one("SELECT MAX(update_no) FROM policy_params WHERE policy_id = ?", (theirs,))[0] or 0)
         params = source.db.query("SELECT p.update_no, p.params, p.created_at, r.uid FROM policy_params p "
                                  "LEFT JOIN runs r ON r.id = p.run_id WHERE p.policy_id = ? AND p.update_no > ? "
                                  "ORDER BY p.update_no", (own, last))

@@ -137,15 +137,19 @@ def cmd_copy(args: argparse.Namespace) -> int:
     source = open_store(store_url(args.source), write=True)
     new_file = "://" not in args.dest and not Path(args.dest).exists()
     dest = Store(f"sqlite:///{Path(args.dest).resolve()}" if new_file else store_url(args.dest))
+    after = open_store(store_url(args.after)) if args.after else None
     try:
-        n = copy_runs(source, dest, lean=args.lean, progress=True)
+        n = copy_runs(source, dest, lean=args.lean, progress=True, after=after)
     finally:
-        source.close()
-        dest.close()
+        for store in (source, dest, after):
+            if store is not None:
+                store.close()
     print(f"{source.url} -> {dest.url}: {n['new']} new runs, {n['forward']} brought forward ({n['steps']} steps, "
           f"{n['structures']} structures, {n['policy_params']} policy versions), {n['current']} already as far, "
           f"{n['skipped']} composition-design runs not copied"
-          + (f", {n['partial']} runs without the steps they count (a lean copy's) not copied" if n["partial"] else ""))
+          + (f", {n['partial']} runs without the steps they count (a lean copy's) not copied" if n["partial"] else "")
+          + (f", {n['gap']} runs whose rows begin after the destination's last (copy the deltas in order)"
+             if n["gap"] else ""))
     return 0
 
 
@@ -181,4 +185,6 @@ def add_store_commands(sub) -> None:
     p.add_argument("--lean", action="store_true",
                    help="only what the walkers need to go on: a finished run's row alone, no structures where "
                         "uniqueness needs none (FUSE's energy rule); a carry that comes back to SOURCE")
+    p.add_argument("--after", metavar="OLDER", help="only what SOURCE added since OLDER, an earlier state of it: a "
+                   "campaign's delta (copied in order into an empty store, the deltas make the whole store again)")
     p.set_defaults(func=cmd_copy)

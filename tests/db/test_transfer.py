@@ -57,6 +57,18 @@ def test_a_walker_stopped_carried_continued_and_copied_back_equals_one_that_neve
     assert (carried.db.query("SELECT COUNT(*) FROM structures")[0][0] == 0) == lean
     carried.close()
     execute(config, tmp_path / "device", progress=False, db_url=f"sqlite:///{carry}")  # a fresh folder resumes it
+    # The campaign's history as deltas: what the carry added after the main store, copied onto a store as far as
+    # the main one, makes the whole run; alone it is a gap.
+    delta = tmp_path / "delta.db"
+    assert main(["copy", str(carry), str(delta), "--after", db_url]) == 0
+    assert Store(f"sqlite:///{delta}").db.query("SELECT MIN(relaxation), COUNT(*) FROM steps")[0] == (20, 15)
+    rebuilt, alone = Store(f"sqlite:///{tmp_path / 'rebuilt.db'}"), Store(f"sqlite:///{tmp_path / 'alone.db'}")
+    copy_runs(Store(db_url), rebuilt)
+    assert copy_runs(Store(f"sqlite:///{delta}"), rebuilt)["forward"] == 1
+    assert rows(rebuilt, 1) == expected
+    assert copy_runs(Store(f"sqlite:///{delta}"), alone)["gap"] == 1 and alone.list_runs() == []
+    with pytest.raises(StoreError, match="choose one"):
+        copy_runs(Store(f"sqlite:///{carry}"), alone, lean=True, after=rebuilt)
     assert main(["copy", str(carry), db_url]) == 0
 
     main_store = Store(db_url)
