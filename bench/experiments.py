@@ -26,11 +26,13 @@ the default row's walkers resume from every structure they stored, so they walk 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
+HISTORY = RESULTS / "campaign"  # the campaign's store as slices, one per device session (``keep``, ``restore``)
 COMPOSITIONS = ("y2o3", "y2ti2o7", "y2tio5", "sry2o4", "sr4ti3o10")
 LEAN = {"keep_structures": "best"}
 EXP1_ROWS = (("FUSE 1.04, original", {"fuse": "1.04", **LEAN}, "original"),
@@ -76,6 +78,63 @@ def walk(args) -> None:
     summaries = run_lockstep(walkers, args.db, device=args.device, processes=args.processes, progress=True)
     ended = sum("error" not in s and s.get("stop_reason", "").startswith(("budget", "target")) for s in summaries)
     print(f"{ended} of {len(walkers)} walkers finished in this call")
+
+
+def restore(args) -> None:
+    """The campaign's store from its history: every kept slice (``keep``), copied in order."""
+    from rlcsp.db import Store
+    from rlcsp.db.transfer import copy_runs
+
+    store = Store(args.db)
+    for part in sorted(HISTORY.glob("slice_*.db.xz")):
+        with _unpacked(part) as url:
+            source = Store(url, create=False)
+            n = copy_runs(source, store)
+            source.close()
+        print(f"{part.name}: {n['new']} new runs, {n['forward']} brought forward ({n['steps']} steps), "
+              f"{n['gap']} gaps")
+    store.close()
+
+
+def keep(args) -> None:
+    """A device call's carry into the campaign's store, and what it added as the history's next slice (a few MB
+    of xz in bench/results/campaign/, committed: the store itself lives only as long as a session)."""
+    import lzma
+    import time
+
+    from rlcsp.db import Store
+    from rlcsp.db.transfer import copy_runs
+
+    HISTORY.mkdir(parents=True, exist_ok=True)
+    store, carry = Store(args.db), Store(f"sqlite:///{Path(args.carry).resolve()}", create=False)
+    delta_path = HISTORY / f"slice_{time.strftime('%Y%m%d_%H%M%S', time.gmtime())}.db"
+    delta = Store(f"sqlite:///{delta_path}")
+    n = copy_runs(carry, delta, after=store)
+    delta.close()
+    m = copy_runs(carry, store)
+    carry.close()
+    store.close()
+    if n["new"] + n["forward"] == 0:
+        delta_path.unlink()
+        print(f"{args.carry} -> {args.db}: nothing new")
+        return
+    with delta_path.open("rb") as raw, lzma.open(f"{delta_path}.xz", "wb", preset=9) as packed:
+        packed.write(raw.read())
+    delta_path.unlink()
+    print(f"{args.carry} -> {args.db}: {m['new']} new runs, {m['forward']} brought forward ({m['steps']} steps); "
+          f"slice {delta_path.name}.xz ({Path(f'{delta_path}.xz').stat().st_size / 1e6:.1f} MB, {n['steps']} steps)")
+
+
+@contextlib.contextmanager
+def _unpacked(part: Path):
+    import lzma
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / part.name.removesuffix(".xz")
+        with lzma.open(part) as packed, path.open("wb") as raw:
+            raw.write(packed.read())
+        yield f"sqlite:///{path}"
 
 
 def tables(args) -> None:
@@ -132,7 +191,10 @@ def _num(x: float | None) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["walk", "tables"])
+    parser.add_argument("what", choices=["walk", "tables", "keep", "restore"],
+                        help="walk (on the device), keep a carry that came back, restore the store from the kept "
+                             "slices, tables")
+    parser.add_argument("--carry", help="keep: the SQLite file that came back")
     parser.add_argument("--experiment", type=int, nargs="+", choices=[1, 2], default=[1],
                         help="1, 2, or both: walking both fills one GPU batch with all their walkers")
     parser.add_argument("--composition", default="y2o3", help="experiment 2's composition (default y2o3)")
@@ -150,10 +212,7 @@ def main() -> None:
     parser.add_argument("--device", help="walk: the relaxer's device (cuda on a GPU machine)")
     parser.add_argument("--processes", type=int, help="walk: walker processes around the relaxer's")
     args = parser.parse_args()
-    if args.what == "walk":
-        walk(args)
-    else:
-        tables(args)
+    {"walk": walk, "tables": tables, "keep": keep, "restore": restore}[args.what](args)
 
 
 if __name__ == "__main__":
