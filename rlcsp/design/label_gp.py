@@ -54,7 +54,9 @@ def element_properties(symbol: str) -> tuple[float, float, float]:
 class SiteDescriptors:
     """Per site role (cation, anion; one role where the source's formula has no oxidation states): mean, min and
     max electronegativity, mean and max period, mean and min group; per symmetry orbit: mean electronegativity and
-    period."""
+    period; with both roles, the Madelung potentials of the formal charges on the skeleton (rlcsp.design.madelung),
+    which tell one arrangement of a formula from another: their lowest and mean on anion sites, highest and mean
+    on cation sites, and those at the least electronegative anion and the most electronegative cation."""
 
     def __init__(self, skeleton: Skeleton):
         from rlcsp.design.chem_rules import site_roles
@@ -67,6 +69,12 @@ class SiteDescriptors:
         self.roles = [np.flatnonzero(roles == r) for r in (1, -1) if (roles == r).any()]
         orbit = skeleton.site_permutations.min(axis=0)  # each site's orbit by its lowest site
         self.orbits = [np.flatnonzero(orbit == o) for o in np.unique(orbit)]
+        self.signs, self.madelung = roles, None
+        if len(self.roles) == 2:
+            from rlcsp.design.madelung import potential_matrix
+
+            atoms = skeleton.atoms(list(skeleton.species))
+            self.madelung = potential_matrix(atoms.cell.array, atoms.positions)
 
     def __call__(self, species: Sequence[str]) -> np.ndarray:
         p = np.array([element_properties(s) for s in species])
@@ -77,7 +85,20 @@ class SiteDescriptors:
                     group[sites].mean(), group[sites].min()]
         for sites in self.orbits:
             out += [x[sites].mean(), row[sites].mean()]
+        if self.madelung is not None:
+            out += self._potentials(species, x)
         return np.array(out)
+
+    def _potentials(self, species: Sequence[str], x: np.ndarray) -> list[float]:
+        from rlcsp.design.madelung import formal_charges
+
+        charges = formal_charges(species, self.signs)
+        if charges is None:  # no common states balance it (masks off): no potentials to tell
+            return [0.0] * 6
+        phi = self.madelung @ charges
+        cations, anions = self.roles
+        return [phi[anions].min(), phi[anions].mean(), phi[anions][x[anions] == x[anions].min()].mean(),
+                phi[cations].max(), phi[cations].mean(), phi[cations][x[cations] == x[cations].max()].mean()]
 
 
 class LabelGP:
