@@ -21,7 +21,6 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-WINDOW = 0.25
 
 
 def leave_one_out(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -29,14 +28,7 @@ def leave_one_out(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     from rlcsp.design.label_gp import LabelGP
 
     gp = LabelGP(x, y - y.mean())
-    diagonal = np.diag(gp.inverse)
-    return y.mean() + gp.y - gp.alpha / diagonal, np.sqrt(1 / diagonal)
-
-
-def window_chance(mean: np.ndarray, spread: np.ndarray, target: float) -> np.ndarray:
-    from scipy.stats import norm
-
-    return norm.cdf((target + WINDOW - mean) / spread) - norm.cdf((target - WINDOW - mean) / spread)
+    return y.mean() + gp.leave_one_out(), np.sqrt(1 / np.diag(gp.inverse))
 
 
 def main() -> None:
@@ -51,7 +43,8 @@ def main() -> None:
 
     from rlcsp.db import Store
     from rlcsp.design.gap_model import CrystalFeatures
-    from rlcsp.design.label_gp import SiteDescriptors, skeleton_labels
+    from rlcsp.design.label_gp import POTENTIALS, SiteDescriptors, skeleton_labels
+    from rlcsp.design.rewards import WINDOW, window_probability
     from rlcsp.design.skeleton import make_skeleton
     from rlcsp.version import commit
 
@@ -68,7 +61,7 @@ def main() -> None:
     fillings, y = list(labels), np.array(list(labels.values()))
     sites = np.stack([SiteDescriptors(skeleton)(s) for s in fillings])
     crystal = CrystalFeatures()([skeleton.atoms(s) for s in fillings])
-    elemental = sites[:, :-6]
+    elemental = sites[:, :-POTENTIALS]
     sets = {"elements": elemental, "elements + potentials": sites,
             "CHGNet + elements": np.concatenate([crystal, elemental], axis=1),
             "CHGNet + elements + potentials": np.concatenate([crystal, sites], axis=1)}
@@ -79,7 +72,8 @@ def main() -> None:
         row = {"descriptors": name, "columns": x.shape[1], "loo_mae": float(errors[name].mean()),
                "loo_r": float(np.corrcoef(mean, y)[0, 1])}
         for target in args.targets:
-            likeliest = np.argsort(-window_chance(mean, spread, target))[:args.top]
+            chance = [window_probability(m, d, target) for m, d in zip(mean, spread)]
+            likeliest = np.argsort(-np.array(chance))[:args.top]
             row[f"top{args.top}_in_window_{target}"] = int((np.abs(y[likeliest] - target) <= WINDOW).sum())
         rows.append(row)
     for row in rows:

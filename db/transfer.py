@@ -64,7 +64,7 @@ def copy_runs(source: Store, dest: Store, lean: bool = False, progress: bool = F
         f"SELECT id, {', '.join(RUN_COLUMNS)} FROM runs ORDER BY id")]
     design = {row[0] for table in ("episodes", "fill_dft_calls") for row in source.db.query(
         f"SELECT DISTINCT run_id FROM {table} WHERE run_id IS NOT NULL")}
-    last_step = {run_id: (first, last) for run_id, first, last in source.db.query(
+    step_span = {run_id: (first, last) for run_id, first, last in source.db.query(
         "SELECT run_id, MIN(relaxation), MAX(relaxation) FROM steps GROUP BY run_id")}
     older = {}  # uid: (relaxations, last version of its own policy, of its shared one) in ``after``
     if after is not None:
@@ -79,7 +79,7 @@ def copy_runs(source: Store, dest: Store, lean: bool = False, progress: bool = F
         if run["id"] in design:
             counts["skipped"] += 1
             continue
-        first, last = last_step.get(run["id"], (1, 0))
+        first, last = step_span.get(run["id"], (1, 0))
         run["complete"], run["first"] = last == run["relaxations"], first
         run["older"] = older.get(run["uid"], (0, 0, 0))
         if run["relaxations"] <= run["older"][0]:

@@ -37,6 +37,7 @@ from rlcsp.design.skeleton import Skeleton
 LENGTHS = (1.0, 1.5, 2.0, 3.0, 5.0, 8.0, 13.0)  # in standardised descriptor units
 NOISES = (0.1, 0.2, 0.35, 0.5, 0.8, 1.2)  # eV: what the descriptors cannot tell apart
 MIN_SCALE = 0.5  # eV: the prior deviation of the residual gap, at least
+POTENTIALS = 6  # site-potential descriptors, last of SiteDescriptors' where the skeleton has both roles
 
 
 @lru_cache(maxsize=None)
@@ -94,7 +95,7 @@ class SiteDescriptors:
 
         charges = formal_charges(species, self.signs)
         if charges is None:  # no common states balance it (masks off): no potentials to tell
-            return [0.0] * 6
+            return [0.0] * POTENTIALS
         phi = self.madelung @ charges
         cations, anions = self.roles
         return [phi[anions].min(), phi[anions].mean(), phi[anions][x[anions] == x[anions].min()].mean(),

@@ -15,6 +15,7 @@ from functools import lru_cache
 from typing import Sequence
 
 import numpy as np
+from scipy.special import erfc
 
 K_E = 14.3997584  # eV Å / e², Coulomb's constant (GULP's value)
 
@@ -36,7 +37,7 @@ def potential_matrix(cell: np.ndarray, positions: np.ndarray, accuracy: float = 
     shifts = np.stack(np.meshgrid(*[np.arange(-k, k + 1) for k in reach], indexing="ij"), -1).reshape(-1, 3) @ cell
     r = np.linalg.norm(d[:, :, None, :] + shifts[None, None], axis=-1)
     near = (r > 1e-9) & (r < r_cut)
-    m += np.where(near, _erfc(alpha * np.where(near, r, 1.0)) / np.where(near, r, 1.0), 0.0).sum(-1)
+    m += np.where(near, erfc(alpha * np.where(near, r, 1.0)) / np.where(near, r, 1.0), 0.0).sum(-1)
     # reciprocal space
     recip = 2 * math.pi * np.linalg.inv(cell).T
     reach = np.ceil(g_cut / np.linalg.norm(recip, axis=1)).astype(int)
@@ -48,12 +49,6 @@ def potential_matrix(cell: np.ndarray, positions: np.ndarray, accuracy: float = 
     m -= math.pi / (volume * alpha ** 2)  # the background that neutralises a lone charge
     m -= np.eye(n) * 2 * alpha / math.sqrt(math.pi)  # a charge does not act on itself
     return K_E * m
-
-
-def _erfc(x: np.ndarray) -> np.ndarray:
-    from scipy.special import erfc
-
-    return erfc(x)
 
 
 def formal_charges(species: Sequence[str], roles: Sequence[int]) -> np.ndarray | None:

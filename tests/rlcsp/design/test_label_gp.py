@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from rlcsp.design.gap_model import GapModel
-from rlcsp.design.label_gp import LabelGP, LabelledGapModel, SiteDescriptors
+from rlcsp.design.label_gp import POTENTIALS, LabelGP, LabelledGapModel, SiteDescriptors
 from rlcsp.design.skeleton import make_skeleton
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "inputs"))
@@ -57,7 +57,7 @@ def test_descriptors_see_roles_and_orbits_and_not_the_order_of_equivalent_sites(
     pairs = {ELPASOLITE.canonical(filling(p)): filling(p) for p in itertools.combinations(FLUORINES, 2)}
     assert len(pairs) > 1
     described = [describe(s) for s in pairs.values()]
-    elemental = len(described[0]) - 6
+    elemental = len(described[0]) - POTENTIALS
     assert all(np.allclose(d[:elemental], described[0][:elemental]) for d in described[1:] if len(d) == len(
         described[0]))
     assert len({tuple(np.round(d[elemental:], 6)) for d in described}) == len(pairs)
