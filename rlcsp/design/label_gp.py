@@ -204,7 +204,8 @@ class LabelledGapModel:
         out: dict[str, Any] = {"labels": len(self.labels), "offset": self.offset}
         if self.gp is not None and len(self.labels) > 2:
             y, loo = self.gp.y + self.offset, self.gp.leave_one_out() + self.offset
-            out.update(length=self.gp.length, noise=self.gp.noise, loo_mae=float(np.abs(loo - y).mean()),
+            out.update(descriptors=self.gp.x.shape[1], site_potentials=self.sites.madelung is not None,
+                       length=self.gp.length, noise=self.gp.noise, loo_mae=float(np.abs(loo - y).mean()),
                        loo_r=float(np.corrcoef(loo, y)[0, 1]) if loo.std() > 0 and y.std() > 0 else None,
                        mean_predictor_mae=float(np.abs(y - y.mean()).mean()))
         return {**self.model.report, "skeleton_gp": out}

@@ -127,6 +127,7 @@ def test_the_labels_decide_whatever_the_gap_model_says():
     report = model.report["skeleton_gp"]
     assert report["labels"] == len({ELPASOLITE.canonical(s) for s in fillings}) and report["loo_mae"] < 0.3
     assert report["loo_mae"] < 0.3 * report["mean_predictor_mae"]
+    assert report["site_potentials"] and report["descriptors"] == len(SiteDescriptors(ELPASOLITE)(fillings[0]))
     assert model.report["heldout_gapped_mae"] == 1.0  # the gap model's own report stays
 
 
