@@ -75,9 +75,13 @@ def walk(args) -> None:
                     walkers.append((config, walker_dir(cell_folder(args.out, name, comp), policy, seed)))
     store.close()
     print(f"{len(walkers)} unfinished walkers of experiment {' and '.join(map(str, args.experiment))}", flush=True)
-    summaries = run_lockstep(walkers, args.db, device=args.device, processes=args.processes, progress=True)
+    timings: dict[str, float] = {}
+    summaries = run_lockstep(walkers, args.db, device=args.device, processes=args.processes, progress=True,
+                             timings=timings)
     ended = sum("error" not in s and s.get("stop_reason", "").startswith(("budget", "target")) for s in summaries)
     print(f"{ended} of {len(walkers)} walkers finished in this call")
+    print("seconds per phase (walker processes summed; serve_s: the relaxer stepping, wait_s: it waiting for work):",
+          json.dumps({phase: round(seconds, 1) for phase, seconds in timings.items()}))
 
 
 def restore(args) -> None:

@@ -5,6 +5,7 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 from ase.data import atomic_masses, atomic_numbers
 
@@ -138,16 +139,19 @@ class Composition:
 
     def ap(self, ap_scale: float = 1.0) -> float:
         """Sub-module edge (Å): twice the mean cation plus twice the mean anion radius, over fu sites."""
+        return round(self._edge * ap_scale, 4)
+
+    @cached_property
+    def _edge(self) -> float:
+        """``ap`` unrounded, once per composition: every random structure reads it."""
         fu = self.fu
         if self.oxidation is None:
-            value = 4 * sum(self.radius(z) for z in fu) / len(fu)
-        else:
-            cat = [self.radius(z) for z in fu if self.charges[z] > 0]
-            an = [self.radius(z) for z in fu if self.charges[z] < 0]
-            value = 2 * sum(cat) / len(cat) + 2 * sum(an) / len(an)
-        return round(value * ap_scale, 4)
+            return 4 * sum(self.radius(z) for z in fu) / len(fu)
+        cat = [self.radius(z) for z in fu if self.charges[z] > 0]
+        an = [self.radius(z) for z in fu if self.charges[z] < 0]
+        return 2 * sum(cat) / len(cat) + 2 * sum(an) / len(an)
 
-    @property
+    @cached_property
     def ideal_density(self) -> float:
         """Formula mass over the summed ionic sphere volumes (amu/Å³): the check's upper density bound."""
         fu = self.fu
@@ -155,7 +159,7 @@ class Composition:
         volume = sum(4.0 / 3.0 * math.pi * self.radius(z) ** 3 for z in fu)
         return float(mass / volume)
 
-    @property
+    @cached_property
     def bond_rules(self) -> dict[int, BondRule]:
         """Per cation: cutoff 1.25·(r_cation + largest anion radius), allowed CN [CN_min − 1, CN_max + 1]."""
         if self.oxidation is None:

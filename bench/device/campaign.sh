@@ -41,14 +41,10 @@ else
     echo "a walk of $walk s begins"
 fi
 while [ ! -e "$dir/exit" ] && [ $(( $(date +%s) - began )) -lt "$call" ]; do sleep 2; done
-if [ -e "$dir/exit" ]; then
-    echo "walk ended, exit $(cat "$dir/exit")"
-    cp "$dir/carry.db" "$dir/snapshot.db"
-else
-    echo "walking: a snapshot"
-    python3 -c "import sqlite3, sys; sqlite3.connect(sys.argv[1]).backup(sqlite3.connect(sys.argv[2]))" \
-        "$dir/carry.db" "$dir/snapshot.db"
-fi
+if [ -e "$dir/exit" ]; then echo "walk ended, exit $(cat "$dir/exit")"; else echo "walking: a snapshot"; fi
+# SQLite's backup reads the write-ahead log too (a copy of the file alone would miss what a killed walk left there)
+python3 -c "import sqlite3, sys; sqlite3.connect(sys.argv[1]).backup(sqlite3.connect(sys.argv[2]))" \
+    "$dir/carry.db" "$dir/snapshot.db"
 tail -c 4000000 "$dir/walk.log" > "$OUT/walk.log"
 grep -a "walkers" "$dir/walk.log" | tail -3; tail -c 400 "$dir/walk.log"; echo
 xz -T0 -c "$dir/snapshot.db" | split -b 15M -d - "$OUT/carry.db.xz."

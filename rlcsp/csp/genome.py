@@ -90,7 +90,7 @@ class Genome:
     instructions: Instructions
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "string", tuple(int(v) for v in self.string))
+        object.__setattr__(self, "string", tuple(map(int, self.string)))
         if len(self.string) != 4 * self.instructions.n_sub:
             raise InvalidStructure(
                 f"string of length {len(self.string)} does not fill {self.instructions.n_sub} sub-modules"
@@ -143,8 +143,9 @@ def _group(shapes: Any) -> Mapping[int, tuple[tuple[int, int, int], ...]]:
 
 
 @lru_cache(maxsize=None)
-def _sorted_sizes(lattice: int) -> np.ndarray:
-    return np.array(sorted(lattice_solutions(lattice)))
+def _sizes_up_to(max_sub: int) -> tuple[tuple[int, ...], ...]:
+    """Per lattice type, its sub-module counts up to ``max_sub`` in ascending order (drawn from by index)."""
+    return tuple(tuple(n for n in sorted(lattice_solutions(t)) if n <= max_sub) for t in range(len(LATTICE_TYPES)))
 
 
 def possible_lattices(n_sub: int) -> list[int]:
@@ -225,14 +226,15 @@ def random_genome(composition: Composition, max_atoms: int, rng: np.random.Gener
         raise CompositionError(f"target_fus={target_fus} is outside 1..max_fus={max_fus}")
     max_sub = math.floor(max_fus * apf * (1 + vac_ratio) / 4)
     ap = composition.ap() if ap is None else ap
-    cations_per_fu = sum(z in set(composition.cations) for z in composition.fu)
+    cations = set(composition.cations)
+    cations_per_fu = sum(z in cations for z in composition.fu)
+    sizes_of = _sizes_up_to(max_sub)
     for _ in range(_MAX_DRAWS):
         lattice = int(rng.integers(len(LATTICE_TYPES)))
-        sizes = _sorted_sizes(lattice)
-        n_sizes = int(np.searchsorted(sizes, max_sub, side="right"))
-        if n_sizes == 0:
+        sizes = sizes_of[lattice]
+        if not sizes:
             continue
-        n_sub = int(sizes[rng.integers(n_sizes)])
+        n_sub = sizes[rng.integers(len(sizes))]
         if 4 * n_sub < apf:
             continue
         top = 4 * n_sub // apf if "uncapped_fus" in quirks else min(4 * n_sub // apf, max_fus)
@@ -261,7 +263,7 @@ def _fill_string(composition: Composition, fus: int, n_sub: int, rng: np.random.
     atoms = composition.fu * fus
     n_vac = 4 * n_sub - len(atoms)
     if composition.system_type == "neutral":
-        return [int(v) for v in rng.permutation(atoms + [VACANCY] * n_vac)]
+        return rng.permutation(atoms + [VACANCY] * n_vac).tolist()
     cation_set = set(composition.cations)
     a_sites = [z for z in atoms if z in cation_set]
     b_sites = [z for z in atoms if z not in cation_set]
@@ -270,7 +272,7 @@ def _fill_string(composition: Composition, fus: int, n_sub: int, rng: np.random.
         return None
     a_sites = rng.permutation(a_sites + [VACANCY] * a_vacancies)
     b_sites = rng.permutation(b_sites + [VACANCY] * (n_vac - a_vacancies)).reshape(n_sub, 3)
-    return [int(v) for v in np.column_stack([a_sites, b_sites]).reshape(-1)]
+    return np.column_stack([a_sites, b_sites]).reshape(-1).tolist()
 
 
 def block_grid(genome: Genome) -> np.ndarray:
@@ -328,5 +330,17 @@ def site_positions(ins: Instructions, fuse_compatible: bool | Iterable[str] = Fa
         offsets = fractions @ sub[:2]
     x, i, j = np.indices((ins.nc, ins.na, ins.nb))
     origins = (x[..., None] * sub[2] + offsets[x] + i[..., None] * sub[0] + j[..., None] * sub[1])
-    cell = np.array([ins.na * sub[0], ins.nb * sub[1], ins.nc * sub[2]])
-    return origins[..., None, :] + SITES @ sub, cell
+    return origins[..., None, :] + SITES @ sub, grid_cell(ins)
+
+
+def grid_cell(ins: Instructions) -> np.ndarray:
+    """The cell ``assemble`` gives these instructions, without placing a site: most random genomes fail the
+    density check, which needs only this and ``grid_numbers``."""
+    sub = submodule_cell(ins.ap, ins.angles)
+    return np.array([ins.na * sub[0], ins.nb * sub[1], ins.nc * sub[2]])
+
+
+def grid_numbers(genome: Genome) -> np.ndarray:
+    """The atomic numbers of the assembled genome, in ``assemble``'s order."""
+    grid = block_grid(genome)
+    return grid[grid != VACANCY]

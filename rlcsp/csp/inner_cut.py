@@ -13,8 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from ase import Atoms
 from ase.data import atomic_numbers
-from ase.neighborlist import neighbor_list
-
+from rlcsp.csp.checks import periodic_pairs
 from rlcsp.exceptions import ConfigError
 
 
@@ -50,7 +49,7 @@ class InnerCut:
         """The closest pair inside its inner cutoff, described, or "" when there is none."""
         if not self.rmin or len(atoms) < 2:
             return ""
-        i, j, d = neighbor_list("ijd", atoms, max(self.rmin.values()))
+        i, j, d = periodic_pairs(atoms.positions, atoms.cell.array, max(self.rmin.values()))
         numbers = atoms.numbers
         for k in np.argsort(d):
             r = self.rmin.get(frozenset((int(numbers[i[k]]), int(numbers[j[k]]))))

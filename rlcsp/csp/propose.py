@@ -15,8 +15,8 @@ from ase import Atoms
 
 from rlcsp.actions import MOVES
 from rlcsp.calculators.relax import FailureReason, Relaxer, RelaxResult, failed
-from rlcsp.csp.checks import check_structure
-from rlcsp.csp.genome import Genome, assemble, random_genome
+from rlcsp.csp.checks import check_cell, check_geometry
+from rlcsp.csp.genome import Genome, assemble, grid_cell, grid_numbers, random_genome
 from rlcsp.exceptions import InvalidMove, NotApplicable, RlcspError
 from rlcsp.policies import ACTIONS, State
 from rlcsp.csp.walker import Walker
@@ -99,18 +99,24 @@ class Proposer:
         self._used("gulp_inner_cut")
         return atoms, failed(atoms, FailureReason.EXPLODED, f"collapses under GULP's inner cut: {pair}", checked)
 
-    def _check(self, genome: Genome, max_atoms: int, kind: str) -> Atoms | None:
-        atoms = assemble(genome, fuse_compatible=self.ctx.fuse_compatible)
-        self.tally[kind]["candidates"] += 1
-        if check_structure(atoms, self.composition, max_atoms, self.checks) is not None:
+    def _checked(self, genome: Genome, max_atoms: int) -> Atoms | None:
+        """The assembled genome if it passes the checks: the cell's first, so that most failures place no atom."""
+        if check_cell(grid_numbers(genome), grid_cell(genome.instructions), self.composition, max_atoms,
+                      self.checks) is not None:
             return None
-        self.tally[kind]["passed"] += 1
+        atoms = assemble(genome, fuse_compatible=self.ctx.fuse_compatible)
+        return atoms if check_geometry(atoms, self.composition, self.checks) is None else None
+
+    def _check(self, genome: Genome, max_atoms: int, kind: str) -> Atoms | None:
+        atoms = self._checked(genome, max_atoms)
+        self.tally[kind]["candidates"] += 1
+        if atoms is not None:
+            self.tally[kind]["passed"] += 1
         return atoms
 
     def _passes(self, genome: Genome) -> bool:
         """The checks, for moves that build until a candidate passes; the one that passes is tallied by _check."""
-        atoms = assemble(genome, fuse_compatible=self.ctx.fuse_compatible)
-        if check_structure(atoms, self.composition, self.config.max_atoms, self.checks) is None:
+        if self._checked(genome, self.config.max_atoms) is not None:
             return True
         self.tally["moves"]["candidates"] += 1
         return False

@@ -58,14 +58,16 @@ class RunOutput:
     def close(self) -> None:
         self._csv.close()
 
-    def finish(self, result: SearchResult, summary: dict) -> None:
+    def finish(self, result: SearchResult, summary: dict, figures: bool = True) -> None:
+        """The last CIFs and summary.json; with ``figures`` also the conventional cell and the energy plot."""
         self.close()
         self.structures(result.walker)
         tmp = self.out / "summary.json.tmp"
         tmp.write_text(json.dumps(summary, indent=2) + "\n")
         os.replace(tmp, self.out / "summary.json")
-        write_conventional_cif(result.walker.best_atoms, self.out / "lowest_energy_structure_conventional.cif")
-        plot_energy(result.records, self.out / "energy.png", summary.get("target_energy"))
+        if figures:
+            write_conventional_cif(result.walker.best_atoms, self.out / "lowest_energy_structure_conventional.cif")
+            plot_energy(result.records, self.out / "energy.png", summary.get("target_energy"))
 
 
 def plot_energy(records: list[StepRecord], path: Path, target: float | None = None) -> None:

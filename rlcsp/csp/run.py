@@ -280,7 +280,9 @@ class WalkerRun:
         moves = [r.move for r in result.records if r.kind == "S"]
         summary["relaxations_per_move"] = {str(m): moves.count(m) for m in sorted(set(moves))}
         summary["db"] = store.url
-        self.output.finish(result, summary)
+        # a lockstep stop ends hundreds of walkers at once, and their figures (seconds each) would outlast the
+        # grace a batch job gets before SIGKILL: they are drawn when the walker finishes
+        self.output.finish(result, summary, figures=not (stopped_early and self.batched))
         self.close()
         print(f"{config.name} [{config.policy}, seed {config.seed}]: {outcome_line(summary)}, "
               f"{summary['relaxations']} relaxations in {summary['wall_s']:.1f} s ({result.stop_reason}); "

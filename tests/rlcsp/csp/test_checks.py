@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 from ase import Atoms
 from ase.io import read
+from ase.geometry import get_distances
 from ase.neighborlist import neighbor_list
 
-from rlcsp.csp.checks import CheckSettings, check_structure
+from rlcsp.csp.checks import CheckSettings, check_cell, check_structure, image_distances, periodic_pairs
 from rlcsp.composition import Composition
-from rlcsp.csp.genome import VACANCY, Genome, Instructions, assemble, random_genome
+from rlcsp.csp.genome import VACANCY, Genome, Instructions, assemble, grid_cell, grid_numbers, random_genome
 
 OX = {"Y": 3, "Ti": 4, "Sr": 2, "O": -2}
 Y2O3 = Composition.from_formula("Y2O3", OX)
@@ -119,3 +120,53 @@ def test_random_valid_structures(formula, max_atoms, fuse_compatible):
         assert neighbor_list("d", atoms, 1.2).size == 0
         density = atoms.get_masses().sum() / atoms.get_volume()
         assert 0.4 * comp.ideal_density <= density <= comp.ideal_density
+
+
+def random_cells(count: int, seed: int = 5) -> list[Atoms]:
+    """Assembled random genomes of every lattice type (thin, skewed and triclinic cells), atoms moved off the grid
+    and some outside the cell, as the rattle leaves them."""
+    rng = np.random.default_rng(seed)
+    cells = []
+    while len(cells) < count:
+        genome = random_genome(Y2O3, 60, rng, fuse_compatible=bool(len(cells) % 2))
+        atoms = assemble(genome, fuse_compatible=bool(len(cells) % 2))
+        if np.isfinite(atoms.cell.array).all() and abs(atoms.cell.volume) > 1.0:
+            atoms.positions += rng.normal(scale=0.6, size=atoms.positions.shape)
+            cells.append(atoms)
+    return cells
+
+
+@pytest.mark.parametrize("cutoff", [1.2, 3.1, 5.5])
+def test_periodic_pairs_are_ases_neighbour_list(cutoff):
+    """The checks' own pair search finds exactly ASE's pairs (an atom's own images included) at ASE's distances."""
+    for atoms in random_cells(40):
+        ours = periodic_pairs(atoms.positions, atoms.cell.array, cutoff)
+        ase_pairs = neighbor_list("ijd", atoms, cutoff)
+        assert len(ours[0]) == len(ase_pairs[0])
+        key = [np.lexsort((np.round(d, 9), j, i)) for i, j, d in (ours, ase_pairs)]
+        for a, b in zip(ours, ase_pairs):
+            assert np.allclose(a[key[0]], b[key[1]], rtol=0, atol=1e-9)
+
+
+def test_image_distances_hold_every_minimum_image_within_the_cutoff():
+    """FUSE's coordination count reads minimum-image distances in the 2x2x2 supercell (ASE's get_distances)."""
+    for atoms in random_cells(20):
+        supercell = atoms.repeat(2)
+        d, _ = image_distances(atoms.positions, supercell.positions, supercell.cell.array, 3.0)
+        _, minimum = get_distances(atoms.positions, supercell.positions, cell=supercell.cell, pbc=True)
+        near = minimum <= 3.0
+        assert near.any()
+        assert np.allclose(d.min(axis=-1)[near], minimum[near], rtol=0, atol=1e-9)
+        assert (d.min(axis=-1)[~near] > 3.0).all()
+
+
+def test_a_genome_takes_the_cell_checks_unassembled():
+    """grid_numbers and grid_cell are bit for bit what assemble gives, so the early cell checks decide alike."""
+    rng = np.random.default_rng(11)
+    for _ in range(300):
+        genome = random_genome(Y2O3, 80, rng)
+        atoms = assemble(genome)
+        assert np.array_equal(grid_numbers(genome), atoms.numbers)
+        assert np.array_equal(grid_cell(genome.instructions), atoms.cell.array, equal_nan=True)
+        assert check_cell(grid_numbers(genome), grid_cell(genome.instructions), Y2O3, 80) == \
+            check_cell(atoms.numbers, atoms.cell.array, Y2O3, 80)

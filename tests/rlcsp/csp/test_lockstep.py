@@ -149,6 +149,9 @@ def test_compare_in_lockstep_resumes_every_walker_exactly_after_a_sigkill_or_a_s
         store = Store(f"sqlite:///{out / 'rlcsp.db'}", create=False)
         assert [r["status"] for r in store.list_runs()] == ["interrupted"] * 4
         store.close()
+        folders = sorted(out.glob("*-seed*"))  # stopped: summary and CIFs now, the figures when it finishes
+        assert len(folders) == 4 and all((f / "summary.json").exists() for f in folders)
+        assert not any((f / "energy.png").exists() for f in folders)
 
     rerun = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
@@ -160,6 +163,7 @@ def test_compare_in_lockstep_resumes_every_walker_exactly_after_a_sigkill_or_a_s
         for seed in (0, 1):
             folder = out / f"{policy}-seed{seed}"
             summary = json.loads((folder / "summary.json").read_text())
+            assert (folder / "energy.png").exists() and (folder / "lowest_energy_structure_conventional.cif").exists()
             assert summary["settings"]["lockstep"] is True and summary["settings"]["device"] == "cpu"
             config = make_config(SCRIPT, policy=policy, seed=seed, budget=12)
             reference = execute(config, tmp_path / "alone" / folder.name, progress=False)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hashlib
 import json
 import signal
 import subprocess
@@ -238,3 +239,16 @@ def test_trajectories_match_the_recorded_ones(tmp_path, fuse, name):
                    for path in sorted((ROOT / "tests" / "data").glob(f"steps_y2o3_seed7_{name}*.csv"))]
     assert len(differences) == 2
     assert min(differences, key=len) == [], differences
+
+
+@pytest.mark.parametrize("fuse, digest, attempts", [(None, "9973be60be5f513e", [14, 66, 73, 1, 27, 23]),
+                                                     ("1.04", "3be5c302ffd97667", [2, 16, 13, 41, 7, 3])])
+def test_random_structures_are_the_ones_seed_7_always_drew(relaxer, fuse, digest, attempts):
+    """Pinned: building and checking candidates faster must not change what a seed draws (campaign walkers
+    resume under newer commits). The digests are those of the commit before the checks were split (bc9c0ff)."""
+    base = load_script(ROOT / "inputs" / "y2ti2o7.py")
+    search = Search(make_config({**base, **({"fuse": fuse} if fuse else {})}, policy="uniform", seed=7, budget=10),
+                    relaxer=relaxer)
+    drawn = [(genome.to_dict(), n) for genome, _, n in (search.random_structure() for _ in range(6))]
+    assert [n for _, n in drawn] == attempts
+    assert hashlib.sha256(json.dumps(drawn).encode()).hexdigest()[:16] == digest
