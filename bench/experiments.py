@@ -21,6 +21,7 @@ the default row's walkers resume from every structure they stored, so they walk 
 (``--rows default``), in groups small enough for 64 MiB.
 
     bash bench/device/campaign.sh 1350 540 python3 bench/experiments.py walk --experiment 1 2 --processes 15
+    python bench/experiments.py carry --experiment 2 --part 1/2 --carry .devrun/carry.db --db sqlite:///runs/c.db
     python bench/experiments.py tables --db mysql://me@host/campaign --seeds 40 --first-seed 1
 """
 from __future__ import annotations
@@ -57,22 +58,35 @@ def cell_folder(out: str, name: str, comp: str) -> Path:
     return Path(out) / f"{comp}_{name.replace(' ', '_').replace(',', '')}"
 
 
-def walk(args) -> None:
-    """Every unfinished walker of every cell, in lockstep around one relaxer (SIGTERM stops them cleanly)."""
-    from rlcsp.csp.compare import finished_run, walker_dir
+def part_walkers(args) -> list[tuple]:
+    """(config, folder) of every walker of the chosen experiments and rows, in a fixed order, and of those only
+    ``--part K/N``'s share (every N-th from the K-th): a campaign whose carry outgrows a device call (64 MiB)
+    walks in parts, each with a carry of its own runs."""
+    from rlcsp.csp.compare import walker_dir
     from rlcsp.csp.config import load_script, make_config
-    from rlcsp.csp.lockstep import run_lockstep
-    from rlcsp.db import Store
 
-    store = Store(args.db)
+    k, n = map(int, args.part.split("/"))
+    if not 1 <= k <= n:
+        raise SystemExit(f"--part {args.part}: want K/N with 1 <= K <= N")
     walkers = []
     for name, comp, mode, policies in (cell for experiment in args.experiment for cell in cells(args, experiment)):
         base = {**load_script(ROOT / "inputs" / f"{comp}.py"), **mode}
         for policy in policies:
             for seed in range(args.first_seed, args.first_seed + args.seeds):
                 config = make_config(base, policy=policy, seed=seed, budget=args.budget)
-                if finished_run(store, config) is None:
-                    walkers.append((config, walker_dir(cell_folder(args.out, name, comp), policy, seed)))
+                walkers.append((config, walker_dir(cell_folder(args.out, name, comp), policy, seed)))
+    return walkers[k - 1::n]
+
+
+def walk(args) -> None:
+    """Every unfinished walker of every cell (of ``--part``), in lockstep around one relaxer (SIGTERM stops them
+    cleanly)."""
+    from rlcsp.csp.compare import finished_run
+    from rlcsp.csp.lockstep import run_lockstep
+    from rlcsp.db import Store
+
+    store = Store(args.db)
+    walkers = [(config, folder) for config, folder in part_walkers(args) if finished_run(store, config) is None]
     store.close()
     print(f"{len(walkers)} unfinished walkers of experiment {' and '.join(map(str, args.experiment))}", flush=True)
     timings: dict[str, float] = {}
@@ -82,6 +96,22 @@ def walk(args) -> None:
     print(f"{ended} of {len(walkers)} walkers finished in this call")
     print("seconds per phase (walker processes summed; serve_s: the relaxer stepping, wait_s: it waiting for work):",
           json.dumps({phase: round(seconds, 1) for phase, seconds in timings.items()}))
+
+
+def carry(args) -> None:
+    """The lean carry of ``--part``'s walkers (those stored so far) for a device call: ``rlcsp copy --lean`` of
+    their runs alone."""
+    from rlcsp.db import Store
+    from rlcsp.db.transfer import copy_runs
+
+    store, out = Store(args.db, create=False), Path(args.carry).resolve()
+    out.unlink(missing_ok=True)
+    runs = [run for config, _ in part_walkers(args) if (run := store.find_run(config.to_dict(), which="any"))]
+    dest = Store(f"sqlite:///{out}")
+    n = copy_runs(store, dest, lean=True, runs=runs)
+    store.close()
+    dest.close()
+    print(f"{args.db} -> {out}: {n['new']} runs of part {args.part} ({n['steps']} steps); xz -T0 it for the call")
 
 
 def restore(args) -> None:
@@ -195,10 +225,11 @@ def _num(x: float | None) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["walk", "tables", "keep", "restore"],
-                        help="walk (on the device), keep a carry that came back, restore the store from the kept "
-                             "slices, tables")
-    parser.add_argument("--carry", help="keep: the SQLite file that came back")
+    parser.add_argument("what", choices=["walk", "carry", "tables", "keep", "restore"],
+                        help="walk (on the device), carry a part's walkers there, keep a carry that came back, "
+                             "restore the store from the kept slices, tables")
+    parser.add_argument("--carry", help="carry: the SQLite file to write; keep: the one that came back")
+    parser.add_argument("--part", default="1/1", help="walk, carry: K/N, every N-th walker from the K-th")
     parser.add_argument("--experiment", type=int, nargs="+", choices=[1, 2], default=[1],
                         help="1, 2, or both: walking both fills one GPU batch with all their walkers")
     parser.add_argument("--composition", default="y2o3", help="experiment 2's composition (default y2o3)")
@@ -216,7 +247,7 @@ def main() -> None:
     parser.add_argument("--device", help="walk: the relaxer's device (cuda on a GPU machine)")
     parser.add_argument("--processes", type=int, help="walk: walker processes around the relaxer's")
     args = parser.parse_args()
-    {"walk": walk, "tables": tables, "keep": keep, "restore": restore}[args.what](args)
+    {"walk": walk, "carry": carry, "tables": tables, "keep": keep, "restore": restore}[args.what](args)
 
 
 if __name__ == "__main__":

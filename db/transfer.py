@@ -18,6 +18,8 @@ as a gap.
 """
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from rlcsp.db.connection import StoreError
 from rlcsp.db.store import STEP_COLUMNS, Store
 
@@ -47,21 +49,25 @@ def rows_to_carry(run: dict) -> str:
 
 
 def copy_runs(source: Store, dest: Store, lean: bool = False, progress: bool = False,
-              after: Store | None = None) -> dict[str, int]:
+              after: Store | None = None, runs: Collection[int] | None = None) -> dict[str, int]:
     """Bring ``dest`` up to ``source`` for every run of ``source``: how many runs were new, brought forward,
     already as far, left out (composition design; a run whose source lacks its steps, or whose rows begin after the
     destination's last), and how many rows moved.
 
     ``lean`` takes of each run only what its walker needs to go on (rows_to_carry): a carry that comes back to the
     store it came from, which holds the rest. ``after`` (an older state of ``source``) takes only what the source
-    added since.
+    added since. ``runs`` (ids in ``source``) copies only those: a campaign too large for one carry walks in parts.
     """
     if source.url == dest.url:
         raise StoreError(f"copying {source.url} into itself; name another destination")
     if lean and after is not None:
         raise StoreError("a lean copy goes on walking, a copy after an older store keeps history: choose one")
-    runs = [dict(zip(("id", *RUN_COLUMNS), row)) for row in source.db.query(
-        f"SELECT id, {', '.join(RUN_COLUMNS)} FROM runs ORDER BY id")]
+    wanted = None if runs is None else set(runs)
+    chosen = [dict(zip(("id", *RUN_COLUMNS), row)) for row in source.db.query(
+        f"SELECT id, {', '.join(RUN_COLUMNS)} FROM runs ORDER BY id") if wanted is None or row[0] in wanted]
+    if wanted is not None and len(chosen) < len(wanted):
+        missing = sorted(wanted - {run["id"] for run in chosen})
+        raise StoreError(f"no run {', '.join(map(str, missing[:10]))} in {source.url} (list them with `rlcsp runs`)")
     design = {row[0] for table in ("episodes", "fill_dft_calls") for row in source.db.query(
         f"SELECT DISTINCT run_id FROM {table} WHERE run_id IS NOT NULL")}
     step_span = {run_id: (first, last) for run_id, first, last in source.db.query(
@@ -75,7 +81,7 @@ def copy_runs(source: Store, dest: Store, lean: bool = False, progress: bool = F
                             "policy_params"), 0)
     from tqdm import tqdm
 
-    for run in tqdm(runs, unit="run", disable=not progress, desc=f"copy to {dest.url}"):
+    for run in tqdm(chosen, unit="run", disable=not progress, desc=f"copy to {dest.url}"):
         if run["id"] in design:
             counts["skipped"] += 1
             continue

@@ -139,7 +139,7 @@ def cmd_copy(args: argparse.Namespace) -> int:
     dest = Store(f"sqlite:///{Path(args.dest).resolve()}" if new_file else store_url(args.dest))
     after = open_store(store_url(args.after)) if args.after else None
     try:
-        n = copy_runs(source, dest, lean=args.lean, progress=True, after=after)
+        n = copy_runs(source, dest, lean=args.lean, progress=True, after=after, runs=args.runs)
     finally:
         for store in (source, dest, after):
             if store is not None:
@@ -187,4 +187,6 @@ def add_store_commands(sub) -> None:
                         "uniqueness needs none (FUSE's energy rule); a carry that comes back to SOURCE")
     p.add_argument("--after", metavar="OLDER", help="only what SOURCE added since OLDER, an earlier state of it: a "
                    "campaign's delta (copied in order into an empty store, the deltas make the whole store again)")
+    p.add_argument("--runs", type=int, nargs="+", metavar="ID", help="only these runs of SOURCE (ids as `rlcsp "
+                   "runs` lists them): walkers that travel in parts")
     p.set_defaults(func=cmd_copy)

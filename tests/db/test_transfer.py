@@ -99,3 +99,18 @@ def test_composition_design_runs_are_counted_not_copied(tmp_path):
     source.record_episode(run_id, "dqn", 1, 0.5, {"formula": "NaCl"})
     dest = Store(f"sqlite:///{tmp_path / 'b.db'}")
     assert copy_runs(source, dest)["skipped"] == 1 and dest.list_runs() == []
+
+
+def test_a_copy_of_chosen_runs_holds_them_alone(tmp_path, capsys):
+    """A campaign too large for one carry walks in parts: ``--runs`` carries only the part's runs."""
+    source = f"sqlite:///{tmp_path / 'source.db'}"
+    ids = [execute(SearchConfig(**{**SMALL, "budget": 10, "initial_population": 4, "seed": seed}),
+                   tmp_path / f"seed{seed}", progress=False, db_url=source)["run_id"] for seed in (1, 2, 3)]
+    part = tmp_path / "part.db"
+    assert main(["copy", source, str(part), "--runs", str(ids[0]), str(ids[2])]) == 0
+    carried = Store(f"sqlite:///{part}")
+    assert sorted(r["seed"] for r in carried.list_runs()) == [1, 3]
+    assert carried.db.query("SELECT COUNT(*) FROM steps")[0][0] == 20
+    carried.close()
+    assert main(["copy", source, str(tmp_path / "none.db"), "--runs", "99"]) != 0
+    assert "no run 99" in capsys.readouterr().err
