@@ -20,7 +20,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from rlcsp.policies.dqn import GraphBatcher, ReplayBuffer, make_q_network
+from rlcsp.policies.dqn import GraphBatcher, ReplayBuffer, make_q_network, on_device
+from rlcsp.csp.stop import StopRequest
 from rlcsp.policies.training_log import MetricsLog, load_checkpoint, save_checkpoint
 
 METRICS = ("global_step", "losses/bc_loss", "charts/accuracy", "charts/SPS")
@@ -41,10 +42,12 @@ class BCConfig:
 
 
 def train(dataset, config: BCConfig, steps: int, out: str | Path, store=None, run_id: int | None = None,
-          progress: bool = True) -> dict[str, Any]:
+          progress: bool = True, device: str = "cpu") -> dict[str, Any]:
     """Train (or resume from ``out/checkpoint.pt``) until ``steps`` gradient steps are done; returns a summary.
 
-    Asking a finished run for more steps continues it exactly as if it had run that long in one go.
+    Asking a finished run for more steps continues it exactly as if it had run that long in one go (on one
+    device: a GPU's sums are not ordered). SIGINT/SIGTERM stop it after the step in flight, checkpointed, with
+    ``stopped`` in the summary. ``device`` holds the networks; batches are built on the host.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -55,7 +58,7 @@ def train(dataset, config: BCConfig, steps: int, out: str | Path, store=None, ru
         data["target"] = np.zeros_like(data["target"])
     buffer = ReplayBuffer.from_arrays(data)
     batcher = GraphBatcher(dataset.skeletons(), dataset.blank, config.gaussians)
-    network = make_q_network(len(dataset.vocabulary), config, batcher)
+    network = make_q_network(len(dataset.vocabulary), config, batcher).to(device)
     optimizer = torch.optim.Adam(network.parameters(), lr=config.learning_rate)
     global_step, metrics = 0, {}
 
@@ -84,34 +87,41 @@ def train(dataset, config: BCConfig, steps: int, out: str | Path, store=None, ru
 
         bar = tqdm(total=steps, initial=global_step, unit="step", desc="BC")
     started, steps_at_start = time.perf_counter(), global_step
+    stopped = None
     try:
-        while global_step < steps:
-            batch = buffer.sample(rng, config.batch_size)
-            logits = network(batcher(batch["types"], batch["focus"], batch["target"], batch["graph"]))
-            actions = torch.as_tensor(batch["action"])
-            loss = nn.functional.cross_entropy(logits, actions)
-            optimizer.zero_grad()
-            loss.backward()
-            nn.utils.clip_grad_norm_(network.parameters(), config.max_grad_norm)
-            optimizer.step()
-            global_step += 1
-            metrics = {"losses/bc_loss": float(loss.detach()),
-                       "charts/accuracy": float((logits.detach().argmax(1) == actions).float().mean())}
+        with StopRequest() as stop:
+            while global_step < steps and not (stopped := stop()):
+                batch = buffer.sample(rng, config.batch_size)
+                logits = network(on_device(batcher(batch["types"], batch["focus"], batch["target"], batch["graph"]),
+                                           network))
+                actions = torch.as_tensor(batch["action"], device=logits.device)
+                loss = nn.functional.cross_entropy(logits, actions)
+                optimizer.zero_grad()
+                loss.backward()
+                nn.utils.clip_grad_norm_(network.parameters(), config.max_grad_norm)
+                optimizer.step()
+                global_step += 1
+                metrics = {"losses/bc_loss": float(loss.detach()),
+                           "charts/accuracy": float((logits.detach().argmax(1) == actions).float().mean())}
 
-            if global_step % config.log_every == 0:
-                sps = (global_step - steps_at_start) / max(time.perf_counter() - started, 1e-9)
-                metrics["charts/SPS"] = round(sps, 2)
-                log.row({"global_step": global_step, **metrics})
-                log.to_store(global_step, metrics)
-            if bar is not None:
-                bar.update(1)
-                if global_step % 10 == 0:
-                    bar.set_postfix(loss=f"{metrics['losses/bc_loss']:.3f}", refresh=False)
-            if global_step % config.checkpoint_every == 0 or global_step == steps:
+                if global_step % config.log_every == 0:
+                    sps = (global_step - steps_at_start) / max(time.perf_counter() - started, 1e-9)
+                    metrics["charts/SPS"] = round(sps, 2)
+                    log.row({"global_step": global_step, **metrics})
+                    log.to_store(global_step, metrics)
+                if bar is not None:
+                    bar.update(1)
+                    if global_step % 10 == 0:
+                        bar.set_postfix(loss=f"{metrics['losses/bc_loss']:.3f}", refresh=False)
+                if global_step % config.checkpoint_every == 0 or global_step == steps:
+                    log.flush()
+                    save()
+            if stopped:
                 log.flush()
                 save()
     finally:
         log.close()
         if bar is not None:
             bar.close()
-    return {"algorithm": "bc", "global_step": global_step, "metrics": metrics, "checkpoint": str(checkpoint_path)}
+    return {"algorithm": "bc", "global_step": global_step, "stopped": stopped, "metrics": metrics,
+            "checkpoint": str(checkpoint_path)}

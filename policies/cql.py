@@ -27,7 +27,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from rlcsp.policies.dqn import GraphBatcher, ReplayBuffer, make_q_network, td_targets
+from rlcsp.policies.dqn import GraphBatcher, ReplayBuffer, make_q_network, on_device, td_targets
+from rlcsp.csp.stop import StopRequest
 from rlcsp.policies.training_log import MetricsLog, load_checkpoint, save_checkpoint
 from rlcsp.exceptions import ConfigError
 
@@ -71,10 +72,12 @@ def cql_loss(q_values: torch.Tensor, actions: torch.Tensor, td_target: torch.Ten
 
 
 def train(dataset, config: CQLConfig, steps: int, out: str | Path, store=None, run_id: int | None = None,
-          progress: bool = True) -> dict[str, Any]:
+          progress: bool = True, device: str = "cpu") -> dict[str, Any]:
     """Train (or resume from ``out/checkpoint.pt``) until ``steps`` gradient steps are done; returns a summary.
 
-    Asking a finished run for more steps continues it exactly as if it had run that long in one go.
+    Asking a finished run for more steps continues it exactly as if it had run that long in one go (on one
+    device: a GPU's sums are not ordered). SIGINT/SIGTERM stop it after the step in flight, checkpointed, with
+    ``stopped`` in the summary. ``device`` holds the networks; batches are built on the host.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -85,7 +88,7 @@ def train(dataset, config: CQLConfig, steps: int, out: str | Path, store=None, r
         data["target"] = np.zeros_like(data["target"])
     buffer = ReplayBuffer.from_arrays(data)
     batcher = GraphBatcher(dataset.skeletons(), dataset.blank, config.gaussians)
-    q_network = make_q_network(len(dataset.vocabulary), config, batcher)
+    q_network = make_q_network(len(dataset.vocabulary), config, batcher).to(device)
     target_network = copy.deepcopy(q_network)
     optimizer = torch.optim.Adam(q_network.parameters(), lr=config.learning_rate)
     global_step, metrics = 0, {}
@@ -118,37 +121,44 @@ def train(dataset, config: CQLConfig, steps: int, out: str | Path, store=None, r
         bar = tqdm(total=steps, initial=global_step, unit="step",
                    desc=f"CQL alpha={config.alpha:g}{'' if config.conditional else ' (unconditional)'}")
     started, steps_at_start = time.perf_counter(), global_step
+    stopped = None
     try:
-        while global_step < steps:
-            batch = buffer.sample(rng, config.batch_size)
-            td_target = td_targets(target_network, batcher, batch, config.gamma)
-            q_values = q_network(batcher(batch["types"], batch["focus"], batch["target"], batch["graph"]))
-            loss, metrics = cql_loss(q_values, torch.as_tensor(batch["action"]), td_target, config.alpha,
-                                     config.temperature)
-            optimizer.zero_grad()
-            loss.backward()
-            nn.utils.clip_grad_norm_(q_network.parameters(), config.max_grad_norm)
-            optimizer.step()
-            with torch.no_grad():
-                for target_param, param in zip(target_network.parameters(), q_network.parameters()):
-                    target_param.lerp_(param, config.tau)
-            global_step += 1
+        with StopRequest() as stop:
+            while global_step < steps and not (stopped := stop()):
+                batch = buffer.sample(rng, config.batch_size)
+                td_target = td_targets(target_network, batcher, batch, config.gamma)
+                graph = batcher(batch["types"], batch["focus"], batch["target"], batch["graph"])
+                q_values = q_network(on_device(graph, q_network))
+                loss, metrics = cql_loss(q_values, torch.as_tensor(batch["action"], device=q_values.device), td_target,
+                                         config.alpha, config.temperature)
+                optimizer.zero_grad()
+                loss.backward()
+                nn.utils.clip_grad_norm_(q_network.parameters(), config.max_grad_norm)
+                optimizer.step()
+                with torch.no_grad():
+                    for target_param, param in zip(target_network.parameters(), q_network.parameters()):
+                        target_param.lerp_(param, config.tau)
+                global_step += 1
 
-            if global_step % config.log_every == 0:
-                sps = (global_step - steps_at_start) / max(time.perf_counter() - started, 1e-9)
-                metrics["charts/SPS"] = round(sps, 2)
-                log.row({"global_step": global_step, **metrics})
-                log.to_store(global_step, metrics)
-            if bar is not None:
-                bar.update(1)
-                if global_step % 10 == 0:
-                    bar.set_postfix(loss=f"{metrics['losses/loss']:.3f}", td=f"{metrics['losses/td_loss']:.3f}",
-                                    refresh=False)
-            if global_step % config.checkpoint_every == 0 or global_step == steps:
+                if global_step % config.log_every == 0:
+                    sps = (global_step - steps_at_start) / max(time.perf_counter() - started, 1e-9)
+                    metrics["charts/SPS"] = round(sps, 2)
+                    log.row({"global_step": global_step, **metrics})
+                    log.to_store(global_step, metrics)
+                if bar is not None:
+                    bar.update(1)
+                    if global_step % 10 == 0:
+                        bar.set_postfix(loss=f"{metrics['losses/loss']:.3f}",
+                                        td=f"{metrics['losses/td_loss']:.3f}", refresh=False)
+                if global_step % config.checkpoint_every == 0 or global_step == steps:
+                    log.flush()
+                    save()
+            if stopped:
                 log.flush()
                 save()
     finally:
         log.close()
         if bar is not None:
             bar.close()
-    return {"algorithm": "cql", "global_step": global_step, "metrics": metrics, "checkpoint": str(checkpoint_path)}
+    return {"algorithm": "cql", "global_step": global_step, "stopped": stopped, "metrics": metrics,
+            "checkpoint": str(checkpoint_path)}

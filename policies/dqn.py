@@ -230,11 +230,18 @@ def make_q_network(n_actions: int, config, batcher: GraphBatcher) -> QNetwork:
     return QNetwork(n_actions + 1, n_actions, batcher.global_dim, config.hidden, config.blocks, config.gaussians)
 
 
+def on_device(graph: dict[str, torch.Tensor], network: nn.Module) -> dict[str, torch.Tensor]:
+    """A batch (built on the CPU by GraphBatcher) where the network's weights are: a GPU trains the network,
+    batching stays on the host."""
+    device = next(network.parameters()).device
+    return {name: tensor.to(device, non_blocking=True) for name, tensor in graph.items()}
+
+
 def greedy_actions(q_network: QNetwork, batcher: GraphBatcher, node_types: np.ndarray, focus: np.ndarray,
                    target: np.ndarray, mask: np.ndarray, graph: np.ndarray | None = None) -> np.ndarray:
     """Masked argmax of the network's outputs for a batch of states."""
     with torch.no_grad():
-        q = q_network(batcher(node_types, focus, target, graph))
+        q = q_network(on_device(batcher(node_types, focus, target, graph), q_network)).cpu()
     return torch.where(torch.as_tensor(mask), q, -torch.inf).argmax(1).numpy()
 
 
@@ -247,10 +254,13 @@ def td_targets(target_network: QNetwork, batcher: GraphBatcher, data: dict[str, 
                gamma: float) -> torch.Tensor:
     """r + gamma (1 - done) max over allowed a' of Q_target(s', a'): the TD target of DQN and CQL alike."""
     with torch.no_grad():
-        next_q = target_network(batcher(data["next_types"], data["next_focus"], data["target"], data.get("graph")))
-        next_q = torch.where(torch.as_tensor(data["next_mask"]), next_q, -torch.inf).max(1).values
-        done = torch.as_tensor(data["done"])
-        return torch.as_tensor(data["reward"]) + gamma * torch.nan_to_num(next_q, neginf=0.0) * (1 - done)
+        next_q = target_network(on_device(batcher(data["next_types"], data["next_focus"], data["target"],
+                                                  data.get("graph")), target_network))
+        device = next_q.device
+        next_q = torch.where(torch.as_tensor(data["next_mask"], device=device), next_q, -torch.inf).max(1).values
+        done = torch.as_tensor(data["done"], device=device)
+        reward = torch.as_tensor(data["reward"], device=device)
+        return reward + gamma * torch.nan_to_num(next_q, neginf=0.0) * (1 - done)
 
 
 # ------------------------------------------------------------------------------------------ training
@@ -269,7 +279,7 @@ def train(env, config: DQNConfig, episodes: int, out: str | Path, store=None, ru
     q_network = make_q_network(n_actions, config, batcher)
     start_e = config.start_e
     if pretrained is not None:
-        q_network.load_state_dict(torch.load(pretrained, weights_only=False)["q_network"])
+        q_network.load_state_dict(torch.load(pretrained, weights_only=False, map_location="cpu")["q_network"])
         start_e = config.start_e_pretrained
     target_network = copy.deepcopy(q_network)
     optimizer = torch.optim.Adam(q_network.parameters(), lr=config.learning_rate)
@@ -366,7 +376,7 @@ def train(env, config: DQNConfig, episodes: int, out: str | Path, store=None, ru
 
 def evaluate(env, checkpoint: str | Path, episodes: int, seed: int = 0) -> list[float]:
     """Returns of the greedy (masked argmax) policy of a checkpoint over ``episodes`` episodes."""
-    ck = torch.load(checkpoint, weights_only=False)
+    ck = torch.load(checkpoint, weights_only=False, map_location="cpu")
     config = DQNConfig(**ck["config"])
     batcher = GraphBatcher.for_env(env, config.gaussians)
     q_network = make_q_network(env.action_space.n, config, batcher)

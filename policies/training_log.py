@@ -25,7 +25,7 @@ def load_checkpoint(path: Path, config: dict[str, Any]) -> dict[str, Any] | None
     """The checkpoint at ``path``, or None when there is none; ConfigError if its settings differ from ``config``."""
     if not path.exists():
         return None
-    checkpoint = torch.load(path, weights_only=False)
+    checkpoint = torch.load(path, weights_only=False, map_location="cpu")  # trained on a GPU, read anywhere
     if checkpoint["config"] != config:
         raise ConfigError(f"{path} was written with other settings; use another --out folder")
     return checkpoint

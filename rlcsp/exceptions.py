@@ -63,3 +63,7 @@ class UnknownName(ConfigError, KeyError):
 
 class UnknownElement(CompositionError):
     """A composition names a symbol that is not a chemical element (or one SMACT has no data for)."""
+
+
+class TrainingStopped(RlcspError):
+    """A signal stopped training after a checkpointed step; the same command continues it."""

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Pack what the device machine (the `device` tool: 16 cores, Python 3.12, no network) needs to run rlcsp's CPU
 # benches with LAMMPS there, into .devpkg/ and .whl/ (both git-ignored; carry them with the call):
-#   - cp312 wheels of rlcsp's pure-Python needs that the device image lacks (.whl/);
+#   - cp312 wheels of rlcsp's pure-Python needs that the device image lacks (.whl/), and of what training the
+#     offline agents needs (.whl2/, bench/device/offline.sh);
 #   - LAMMPS' Python module, its stripped liblammps.so and bundled libraries, and MPICH's libmpi with the
 #     libfabric/UCX it was built against (the device's own libfabric is too old): 15 MB as .devpkg/lammps_pack.tar.xz
 #     (the wheel itself, 86 MB, is over the 64 MiB a call may carry);
@@ -24,6 +25,19 @@ for req in ase==3.29.0 tqdm threadpoolctl dill monty spglib ruamel.yaml uncertai
         || $venv/bin/python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
                --implementation cp $platforms -d .whl "${req%%=*}"
 done
+# .whl2: what paper a's offline agents need to train there (bench/device/offline.sh installs each only where the
+# device lacks its module)
+mkdir -p .whl2
+grep -qx "/.whl2/" .git/info/exclude 2>/dev/null || echo "/.whl2/" >> .git/info/exclude
+for req in torch_geometric gymnasium farama-notifications cloudpickle smact pandas python-dateutil pytz tzdata fsspec \
+           jinja2 markupsafe xxhash psutil requests urllib3 idna certifi charset-normalizer pyparsing tabulate \
+           msgpack; do
+    version=$($venv/bin/python -m pip show "$req" 2>/dev/null | sed -n 's/^Version: //p')
+    $venv/bin/python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+        $platforms -d .whl2 "$req${version:+==$version}" 2>/dev/null \
+        || $venv/bin/python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+               --implementation cp $platforms -d .whl2 "$req"
+done
 tmp=$(mktemp -d)
 mkdir -p "$tmp/lammps"
 cp "$site"/lammps/*.py "$site/lammps/liblammps.so" "$tmp/lammps/"
@@ -44,4 +58,4 @@ cp -r /tmp/lp/libmpi.so.12 /tmp/lp/mpich "$prefix/lib/" && ln -sf libmpi.so.12 "
 (cd /tmp && PYTHONPATH=/tmp/site python3 -c "from rlcsp.calculators import get_calculator; from ase.build import bulk
 print('LAMMPS on the device:', get_calculator('lammps-buckingham').get_potential_energy(bulk('SrO', 'rocksalt', a=5.2)))")
 SETUP
-du -sh .whl .devpkg
+du -sh .whl .whl2 .devpkg

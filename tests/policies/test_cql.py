@@ -89,3 +89,39 @@ def test_unconditional_cql_ignores_the_target_and_conditional_cql_reads_it(toy, 
              for t in (0.5, 3.5)]
         assert torch.equal(q[0], q[1]) != conditional
         assert policy(types, focus, np.full(3, 0.5, np.float32), graph, mask).shape == (3,)
+
+
+class StopsAt:
+    """A StopRequest that asks to stop when the loop checks it for the ``k``-th time (a signal, deterministically)."""
+
+    def __init__(self, k: int):
+        self.k, self.calls = k, 0
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return None
+
+    def __call__(self):
+        self.calls += 1
+        return "signal SIGTERM" if self.calls >= self.k else None
+
+
+def test_a_signal_stops_cql_at_a_checkpoint_and_the_rerun_continues_exactly(toy, tmp_path, monkeypatch):
+    import rlcsp.policies.cql as cql
+
+    config = CQLConfig(seed=4, **TINY)
+    monkeypatch.setattr(cql, "StopRequest", lambda: StopsAt(13))
+    stopped = train(toy, config, 40, tmp_path / "stopped", progress=False)
+    assert stopped["stopped"] == "signal SIGTERM" and stopped["global_step"] == 12
+    assert torch.load(tmp_path / "stopped" / "checkpoint.pt", weights_only=False)["global_step"] == 12
+    monkeypatch.undo()
+    assert train(toy, config, 40, tmp_path / "stopped", progress=False)["stopped"] is None
+    train(toy, config, 40, tmp_path / "straight", progress=False)
+    resumed = torch.load(tmp_path / "stopped" / "checkpoint.pt", weights_only=False)
+    straight = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=False)
+    for key, value in straight["q_network"].items():
+        assert torch.equal(resumed["q_network"][key], value), key
+    assert [r["losses/loss"] for r in read_metrics(tmp_path / "stopped" / "metrics.csv")] == \
+        [r["losses/loss"] for r in read_metrics(tmp_path / "straight" / "metrics.csv")]

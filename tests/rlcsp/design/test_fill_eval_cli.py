@@ -74,6 +74,30 @@ def test_fill_eval_trains_evaluates_reports_and_continues(shared_data, tmp_path,
     store.close()
 
 
+def test_fill_eval_trains_only_and_a_signal_stops_it_at_a_checkpoint(shared_data, tmp_path, capsys, monkeypatch):
+    """A lent GPU trains (--train-only, --device), in slices a signal ends; the evaluation runs where the
+    checkpoints come back."""
+    import rlcsp.policies.bc as bc
+
+    from ...policies.test_cql import StopsAt
+
+    train, test = perov5(shared_data, "val", 6, tmp_path / "train.csv"), perov5(shared_data, "test", 3,
+                                                                                tmp_path / "test.csv")
+    out = tmp_path / "eval"
+    args = ["fill-eval", "--train", train, "--test", test, "--out", str(out), "--batch-size", "16", "--hidden", "8",
+            "--blocks", "1", "--agents", "bc", "--no-properties", "--quiet", "--device", "cpu", "--train-only"]
+    monkeypatch.setattr(bc, "StopRequest", lambda: StopsAt(5))
+    assert main([*args, "--steps", "12"]) == 2
+    assert "bc stopped at step 4 of 12 (signal SIGTERM), checkpointed" in capsys.readouterr().err
+    monkeypatch.undo()
+    assert main([*args, "--steps", "12"]) == 0
+    assert "trained: bc (12 steps)" in capsys.readouterr().out and not (out / "fill_eval.json").exists()
+    assert torch.load(out / "bc" / "checkpoint.pt", weights_only=False)["global_step"] == 12
+    assert main([a for a in args if a != "--train-only"] + ["--steps", "12"]) == 0
+    report = json.loads((out / "fill_eval.json").read_text())
+    assert report["results"]["bc"]["steps"] == 12
+
+
 def test_fill_eval_reports_a_vocabulary_that_fits_no_crystal(shared_data, tmp_path, capsys):
     train, test = perov5(shared_data, "val", 3, tmp_path / "train.csv"), perov5(shared_data, "test", 2,
                                                                                 tmp_path / "test.csv")
