@@ -153,7 +153,7 @@ def cmd_fill(args: argparse.Namespace) -> int:
 
 
 def cmd_fill_eval(args: argparse.Namespace) -> int:
-    from rlcsp.design.fill_eval import run_from_args
+    from rlcsp.design.fill_eval_cli import run_from_args
 
     return run_from_args(args)
 
@@ -266,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(p)
     p.set_defaults(func=cmd_fill)
 
-    from rlcsp.design.fill_eval import add_arguments as add_fill_eval_arguments
+    from rlcsp.design.fill_eval_cli import add_arguments as add_fill_eval_arguments
 
     p = sub.add_parser("fill-eval", help="offline agents (random, BC, CQL, c-CQL) trained on one CSV split and "
                                          "evaluated on held-out skeletons (paper a's Table 1)")
