@@ -19,12 +19,7 @@ walk=${1:?seconds of walking}
 call=${2:?seconds this call waits on the walk}
 shift 2
 began=$(date +%s)
-if [ -d .whl ] && [ ! -d /tmp/site/rlcsp ]; then
-    { python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site .whl/*.whl &&
-      python3 -m pip install -q --no-index --no-deps --no-build-isolation --upgrade --target /tmp/site .; } \
-        > "$OUT/setup.log" 2>&1 || { tail -20 "$OUT/setup.log"; exit 1; }
-fi
-[ -d /tmp/site ] && export PYTHONPATH=/tmp/site
+. bench/device/site.sh || exit 1
 export PYTHONUNBUFFERED=1
 dir=/tmp/campaign/$(printf '%s' "$*" | md5sum | cut -c1-12)  # one walk per command on this machine
 mkdir -p "$dir"

