@@ -90,10 +90,11 @@ class RelaxStream:
     """Relaxations that enter and leave one at a time, so that a caller never waits for the slowest of a group.
 
     ``submit`` queues a structure under a key; ``poll`` works until at least one queued structure has finished
-    and returns ``(key, result, seconds)`` for every one that has, where seconds is its share of the poll's wall
-    time. This base stream relaxes everything submitted since the last poll with one ``relax`` call, the round a
-    batch relaxer would make anyway; a batched relaxer streams for real (TorchRelaxer's in-flight refill), so a
-    structure submitted while others relax joins them at the next refill.
+    (or, given a ``timeout``, about that many seconds have passed) and returns ``(key, result, seconds)`` for every
+    one that has, where seconds is its share of the poll's wall time. This base stream relaxes everything
+    submitted since the last poll with one ``relax`` call, the round a batch relaxer would make anyway; a batched
+    relaxer streams for real (TorchRelaxer's in-flight refill), so a structure submitted while others relax joins
+    them at the next refill.
     """
 
     def __init__(self, relaxer: Relaxer):
@@ -108,7 +109,8 @@ class RelaxStream:
         """Structures submitted and not yet handed back."""
         return len(self._queue)
 
-    def poll(self) -> list[tuple[Any, RelaxResult, float]]:
+    def poll(self, timeout: float | None = None) -> list[tuple[Any, RelaxResult, float]]:
+        """The round's results: its ``relax`` call is one piece, so ``timeout`` does not cut it short."""
         if not self._queue:
             return []
         keys, structures = zip(*self._queue)

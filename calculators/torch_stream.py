@@ -48,14 +48,22 @@ class TorchStream(RelaxStream):
         return len(self._keys)
 
     @property
+    def steps(self) -> int:
+        """Steps the batch has taken: with the pending count, a campaign's log tells the step time and batch."""
+        return self._step
+
+    @property
     def queued(self) -> int:
         """Structures submitted that have not yet joined the batch."""
         return len(self._waiting)
 
-    def poll(self) -> list[tuple[Any, RelaxResult, float]]:
+    def poll(self, timeout: float | None = None) -> list[tuple[Any, RelaxResult, float]]:
         r = self.relaxer
         started = time.perf_counter()
+        deadline = None if timeout is None else started + timeout
         while not self._ready and (self._waiting or self._flight is not None):
+            if deadline is not None and time.perf_counter() >= deadline:
+                break
             if self._flight is None or self._step % r.swap_every == 0:
                 t = time.perf_counter()
                 self._flight = r._swap(self._flight, self._waiting, self._structures, self._ready, started)

@@ -2,7 +2,7 @@
 # An issue-21 campaign on the device machine: the walkers travel as an SQLite carry, walk on the GPU in one process
 # that outlives the call (a machine stays warm between calls made within 30 s, so one walk spans several 10-minute
 # calls and pays its start-up once), and come back with every call: a consistent snapshot while they walk, the
-# final store once they stopped (SIGTERM after <walk-seconds>: the relaxations in flight are finished and stored).
+# final store once they stopped (SIGTERM after <walk-seconds>: the relaxations in flight get 20 s, SIGKILL at 60 s).
 #   here:  rlcsp copy STORE .devrun/carry.db --lean && xz -T0 -f .devrun/carry.db     (none for a first walk)
 #   run:   bash bench/device/campaign.sh <walk-seconds> <call-seconds> COMMAND...   (a command that takes --db, --out
 #          and --device: python3 bench/experiments.py walk --experiment 1 2 --processes 15, or python3 -m rlcsp.cli
@@ -30,7 +30,7 @@ elif [ -e "$dir/exit" ]; then
     echo "the walk has ended"
 else
     if [ -s .devrun/carry.db.xz ]; then xz -dc .devrun/carry.db.xz > "$dir/carry.db"; fi
-    setsid bash -c 'timeout -s TERM --kill-after 120 "$@"; echo $? > "'"$dir"'/exit"' walk "$walk" "$@" \
+    setsid bash -c 'timeout -s TERM --kill-after 60 "$@"; echo $? > "'"$dir"'/exit"' walk "$walk" "$@" \
         --device "${DEVICE:-cuda}" --db "sqlite:///$dir/carry.db" --out "$dir/out" > "$dir/walk.log" 2>&1 < /dev/null &
     echo $! > "$dir/pid"
     echo "a walk of $walk s begins"

@@ -95,6 +95,8 @@ def walker_line(policy: str, seed: int, summary: dict) -> str:
     """One finished (or failed) walker in words."""
     if "error" in summary:
         return f"{policy} seed {seed}: FAILED {summary['error']}"
+    if "gm_reached" not in summary:  # stopped with its relaxation in flight (rlcsp.csp.lockstep.STOP_GRACE_S)
+        return f"{policy} seed {seed}: stopped after {summary['relaxations']} relaxations ({summary['stop_reason']})"
     gm = f"GM at relaxation {summary['gm_relaxation']}" if summary["gm_reached"] else "GM not reached"
     return (f"{policy} seed {seed}: {gm}, best {summary['best_energy']:.6f} eV/atom, {summary['relaxations']} "
             f"relaxations ({summary['stop_reason']})")

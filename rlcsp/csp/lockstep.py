@@ -32,6 +32,14 @@ from rlcsp.exceptions import CalculatorFailed, ConfigError, RlcspError
 
 Done = Callable[[int, dict], None]
 
+# After SIGINT/SIGTERM the relaxations in flight get this long to come back. Draining takes minutes otherwise: the
+# last ones are the slowest, up to the relaxer's step cap in a nearly empty batch (16 walkers of 1200 were still
+# waiting 2 minutes after a SIGTERM on the H100). A walker still waiting then stops at its last stored step, and a
+# rerun proposes the same candidate again from the same draws.
+STOP_GRACE_S = 20.0
+# How often walkers waiting on the relaxer look for a stop.
+POLL_S = 1.0
+
 
 def shared_relaxer(configs: list[SearchConfig], device: str | None = None) -> Relaxer:
     """The one relaxer of all walkers, which must therefore name the same engine and options.
@@ -92,7 +100,8 @@ def drive(walkers: list[tuple[int, SearchConfig, Path]], store, relaxer: Relaxer
 
     ``relaxer`` is what the walkers' runs record as theirs; ``on_open(budget, relaxed)`` hears the relaxations
     the opened walkers have left and have done. SIGINT/SIGTERM (or ``stop``, which then replaces them) stop every
-    walker after its relaxation in flight, a ``stop`` file in a walker's folder that walker.
+    walker after its relaxation in flight (or, past ``STOP_GRACE_S``, without it), a ``stop`` file in a walker's
+    folder that walker.
     """
 
     from tqdm import tqdm
@@ -107,6 +116,15 @@ def drive(walkers: list[tuple[int, SearchConfig, Path]], store, relaxer: Relaxer
     def failed(i: int, err: RlcspError) -> None:
         runs[i].abort()
         finish(i, {"error": f"{type(err).__name__}: {err}"})
+
+    def dropped(i: int, reason: str) -> None:
+        """Stopped while its candidate relaxes: nothing of it is stored, the run stays at its last stored step
+        (which may lie in the initial population, before the walker that a full summary describes)."""
+        run = runs[i]
+        run.abort()
+        finish(i, {"run_id": run.run_id, "name": run.config.name, "policy": run.config.policy,
+                   "seed": run.config.seed, "relaxations": len(run.search.records),
+                   "stop_reason": f"{reason}, its relaxation in flight dropped"})
 
     try:
         for i, config, folder in walkers:
@@ -129,7 +147,10 @@ def drive(walkers: list[tuple[int, SearchConfig, Path]], store, relaxer: Relaxer
                      for i, run in runs.items()}
             clock = Timings(timings)
             flying: dict[int, Proposal] = {}  # walkers whose candidate is with the relaxer
+            stopping_since: float | None = None
             while runs:
+                if stopping_since is None and signals():
+                    stopping_since = time.monotonic()
                 due = {}
                 clock.start()
                 for i, run in list(runs.items()):
@@ -158,7 +179,10 @@ def drive(walkers: list[tuple[int, SearchConfig, Path]], store, relaxer: Relaxer
                         flying[i] = proposal
                 clock.lap("propose_s")
                 if stream.pending:
-                    settled += [(i, flying.pop(i), result, relax_s) for i, result, relax_s in stream.poll()]
+                    wait = (POLL_S if stopping_since is None
+                            else max(0.0, stopping_since + STOP_GRACE_S - time.monotonic()))
+                    settled += [(i, flying.pop(i), result, relax_s)
+                                for i, result, relax_s in stream.poll(timeout=wait)]
                 clock.lap("relax_s")
                 for i, proposal, result, relax_s in settled:
                     runs[i].search.settle(proposal, result, relax_s)
@@ -166,6 +190,10 @@ def drive(walkers: list[tuple[int, SearchConfig, Path]], store, relaxer: Relaxer
                 for i, *_ in settled:
                     runs[i].flush()
                 clock.lap("store_s")
+                if stopping_since is not None and time.monotonic() >= stopping_since + STOP_GRACE_S:
+                    for i in list(flying):
+                        dropped(i, signals())
+                        del flying[i]
                 bar.update(len(settled))
                 bar.set_postfix(walkers=len(runs))
     except BaseException:

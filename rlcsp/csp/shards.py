@@ -10,9 +10,9 @@ the batch depends on timing, and the relaxer's results do not (exactly for a per
 LAMMPS', to rounding for the batched torch one, see TorchStream).
 
 SIGINT/SIGTERM here are passed on to the walker processes, which stop their walkers after the relaxations in
-flight, served to the end. A walker process that dies fails its unfinished walkers, and the others go on; one
-whose relaxer process is gone exits without writing, as after a SIGKILL of both, so a rerun resumes every walker
-from its last stored step.
+flight, served for a grace period (rlcsp.csp.lockstep.STOP_GRACE_S). A walker process that dies fails its
+unfinished walkers, and the others go on; one whose relaxer process is gone exits without writing, as after a
+SIGKILL of both, so a rerun resumes every walker from its last stored step.
 """
 from __future__ import annotations
 
@@ -34,6 +34,9 @@ from rlcsp.csp.stop import StopRequest
 
 # A walker process checks this often that the relaxer's process is still there while it waits for a result.
 PARENT_CHECK_S = 1.0
+# Once a stop is passed on, the relaxer's process relaxes in slices this long, reading the walker processes' news
+# in between (they stop their walkers within rlcsp.csp.lockstep.STOP_GRACE_S and exit).
+STOPPING_POLL_S = 0.5
 
 
 class _Remote(Relaxer):
@@ -63,11 +66,15 @@ class RemoteStream(RelaxStream):
     def pending(self) -> int:
         return self._pending
 
-    def poll(self) -> list[tuple[Any, RelaxResult, float]]:
+    def poll(self, timeout: float | None = None) -> list[tuple[Any, RelaxResult, float]]:
         out = []
+        deadline = None if timeout is None else time.monotonic() + timeout
         while self._pending and not out:
+            wait = PARENT_CHECK_S if deadline is None else min(PARENT_CHECK_S, deadline - time.monotonic())
+            if wait <= 0:
+                break
             try:
-                out.append(self.replies.get(timeout=PARENT_CHECK_S))
+                out.append(self.replies.get(timeout=wait))
             except queue.Empty:
                 if not parent_process().is_alive():
                     os._exit(1)  # nothing is queued unstored between polls: as if killed with the relaxer
@@ -179,14 +186,16 @@ def serve(walkers: list[tuple[int, SearchConfig, Path]], db_url: str, relaxer: R
                     if workers[k].exitcode is not None and requests.empty():
                         end(k, f"walker process died (exit code {workers[k].exitcode})")
                 clock["wait_s"] += time.perf_counter() - started
-                if stream.pending:
+                if stream.pending:  # once stopping, briefly: the walker processes' exits are read in between
                     started = time.perf_counter()
-                    results = stream.poll()
+                    results = stream.poll(timeout=STOPPING_POLL_S if stop_signal.value else None)
                     for (k, i), result, relax_s in results:
                         replies[k].put((i, result, relax_s))
                     clock["serve_s"] += time.perf_counter() - started
                     bar.update(len(results))
-                    bar.set_postfix(walkers=len(walkers) - len(ended))
+                    # how full the batch is and (a batched stream) its steps so far: a campaign's log shows the pace
+                    bar.set_postfix(walkers=len(walkers) - len(ended), relaxing=stream.pending,
+                                    steps=getattr(stream, "steps", "-"))
     finally:
         for worker in workers:  # normally gone already; after an error here, as if killed with this process
             worker.join(timeout=0 if worker.exitcode is not None else 2)

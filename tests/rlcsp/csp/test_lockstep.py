@@ -11,7 +11,9 @@ import time
 import pytest
 import torch
 
+from rlcsp.csp.compare import walker_line
 from rlcsp.csp.config import load_script, make_config
+from rlcsp.csp import lockstep
 from rlcsp.csp.lockstep import run_lockstep, shared_relaxer
 from rlcsp.csp.run import execute
 from rlcsp.csp.shards import PARENT_CHECK_S
@@ -170,13 +172,14 @@ def test_compare_in_lockstep_resumes_every_walker_exactly_after_a_sigkill_or_a_s
             assert trajectory(url, summary["run_id"]) == trajectory(reference["db"], reference["run_id"])
 
 
-def test_walkers_streamed_through_the_torch_batch_repeat_exactly_and_relax_as_they_do_alone(tmp_path):
+def test_walkers_streamed_through_the_torch_batch_repeat_exactly_and_relax_as_they_do_alone(tmp_path, monkeypatch):
     """With the batched torch relaxer a walker's candidate joins the batch while others are still relaxing
-    (TorchStream). The same walkers then repeat their steps to the last bit; against the walker alone they agree
-    to rounding only (a structure's L-BFGS path depends, at the level of rounding, on what else shares its batch;
-    measured on Y2Ti2O7 candidates: final energies within 1e-7 eV/atom), so the initial population, whose draws
-    need no relaxation result, relaxes to the same energies. The relaxer's steps between refills run as graphs
-    (emulated on a CPU), and each walker's summary.json says so."""
+    (TorchStream). The same walkers then repeat their steps to the last bit, also when a stop dropped their
+    relaxations in flight (the grace after a stop set to nothing) and a rerun continued them; against the walker
+    alone they agree to rounding only (a structure's L-BFGS path depends, at the level of rounding, on what else
+    shares its batch; measured on Y2Ti2O7 candidates: final energies within 1e-7 eV/atom), so the initial
+    population, whose draws need no relaxation result, relaxes to the same energies. The relaxer's steps between
+    refills run as graphs (emulated on a CPU), and each walker's summary.json says so."""
     configs = [make_config(SRTIO3, policy=policy, seed=seed, budget=5, initial_population=3,
                            calculator="torch-buckingham", calculator_options={"graphs": True})
                for policy, seed in (("uniform", 0), ("original", 1))]
@@ -191,6 +194,22 @@ def test_walkers_streamed_through_the_torch_batch_repeat_exactly_and_relax_as_th
         assert summaries[0]["settings"]["relaxer_options"] == {"optimizer": "lbfgs", "graphs": True, "spare": 1.0}
         streamed.append([trajectory(url, s["run_id"]) for s in summaries])
     assert streamed[0] == streamed[1]
+
+    monkeypatch.setattr(lockstep, "STOP_GRACE_S", 0.0)
+    url = f"sqlite:///{tmp_path / 'dropped.db'}"
+    walkers = [(k, c, tmp_path / f"dropped{k}") for k, c in enumerate(configs)]
+    store, relaxer = Store(url), shared_relaxer(configs)
+    stopped: dict[int, dict] = {}
+    lockstep.drive(walkers, store, relaxer, relaxer.stream(), stopped.__setitem__,
+                   stop=lambda: "signal SIGTERM" if stored_steps(tmp_path / "dropped.db") >= 4 else None)
+    runs = store.list_runs()
+    store.close()
+    assert [r["status"] for r in runs] == ["interrupted"] * 2
+    dropped = [s for s in stopped.values() if s["stop_reason"] == "signal SIGTERM, its relaxation in flight dropped"]
+    assert dropped and walker_line("uniform", 0, dropped[0]).startswith("uniform seed 0: stopped after")
+    assert 4 <= stored_steps(tmp_path / "dropped.db") < 10
+    summaries = run_lockstep([(c, f) for _, c, f in walkers], url)
+    assert [trajectory(url, s["run_id"]) for s in summaries] == streamed[0]
     initial = [(a, b) for a, b in zip(alone, streamed[0][0]) if a["kind"] == "I"]
     assert len(initial) == 3
     for a, b in initial:
