@@ -21,6 +21,8 @@ the default row's walkers resume from every structure they stored, so they walk 
 (``--rows default``), in groups small enough for 64 MiB.
 
     bash bench/device/campaign.sh 1350 540 python3 bench/experiments.py walk --experiment 1 2 --processes 15
+    python bench/experiments.py keep --carry carry.db --db sqlite:///runs/c.db   # then commit the slice, and
+    python bench/experiments.py shelve                                           # commit its move into history
     python bench/experiments.py carry --experiment 2 --part 1/2 --carry .devrun/carry.db --db sqlite:///runs/c.db
     python bench/experiments.py tables --db mysql://me@host/campaign --seeds 40 --first-seed 1
 """
@@ -34,6 +36,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 HISTORY = RESULTS / "campaign"  # the campaign's store as slices, one per device session (``keep``, ``restore``)
+# Slices that live only in git history (``shelve``): the working tree travels whole with every device call, 64 MiB
+# at most, and the slices grow 10-20 MB a session.
+SHELF = HISTORY / "shelved.json"
 COMPOSITIONS = ("y2o3", "y2ti2o7", "y2tio5", "sry2o4", "sr4ti3o10")
 LEAN = {"keep_structures": "best"}
 EXP1_ROWS = (("FUSE 1.04, original", {"fuse": "1.04", **LEAN}, "original"),
@@ -115,19 +120,61 @@ def carry(args) -> None:
 
 
 def restore(args) -> None:
-    """The campaign's store from its history: every kept slice (``keep``), copied in order."""
+    """The campaign's store from its history: every kept slice (``keep``), shelved or not, copied in order."""
     from rlcsp.db import Store
     from rlcsp.db.transfer import copy_runs
 
+    parts = {entry["name"]: lambda entry=entry: _shelved(entry) for entry in _shelf()}
+    parts.update({part.name: part.read_bytes for part in HISTORY.glob("slice_*.db.xz")})
     store = Store(args.db)
-    for part in sorted(HISTORY.glob("slice_*.db.xz")):
-        with _unpacked(part) as url:
+    for name in sorted(parts):
+        with _unpacked(name, parts[name]()) as url:
             source = Store(url, create=False)
             n = copy_runs(source, store)
             source.close()
-        print(f"{part.name}: {n['new']} new runs, {n['forward']} brought forward ({n['steps']} steps), "
-              f"{n['gap']} gaps")
+        print(f"{name}: {n['new']} new runs, {n['forward']} brought forward ({n['steps']} steps), {n['gap']} gaps")
     store.close()
+
+
+def shelve(args) -> None:
+    """Take the committed slices out of the working tree, into git history alone: shelved.json names the commit
+    that holds each one (and its SHA-256), which ``restore`` reads back. Commit shelved.json and the removals."""
+    import hashlib
+
+    entries = _shelf()
+    for part in sorted(HISTORY.glob("slice_*.db.xz")):
+        path = part.relative_to(ROOT).as_posix()
+        commit = _git("log", "-1", "--format=%H", "--", path)
+        if not commit or _git("status", "--porcelain", "--", path):
+            raise SystemExit(f"{path} is not committed as it stands: commit it first, then shelve")
+        data = part.read_bytes()
+        entries.append({"name": part.name, "commit": commit, "path": path, "bytes": len(data),
+                        "sha256": hashlib.sha256(data).hexdigest()})
+        _git("rm", "-q", "--", path)
+        print(f"{path}: shelved in {commit[:10]}")
+    SHELF.parent.mkdir(parents=True, exist_ok=True)  # git rm takes the emptied folder away
+    SHELF.write_text(json.dumps(entries, indent=1) + "\n")
+
+
+def _shelf() -> list[dict]:
+    return json.loads(SHELF.read_text()) if SHELF.exists() else []
+
+
+def _shelved(entry: dict) -> bytes:
+    import hashlib
+    import subprocess
+
+    data = subprocess.run(["git", "show", f"{entry['commit']}:{entry['path']}"], cwd=ROOT, capture_output=True,
+                          check=True).stdout
+    if hashlib.sha256(data).hexdigest() != entry["sha256"]:
+        raise SystemExit(f"{entry['path']} at {entry['commit'][:10]} is not the slice shelved.json names")
+    return data
+
+
+def _git(*command: str) -> str:
+    import subprocess
+
+    return subprocess.run(["git", *command], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
 
 
 def keep(args) -> None:
@@ -160,14 +207,13 @@ def keep(args) -> None:
 
 
 @contextlib.contextmanager
-def _unpacked(part: Path):
+def _unpacked(name: str, packed: bytes):
     import lzma
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / part.name.removesuffix(".xz")
-        with lzma.open(part) as packed, path.open("wb") as raw:
-            raw.write(packed.read())
+        path = Path(tmp) / name.removesuffix(".xz")
+        path.write_bytes(lzma.decompress(packed))
         yield f"sqlite:///{path}"
 
 
@@ -225,9 +271,10 @@ def _num(x: float | None) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["walk", "carry", "tables", "keep", "restore"],
+    parser.add_argument("what", choices=["walk", "carry", "tables", "keep", "shelve", "restore"],
                         help="walk (on the device), carry a part's walkers there, keep a carry that came back, "
-                             "restore the store from the kept slices, tables")
+                             "shelve the committed slices into git history, restore the store from the slices, "
+                             "tables")
     parser.add_argument("--carry", help="carry: the SQLite file to write; keep: the one that came back")
     parser.add_argument("--part", default="1/1", help="walk, carry: K/N, every N-th walker from the K-th")
     parser.add_argument("--experiment", type=int, nargs="+", choices=[1, 2], default=[1],
@@ -242,12 +289,15 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=40)
     parser.add_argument("--first-seed", type=int, default=1)
     parser.add_argument("--budget", type=int, default=2000)
-    parser.add_argument("--db", required=True, help="the campaign's store (a carry on the device)")
+    parser.add_argument("--db", help="the campaign's store (a carry on the device); all but shelve need it")
     parser.add_argument("--out", default="runs/experiments", help="each cell's walkers and compare report")
     parser.add_argument("--device", help="walk: the relaxer's device (cuda on a GPU machine)")
     parser.add_argument("--processes", type=int, help="walk: walker processes around the relaxer's")
     args = parser.parse_args()
-    {"walk": walk, "carry": carry, "tables": tables, "keep": keep, "restore": restore}[args.what](args)
+    if args.db is None and args.what != "shelve":
+        parser.error(f"{args.what} needs --db")
+    {"walk": walk, "carry": carry, "tables": tables, "keep": keep, "shelve": shelve,
+     "restore": restore}[args.what](args)
 
 
 if __name__ == "__main__":
