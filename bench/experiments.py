@@ -164,8 +164,11 @@ def _shelved(entry: dict) -> bytes:
     import hashlib
     import subprocess
 
-    data = subprocess.run(["git", "show", f"{entry['commit']}:{entry['path']}"], cwd=ROOT, capture_output=True,
-                          check=True).stdout
+    shown = subprocess.run(["git", "show", f"{entry['commit']}:{entry['path']}"], cwd=ROOT, capture_output=True)
+    if shown.returncode:
+        raise SystemExit(f"{entry['path']} is not in this clone's history at {entry['commit'][:10]} (a shallow "
+                         "clone? git fetch --unshallow)")
+    data = shown.stdout
     if hashlib.sha256(data).hexdigest() != entry["sha256"]:
         raise SystemExit(f"{entry['path']} at {entry['commit'][:10]} is not the slice shelved.json names")
     return data
