@@ -96,7 +96,7 @@ def walk(args) -> None:
     print(f"{len(walkers)} unfinished walkers of experiment {' and '.join(map(str, args.experiment))}", flush=True)
     timings: dict[str, float] = {}
     summaries = run_lockstep(walkers, args.db, device=args.device, processes=args.processes, progress=True,
-                             timings=timings)
+                             timings=timings, graphs=args.graphs)
     ended = sum("error" not in s and s.get("stop_reason", "").startswith(("budget", "target")) for s in summaries)
     print(f"{ended} of {len(walkers)} walkers finished in this call")
     print("seconds per phase (walker processes summed; serve_s: the relaxer stepping, wait_s: it waiting for work):",
@@ -296,6 +296,8 @@ def main() -> None:
     parser.add_argument("--out", default="runs/experiments", help="each cell's walkers and compare report")
     parser.add_argument("--device", help="walk: the relaxer's device (cuda on a GPU machine)")
     parser.add_argument("--processes", type=int, help="walk: walker processes around the relaxer's")
+    parser.add_argument("--graphs", action="store_true", help="walk: the torch relaxer's steps as CUDA graphs (the "
+                                                              "same arithmetic; each run's settings record it)")
     args = parser.parse_args()
     if args.db is None and args.what != "shelve":
         parser.error(f"{args.what} needs --db")

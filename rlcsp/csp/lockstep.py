@@ -41,11 +41,13 @@ STOP_GRACE_S = 20.0
 POLL_S = 1.0
 
 
-def shared_relaxer(configs: list[SearchConfig], device: str | None = None) -> Relaxer:
+def shared_relaxer(configs: list[SearchConfig], device: str | None = None, graphs: bool = False) -> Relaxer:
     """The one relaxer of all walkers, which must therefore name the same engine and options.
 
     ``device`` other than cpu reaches the engine as its ``device`` option (an engine without one is refused);
     the LAMMPS Buckingham engine becomes its torch twin there. cpu, or None, is the engine as the configs make it.
+    ``graphs`` replays the torch engine's steps as CUDA graphs (the same arithmetic, so not part of a walker's
+    config: a campaign can switch it between calls; summary.json's settings record it).
     """
     engines = {json.dumps([c.calculator, relaxer_options(c)], sort_keys=True) for c in configs}
     if len(engines) > 1:
@@ -57,6 +59,10 @@ def shared_relaxer(configs: list[SearchConfig], device: str | None = None) -> Re
         if engine == "lammps-buckingham":  # the same model; LAMMPS has no GPU build here, the torch engine has
             engine = "torch-buckingham"
             options.pop("relaxer", None)
+    if graphs:
+        if engine != "torch-buckingham":
+            raise ConfigError(f"graphs replay the torch engine's steps; {engine} has none (add --device cuda)")
+        options["graphs"] = True
     try:
         return get_relaxer(engine, **options)
     except (TypeError, CalculatorFailed) as err:
@@ -204,7 +210,7 @@ def drive(walkers: list[tuple[int, SearchConfig, Path]], store, relaxer: Relaxer
 
 def run_lockstep(walkers: list[tuple[SearchConfig, str | Path]], db_url: str, device: str | None = None,
                  processes: int | None = None, progress: bool = False, on_done: Done | None = None,
-                 rounds: bool = False, timings: dict[str, float] | None = None) -> list[dict]:
+                 rounds: bool = False, timings: dict[str, float] | None = None, graphs: bool = False) -> list[dict]:
     """Run (or continue) every (config, folder) walker in lockstep, all recording into the store ``db_url``.
 
     Returns each walker's summary in order, or ``{"error": ...}`` for one that could not go on (the others do).
@@ -212,7 +218,8 @@ def run_lockstep(walkers: list[tuple[SearchConfig, str | Path]], db_url: str, de
     continues every unfinished one (a killed one from its last stored step). ``on_done(index, summary)`` hears of
     each walker as it finishes. ``processes`` (walker processes around this one's relaxer) are spawned, so a
     script that passes it needs the usual ``if __name__ == "__main__":`` guard. ``timings`` receives seconds per
-    phase of the drivers' loops (summed over walker processes, with the relaxer's own as ``serve_s``).
+    phase of the drivers' loops (summed over walker processes, with the relaxer's own as ``serve_s``); ``graphs``
+    as for ``shared_relaxer``.
     """
     from rlcsp.db import Store
     from rlcsp.threads import limit_blas_threads
@@ -220,7 +227,7 @@ def run_lockstep(walkers: list[tuple[SearchConfig, str | Path]], db_url: str, de
     limit_blas_threads()
     if not walkers:
         return []
-    relaxer = shared_relaxer([config for config, _ in walkers], device)
+    relaxer = shared_relaxer([config for config, _ in walkers], device, graphs)
     summaries: list[dict] = [{} for _ in walkers]
 
     def done(i: int, summary: dict) -> None:

@@ -30,6 +30,7 @@ from ase import Atoms
 from rlcsp.calculators.processes import die_with_parent
 from rlcsp.calculators.relax import Relaxer, RelaxResult, RelaxStream
 from rlcsp.csp.config import SearchConfig, make_config
+from rlcsp.csp.search import RELAXER_SETTINGS
 from rlcsp.csp.stop import StopRequest
 
 # A walker process checks this often that the relaxer's process is still there while it waits for a result.
@@ -40,11 +41,14 @@ STOPPING_POLL_S = 0.5
 
 
 class _Remote(Relaxer):
-    """What a walker process's runs record as their relaxer: the name and device of the one that serves them."""
+    """What a walker process's runs record as their relaxer: the name, device and settings (``RELAXER_SETTINGS``)
+    of the one that serves them."""
 
-    def __init__(self, name: str, device: str):
+    def __init__(self, name: str, device: str, settings: dict[str, Any]):
         self.name = name
         self.device = device
+        for key, value in settings.items():
+            setattr(self, key, value)
 
     def relax_one(self, atoms: Atoms) -> RelaxResult:
         raise RuntimeError("a walker process relaxes through its stream")
@@ -88,7 +92,7 @@ class RemoteStream(RelaxStream):
 
 
 def _share_main(share: int, walkers: list[tuple[int, dict, str]], db_url: str, requests, replies, stop_signal,
-                name: str, device: str) -> None:
+                name: str, device: str, settings: dict[str, Any]) -> None:
     """A walker process: drive its share of the walkers, reporting each one's end and its loop's timings.
 
     A terminal's Ctrl-C reaches every process of the group; the walker processes leave signals to the relaxer's,
@@ -103,7 +107,7 @@ def _share_main(share: int, walkers: list[tuple[int, dict, str]], db_url: str, r
         signal.signal(sig, signal.SIG_IGN)
     limit_blas_threads()
     timings: dict[str, float] = {}
-    relaxer = _Remote(name, device)
+    relaxer = _Remote(name, device, settings)
     store = Store(db_url)
     try:
         drive([(i, make_config(config), Path(folder)) for i, config, folder in walkers], store, relaxer,
@@ -132,9 +136,10 @@ def serve(walkers: list[tuple[int, SearchConfig, Path]], db_url: str, relaxer: R
         reply.cancel_join_thread()
     stop_signal = context.Value("i", 0)
     device = str(getattr(relaxer, "device", "cpu"))
+    settings = {k: getattr(relaxer, k) for k in RELAXER_SETTINGS if hasattr(relaxer, k)}
     workers = [context.Process(target=_share_main, name=f"rlcsp-walkers-{k}", daemon=True,
                                args=(k, [(i, c.to_dict(), str(f)) for i, c, f in share], db_url, requests,
-                                     replies[k], stop_signal, relaxer.name, device))
+                                     replies[k], stop_signal, relaxer.name, device, settings))
                for k, share in enumerate(shares)]
     ended: set[int] = set()
     live = set(range(n))

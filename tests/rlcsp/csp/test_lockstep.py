@@ -111,6 +111,21 @@ def test_one_relaxer_for_all_walkers_and_a_device_only_for_engines_that_take_one
         shared_relaxer([make_config(SRTIO3, calculator="gulp")], device="cuda")
     relaxer = shared_relaxer(list(WALKERS.values()), device="cpu")  # one library, two compositions
     relaxer.close()
+    with pytest.raises(ConfigError, match="graphs replay the torch engine's steps; lammps-buckingham has none"):
+        shared_relaxer([WALKERS["A"]], graphs=True)
+
+
+def test_walkers_in_processes_record_the_settings_of_the_relaxer_that_serves_them(tmp_path):
+    """summary.json's settings are what ran: walker processes record the serving relaxer's options, graphs
+    included when the command switches them on (they are not part of a walker's config)."""
+    configs = [make_config(SRTIO3, policy="uniform", seed=seed, budget=3, initial_population=2,
+                           calculator="torch-buckingham") for seed in (0, 1)]
+    summaries = run_lockstep([(c, tmp_path / f"w{k}") for k, c in enumerate(configs)],
+                             f"sqlite:///{tmp_path / 'graphs.db'}", processes=2, graphs=True)
+    for summary in summaries:
+        assert summary["relaxations"] == 3
+        assert summary["settings"]["relaxer"] == "torch" and summary["settings"]["lockstep"] is True
+        assert summary["settings"]["relaxer_options"] == {"optimizer": "lbfgs", "graphs": True, "spare": 1.0}
 
 
 SCRIPT = {"composition": {"Sr": [1, 2], "Ti": [1, 4], "O": [3, -2]}, "library": "lib2.lib", "max_atoms": 20,
