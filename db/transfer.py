@@ -106,10 +106,12 @@ def _copy_run(source: Store, tx, run: dict, rows: str, counts: dict[str, int]) -
         counts["partial"] += 1
         return
     since = 0 if held is None else tx.one("SELECT MAX(relaxation) FROM steps WHERE run_id = ?", (held[0],))[0] or 0
+    # what is copied starts after both the destination's last row and ``after``'s: a source that is itself a delta
+    # (a device walk's) copies ``after`` its store into an empty file
+    since = max(since, run["older"][0])
     if run["first"] > since + 1:  # a delta copied before the one before it
         counts["gap"] += 1
         return
-    since = max(since, run["older"][0])
     if held is None:
         run_id, what = tx.insert(_insert("runs", RUN_COLUMNS), tuple(run[c] for c in RUN_COLUMNS)), "new"
     else:
