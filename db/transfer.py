@@ -27,6 +27,7 @@ RUN_COLUMNS = ("uid", "name", "composition", "policy", "policy_id", "seed", "cal
                "status", "best_energy", "gm_relaxation", "relaxations", "state", "created_at", "updated_at")
 PROGRESS = ("config", "code_version", "status", "best_energy", "gm_relaxation", "relaxations", "state", "updated_at")
 STRUCTURE_COLUMNS = ("relaxation", "formula", "n_atoms", "energy", "fingerprint", "atoms", "genome")
+TIMINGS = {STEP_COLUMNS.index(c) for c in ("build_s", "relax_s", "policy_s")}
 
 
 def _insert(table: str, columns: tuple[str, ...]) -> str:
@@ -92,12 +93,18 @@ def copy_runs(source: Store, dest: Store, lean: bool = False, progress: bool = F
             counts["current"] += 1
             continue
         rows = rows_to_carry(run) if lean else "all"
-        dest.db.run(lambda tx: _copy_run(source, tx, run, rows, counts), lock=True, what=f"copy run {run['uid']}")
+        dest.db.run(lambda tx: _copy_run(source, tx, run, rows, counts, lean), lock=True,
+                    what=f"copy run {run['uid']}")
     return counts
 
 
-def _copy_run(source: Store, tx, run: dict, rows: str, counts: dict[str, int]) -> None:
-    """One run, in the destination's transaction ``tx`` (idempotent: it re-reads what the destination holds)."""
+def _copy_run(source: Store, tx, run: dict, rows: str, counts: dict[str, int], lean: bool = False) -> None:
+    """One run, in the destination's transaction ``tx`` (idempotent: it re-reads what the destination holds).
+
+    Lean, a policy travels as its newest version alone: a walker resumes its own policy from its checkpoint and a
+    shared one from the newest version, and the versions before are history (half a campaign's carry, where
+    RLCSP's REINFORCE writes one every relaxation), which the store the carry returns to holds; and the steps'
+    timings travel to the millisecond (the store keeps them whole: a carry brings back only the steps after)."""
     held = tx.one("SELECT id, relaxations FROM runs WHERE uid = ?", (run["uid"],))
     if held is not None and held[1] >= run["relaxations"]:
         counts["current"] += 1
@@ -128,6 +135,9 @@ def _copy_run(source: Store, tx, run: dict, rows: str, counts: dict[str, int]) -
     ids = dict(tx.all("SELECT relaxation, id FROM structures WHERE run_id = ? AND relaxation > ?", (run_id, since)))
     steps = source.db.query(f"SELECT {', '.join(STEP_COLUMNS)}, structure_id FROM steps "
                             "WHERE run_id = ? AND relaxation > ? ORDER BY relaxation", (run["id"], since))
+    if lean:  # the timings, to the millisecond: full precision was half the carry's steps packed
+        steps = [tuple(round(v, 3) if k in TIMINGS and v is not None else v for k, v in enumerate(row))
+                 for row in steps]
     # a step's structure is the one stored at the same relaxation
     tx.executemany(_insert("steps", ("run_id", *STEP_COLUMNS, "structure_id")),
                    [(run_id, *row[:-1], ids.get(row[0]) if row[-1] is not None else None) for row in steps])
@@ -141,7 +151,8 @@ def _copy_run(source: Store, tx, run: dict, rows: str, counts: dict[str, int]) -
         last = max(older, tx.one("SELECT MAX(update_no) FROM policy_params WHERE policy_id = ?", (theirs,))[0] or 0)
         params = source.db.query("SELECT p.update_no, p.params, p.created_at, r.uid FROM policy_params p "
                                  "LEFT JOIN runs r ON r.id = p.run_id WHERE p.policy_id = ? AND p.update_no > ? "
-                                 "ORDER BY p.update_no", (own, last))
+                                 + ("ORDER BY p.update_no DESC LIMIT 1" if lean else "ORDER BY p.update_no"),
+                                 (own, last))
         writers = {uid: row[0] for uid in {p[3] for p in params}
                    if (row := tx.one("SELECT id FROM runs WHERE uid = ?", (uid,)))}
         tx.executemany(_insert("policy_params", ("policy_id", "update_no", "run_id", "params", "created_at")),

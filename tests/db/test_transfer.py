@@ -36,7 +36,7 @@ def rows(store: Store, run_id: int) -> dict:
 def test_a_walker_stopped_carried_continued_and_copied_back_equals_one_that_never_stopped(db_url, tmp_path, fuse,
                                                                                           lean):
     """A FUSE-profile walker (energy uniqueness, keeping only its new bests) travels without its structures
-    (--lean) and still resumes."""
+    and its policy's history (--lean) and still resumes; what it adds comes back whole."""
     config = SearchConfig(**SMALL, fuse=fuse, keep_structures="best" if fuse else "new")
     whole = execute(config, tmp_path / "whole", progress=False)
     reference = Store(whole["db"])
@@ -55,6 +55,11 @@ def test_a_walker_stopped_carried_continued_and_copied_back_equals_one_that_neve
     assert main(["copy", db_url, str(carry), *(["--lean"] if lean else [])]) == 0
     carried = Store(f"sqlite:///{carry}")
     assert (carried.db.query("SELECT COUNT(*) FROM structures")[0][0] == 0) == lean
+    # lean, the policy travels as its newest version alone (the walker resumes it from its checkpoint)
+    versions = carried.db.query("SELECT COUNT(*), MAX(update_no) FROM policy_params")[0]
+    assert versions[1] > 1 and (versions[0] == 1) == lean
+    timings = [t for row in carried.db.query("SELECT build_s, relax_s, policy_s FROM steps") for t in row]
+    assert len(timings) == 3 * 19 and all(t == round(t, 3) for t in timings) == lean  # lean: to the millisecond
     carried.close()
     execute(config, tmp_path / "device", progress=False, db_url=f"sqlite:///{carry}")  # a fresh folder resumes it
     # The campaign's history as deltas: what the carry added after the main store, copied onto a store as far as
