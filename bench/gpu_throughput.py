@@ -107,6 +107,7 @@ def relax(args: argparse.Namespace) -> None:
 
     rows = []
     lammps: dict[str, tuple] = {}  # the peer relaxes each composition's candidates once
+    graphed: dict[tuple, list] = {}  # a row's results by everything but graphs: on and off agree?
     for comp in args.compositions:
         structures = read(args.candidates / f"{comp}.extxyz", index=":")
         limits = args.limit or [None]
@@ -130,7 +131,8 @@ def relax(args: argparse.Namespace) -> None:
                     warm_s = time.perf_counter() - warm
                 start = time.perf_counter()
                 profile = args.output.with_suffix(".profile.txt") if args.profile and not rows else None
-                results, steady = streamed(relaxer, pool, args.max_seconds, profile)
+                aligned, steady = streamed(relaxer, pool, args.max_seconds, profile)
+                results = [r for r in aligned if r is not None]
                 if args.device == "cuda":
                     torch.cuda.synchronize()
                 row = {"composition": comp, "device": args.device, "dtype": args.dtype, "batch": batch,
@@ -150,7 +152,11 @@ def relax(args: argparse.Namespace) -> None:
                 if args.peer:
                     if comp not in lammps:
                         lammps[comp] = lammps_results(pool[:args.peer_n])
-                    row["peer"] = peer(lammps[comp], results[:args.peer_n], TARGETS[comp], row)
+                    row["peer"] = peer(lammps[comp], aligned[:args.peer_n], TARGETS[comp], row)
+                key = (comp, batch, limit, optimizer, inner, opening, swap)
+                if key in graphed:  # the same candidates with graphs the other way: the same arithmetic?
+                    row["vs_graphs_" + ("off" if relaxer.graphs else "on")] = agreement(aligned, graphed[key])
+                graphed[key] = aligned
                 rows.append(row)
                 print(json.dumps(row, default=_plain), flush=True)
     args.output.parent.mkdir(parents=True, exist_ok=True)
@@ -162,7 +168,8 @@ def streamed(relaxer, pool: list, max_s: float | None = None, profile: Path | No
     """Relax ``pool`` through the relaxer's stream, and its rate while the batch was full.
 
     The whole run's rate includes the start, where every slot begins at step 0 and nothing finishes for a
-    while, and the queue's draining tail, where the slowest structures relax almost alone. The steady rate counts
+    while, and the queue's draining tail, where the slowest structures relax almost alone. Results come in
+    ``pool``'s order, None for one left unfinished at ``max_s``. The steady rate counts
     the relaxations finished between the first ``batch`` finishing and the queue running dry (or ``max_s``, where
     the run stops and the unfinished structures are left out): what walkers that keep the batch fed get
     (``steady_per_s``; absent when the run has no such window). ``profile`` names a file for a torch.profiler
@@ -192,12 +199,11 @@ def streamed(relaxer, pool: list, max_s: float | None = None, profile: Path | No
     relaxer.stats["wall_s"] = time.perf_counter() - start
     first = next((m for m in marks if m[1] >= relaxer.batch_size), None)
     end = next((m for m in marks if m[2] == 0), marks[-1] if marks else None)
-    finished = [r for r in results if r is not None]
     extra = {} if done == len(pool) else {"stopped_at_s": max_s, "unfinished": len(pool) - done}
     if first is None or end is None or end[0] <= first[0]:
-        return finished, extra
-    return finished, {**extra, "steady_per_s": round((end[1] - first[1]) / (end[0] - first[0]), 2),
-                      "steady_window": [round(first[0], 1), round(end[0], 1)]}
+        return results, extra
+    return results, {**extra, "steady_per_s": round((end[1] - first[1]) / (end[0] - first[0]), 2),
+                     "steady_window": [round(first[0], 1), round(end[0], 1)]}
 
 
 def _profiler():
@@ -227,12 +233,20 @@ def lammps_results(structures: list) -> tuple[list, float]:
 def peer(theirs: tuple[list, float], mine: list, target: float, row: dict) -> dict:
     """The peer's rate on the same candidates, and how often both reach the same minimum."""
     out = summarise(theirs[0], target, theirs[1])
-    both = [(a.energy_per_atom, b.energy_per_atom) for a, b in zip(mine, theirs[0]) if a.ok and b.ok]
-    out["same_minimum"] = sum(abs(a - b) < SAME for a, b in both)
-    out["both_converged"] = len(both)
-    out["torch_lower"] = sum(a < b - SAME for a, b in both)
+    agreed = agreement(mine, theirs[0])
+    out.update(same_minimum=agreed["same_minimum"], both_converged=agreed["both_converged"],
+               torch_lower=agreed["lower"])
     row["ratio_vs_lammps"] = round(row["relax_per_s"] / out["relax_per_s"], 2)
     return out
+
+
+def agreement(mine: list, theirs: list) -> dict:
+    """Two relaxations of the same candidates (lists aligned, None where unfinished): where both converged, how
+    often they reached the same minimum (within SAME), mine lower, and the largest energy difference."""
+    both = [(a.energy_per_atom, b.energy_per_atom) for a, b in zip(mine, theirs) if a and b and a.ok and b.ok]
+    return {"both_converged": len(both), "same_minimum": sum(abs(a - b) < SAME for a, b in both),
+            "lower": sum(a < b - SAME for a, b in both),
+            "max_abs_diff": max((abs(a - b) for a, b in both), default=None)}
 
 
 def walkers(args: argparse.Namespace) -> None:
