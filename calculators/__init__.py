@@ -107,7 +107,8 @@ def _engines() -> dict[str, Engine]:
     engines: dict[str, Engine] = {}
     for ep in entry_points(group="rlcsp.calculators"):
         engines[ep.name] = ep.load()
-    for builtin in (LAMMPS_BUCKINGHAM, TORCH_BUCKINGHAM, GULP, CHGNET, ESPRESSO):  # also when running from a source tree
+    # also when running from a source tree, where no entry points are installed
+    for builtin in (LAMMPS_BUCKINGHAM, TORCH_BUCKINGHAM, GULP, CHGNET, ESPRESSO):
         engines.setdefault(builtin.name, builtin)
     return engines
 

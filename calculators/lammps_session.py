@@ -181,7 +181,8 @@ class LammpsBuckingham:
         self.command(f"change_box all x final 0 {xx:.17g} y final 0 {yy:.17g} z final 0 {zz:.17g} "
                      f"xy final {xy:.17g} xz final {xz:.17g} yz final {yz:.17g} units box")
         pos = self.frame.positions_to_lammps(atoms.positions)
-        self._lmp.scatter_atoms("x", 1, 3, np.ascontiguousarray(pos.ravel()).ctypes.data_as(ctypes.POINTER(ctypes.c_double)))
+        flat = np.ascontiguousarray(pos.ravel())
+        self._lmp.scatter_atoms("x", 1, 3, flat.ctypes.data_as(ctypes.POINTER(ctypes.c_double)))
         self.command("run 0 post no")
 
     def _build(self, symbols: list[str], elements: list[str]) -> None:
@@ -220,7 +221,8 @@ class LammpsBuckingham:
         (no Sr-Sr term). So C is split as B B^T plus a remainder: B B^T goes to ewald/disp exactly, and the
         remainder (only unlike cation pairs in practice) is a plain -C/r^6 term cut at rmax with LAMMPS'
         analytic tail. Coulomb and dispersion real-space terms use 2^16-point tables built from the exact
-        erfc (dispersion uses its exact closed form, table/disp 0), because LAMMPS' default polynomial erfc is off by ~1.5e-7 relative (5e-6 eV/atom here).
+        erfc (dispersion uses its exact closed form, table/disp 0), because LAMMPS' default polynomial erfc is
+        off by ~1.5e-7 relative (5e-6 eV/atom here).
         A cutoff whose table would break at its end (``coulomb_table_safe``) takes that polynomial instead.
         """
         lib = self.library

@@ -1,4 +1,7 @@
-"""Sr4Ti3O10 with FUSE's lib2.lib Buckingham potentials (Zamaraeva et al. 2023): GM P4/mmm, 34 atoms, -29.984896 eV/atom."""
+"""Sr4Ti3O10 with FUSE's lib2.lib Buckingham potentials (Zamaraeva et al. 2023).
+
+GM P4/mmm, 34 atoms, -29.984896 eV/atom.
+"""
 
 CONFIG = {
     "composition": {"Sr": [4, +2], "Ti": [3, +4], "O": [10, -2]},

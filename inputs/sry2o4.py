@@ -1,4 +1,7 @@
-"""SrY2O4 with FUSE's lib2.lib Buckingham potentials (Zamaraeva et al. 2023): GM spinel-type Fd-3m, -24.428313 eV/atom."""
+"""SrY2O4 with FUSE's lib2.lib Buckingham potentials (Zamaraeva et al. 2023).
+
+GM spinel-type Fd-3m, -24.428313 eV/atom.
+"""
 
 CONFIG = {
     "composition": {"Sr": [1, +2], "Y": [2, +3], "O": [4, -2]},

@@ -1,4 +1,7 @@
-"""Y2Ti2O7 with FUSE's lib2.lib Buckingham potentials (Zamaraeva et al. 2023): GM pyrochlore Fd-3m, -35.153743 eV/atom."""
+"""Y2Ti2O7 with FUSE's lib2.lib Buckingham potentials (Zamaraeva et al. 2023).
+
+GM pyrochlore Fd-3m, -35.153743 eV/atom.
+"""
 
 CONFIG = {
     "composition": {"Y": [2, +3], "Ti": [2, +4], "O": [7, -2]},

@@ -27,8 +27,8 @@ from rlcsp.calculators.espresso.inputs import (DftSettings, MissingPseudopotenti
 from rlcsp.calculators.espresso.results import DftFailed, DftOutcome, DftResult, PwNotFound
 from rlcsp.calculators.espresso.runner import PwRunner, run_dft
 
-__all__ = ["DftSettings", "PwInputs", "kpoint_mesh", "MissingPseudopotential", "default_pseudo_dir", "find_pseudopotential",
-           "resolve_inputs", "BandGap", "band_gap", "DftOutcome", "DftResult", "DftFailed", "PwNotFound",
-           "DftCache", "JsonlDftCache", "PwRunner", "run_dft", "EspressoCalculator", "espresso_calculator",
+__all__ = ["DftSettings", "PwInputs", "kpoint_mesh", "MissingPseudopotential", "default_pseudo_dir",
+           "find_pseudopotential", "resolve_inputs", "BandGap", "band_gap", "DftOutcome", "DftResult", "DftFailed",
+           "PwNotFound", "DftCache", "JsonlDftCache", "PwRunner", "run_dft", "EspressoCalculator", "espresso_calculator",
            "EspressoRelaxer", "espresso_relaxer", "ElementalReference", "REFERENCES", "reference_energies",
            "formation_energy", "formation_energy_per_atom"]

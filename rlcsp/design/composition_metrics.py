@@ -1,7 +1,7 @@
 """Metrics of a list of generated compositions, in the layout of paper d's Table 1 (Pan, Karpovich, Olivetti).
 
-Per agent: % charge neutral and % electronegativity balanced (the SMACT oracles of ``rlcsp.design.chem_rules``), % unique
-(distinct reduced compositions, so Fe2O3 and Fe4O6 are one), the mean pairwise Element Mover's Distance (ElMD,
+Per agent: % charge neutral and % electronegativity balanced (the SMACT oracles of ``rlcsp.design.chem_rules``),
+% unique (distinct reduced compositions, so Fe2O3 and Fe4O6 are one), the mean pairwise Element Mover's Distance (ElMD,
 modified-Pettifor scale, as paper d's ElM2D) as a diversity measure, and the distribution of a predicted property
 (mean, standard deviation, % within target +- window).
 """

@@ -3,8 +3,8 @@
 Each crystal of a CDVAE/MP-20 CSV (``material_id, cif, ...`` plus label columns) becomes a skeleton (its CrystalNN
 multigraph, :mod:`rlcsp.design.skeleton`) and up to five episodes, one per BFS root 0..4 (paper a's five orderings). An
 episode's actions are the crystal's true elements as indices into the vocabulary (the env's action space,
-:data:`rlcsp.design.fill_env.PAPER_A_VOCABULARY` by default); its reward is 0 until the last site, which carries paper a's
-``a1 exp(-E_form/b1) + a2 exp(-(E_g - p_hat)^2/b2)`` of the crystal's labels
+:data:`rlcsp.design.fill_env.PAPER_A_VOCABULARY` by default); its reward is 0 until the last site, which carries
+paper a's ``a1 exp(-E_form/b1) + a2 exp(-(E_g - p_hat)^2/b2)`` of the crystal's labels
 (:func:`rlcsp.design.rewards.paper_a_reward`). Labels: MP-20's ``formation_energy_per_atom`` and ``band_gap``,
 perov_5's ``heat_ref`` (eV/atom) and ``ind_gap`` (eV), or any pair of columns. Episodes that online agents logged
 in the store (``episodes`` table, with their run's skeleton) become trajectories the same way. The target p_hat is

@@ -51,7 +51,8 @@ def test_real_gulp_run_final_energy(shared_data, calc):
     """GULP 4.3.5 relaxed SrTiO3 (opti conp c6, lib2.lib): Final energy = -158.58354625 eV."""
     text = (shared_data / "gulp_runs" / "fuse_srtio3_opt_dump" / "temp.res").read_text()
     cellpar = [float(x) for x in text.split("cell\n", 1)[1].split("\n", 1)[0].split()]
-    rows = re.findall(r"^(\w+)\s+core\s+(\S+)\s+(\S+)\s+(\S+)", text.split("fractional", 1)[1].split("totalenergy")[0], re.M)
+    block = text.split("fractional", 1)[1].split("totalenergy")[0]
+    rows = re.findall(r"^(\w+)\s+core\s+(\S+)\s+(\S+)\s+(\S+)", block, re.M)
     atoms = Atoms([r[0] for r in rows], scaled_positions=[[float(v) for v in r[1:]] for r in rows],
                   cell=cellpar, pbc=True)
     atoms.calc = calc

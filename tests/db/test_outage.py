@@ -47,7 +47,8 @@ class PrivateServer:
         self.proc = subprocess.Popen(self.args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.time() + 60
         while time.time() < deadline:
-            if subprocess.run(["mariadb-admin", f"--socket={self.socket}", "ping"], capture_output=True).returncode == 0:
+            ping = subprocess.run(["mariadb-admin", f"--socket={self.socket}", "ping"], capture_output=True)
+            if ping.returncode == 0:
                 return
             time.sleep(0.2)
         raise RuntimeError("private MariaDB server did not start")

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from rlcsp.design.fill_env import PAPER_A_VOCABULARY
-from rlcsp.design.fill_metrics import (CATEGORIES, category_similarity, dft_success_rate, element_category, emd, novelty,
-                                ood_design_rate, reduced_formula, site_accuracy, validity, window_rate)
+from rlcsp.design.fill_metrics import (CATEGORIES, category_similarity, dft_success_rate, element_category, emd,
+                                       novelty, ood_design_rate, reduced_formula, site_accuracy, validity,
+                                       window_rate)
 
 GENERATED = [["Sr", "Ti", "O", "O", "O"], ["Ca", "O"]]
 TRUE = [["Ba", "Ti", "O", "O", "N"], ["Ca", "Cl"]]
