@@ -4,6 +4,8 @@
 # calls and pays its start-up once), and what they added comes back with every call: while they walk, up to a
 # consistent snapshot; once they stopped, all of it (SIGTERM after <walk-seconds>: the relaxations in flight get
 # 20 s, SIGKILL at 60 s). Only the delta comes back: the carry grows with the campaign, a walk's delta does not.
+# On a machine of N GPUs (or GPUS=N) there are N walks, one a GPU, each of `--part k/N` of the walkers (a command
+# that takes --part: bench/experiments.py walk) with its own copy of the carry; one delta of them all comes back.
 #   here:  rlcsp copy STORE .devrun/carry.db --lean && xz -T0 -f .devrun/carry.db     (none for a first walk)
 #   run:   bash bench/device/campaign.sh <walk-seconds> <call-seconds> COMMAND...   (a command that takes --db, --out
 #          and --device: python3 bench/experiments.py walk --experiment 1 2 --processes 15, or python3 -m rlcsp.cli
@@ -23,31 +25,46 @@ shift 2
 began=$(date +%s)
 . bench/device/site.sh || exit 1
 export PYTHONUNBUFFERED=1
-dir=/tmp/campaign/$(printf '%s' "$*" | md5sum | cut -c1-12)  # one walk per command on this machine
-mkdir -p "$dir"
-pid=$(cat "$dir/pid" 2>/dev/null)
-if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
-    echo "the walk begun $(( began - $(stat -c %Y "$dir/pid") )) s ago goes on"
-elif [ -e "$dir/exit" ]; then
-    echo "the walk has ended"
-else
-    if [ -s .devrun/carry.db.xz ]; then xz -dc .devrun/carry.db.xz > "$dir/carry.db"; cp "$dir/carry.db" "$dir/origin.db"; fi
-    setsid bash -c 'timeout -s TERM --kill-after 60 "$@"; echo $? > "'"$dir"'/exit"' walk "$walk" "$@" \
-        --device "${DEVICE:-cuda}" --db "sqlite:///$dir/carry.db" --out "$dir/out" > "$dir/walk.log" 2>&1 < /dev/null &
-    echo $! > "$dir/pid"
-    echo "a walk of $walk s begins"
+if [ -z "${GPUS:-}" ]; then
+    GPUS=1
+    [ "${DEVICE:-cuda}" = cuda ] && GPUS=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU') && [ "$GPUS" -ge 1 ] || GPUS=1
 fi
-while [ ! -e "$dir/exit" ] && [ $(( $(date +%s) - began )) -lt "$call" ]; do sleep 2; done
-if [ -e "$dir/exit" ]; then echo "walk ended, exit $(cat "$dir/exit")"; else echo "walking: a snapshot"; fi
-# SQLite's backup reads the write-ahead log too (a copy of the file alone would miss what a killed walk left there);
-# what comes back is what the walk added to its carry (the carry itself grows with the campaign, the delta does not)
-python3 -c "import sqlite3, sys; sqlite3.connect(sys.argv[1]).backup(sqlite3.connect(sys.argv[2]))" \
-    "$dir/carry.db" "$dir/snapshot.db"
-rm -f "$dir/delta.db"
-python3 -m rlcsp.cli copy "sqlite:///$dir/snapshot.db" "sqlite:///$dir/delta.db" \
-    $([ -e "$dir/origin.db" ] && echo --after "sqlite:///$dir/origin.db") 2>&1 | tr '\r' '\n' | tail -1
-tail -c 4000000 "$dir/walk.log" > "$OUT/walk.log"
-grep -a "walkers" "$dir/walk.log" | tail -3; tail -c 400 "$dir/walk.log"; echo
-xz -T0 -c "$dir/delta.db" | split -b 15M -d - "$OUT/delta.db.xz."
-rm -f "$dir/snapshot.db" "$dir/delta.db"
+case " $* " in *" --part "*) [ "$GPUS" -gt 1 ] && { echo "$GPUS GPUs walk a part each: leave --part out"; exit 2; } ;; esac
+base=/tmp/campaign/$(printf '%s' "$*" | md5sum | cut -c1-12)  # one walk per command (and GPU) on this machine
+for k in $(seq 1 "$GPUS"); do
+    dir=$base/part$k
+    mkdir -p "$dir"
+    pid=$(cat "$dir/pid" 2>/dev/null)
+    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+        echo "part $k/$GPUS: the walk begun $(( began - $(stat -c %Y "$dir/pid") )) s ago goes on"
+    elif [ -e "$dir/exit" ]; then
+        echo "part $k/$GPUS: the walk has ended"
+    else
+        if [ -s .devrun/carry.db.xz ]; then xz -dc .devrun/carry.db.xz > "$dir/carry.db"; cp "$dir/carry.db" "$dir/origin.db"; fi
+        part=(); [ "$GPUS" -gt 1 ] && part=(--part "$k/$GPUS")
+        CUDA_VISIBLE_DEVICES=$(( k - 1 )) setsid bash -c 'timeout -s TERM --kill-after 60 "$@"; echo $? > "'"$dir"'/exit"' \
+            walk "$walk" "$@" ${part[@]+"${part[@]}"} --device "${DEVICE:-cuda}" --db "sqlite:///$dir/carry.db" --out "$dir/out" \
+            > "$dir/walk.log" 2>&1 < /dev/null &
+        echo $! > "$dir/pid"
+        echo "part $k/$GPUS: a walk of $walk s begins"
+    fi
+done
+ended() { for k in $(seq 1 "$GPUS"); do [ -e "$base/part$k/exit" ] || return 1; done; }
+while ! ended && [ $(( $(date +%s) - began )) -lt "$call" ]; do sleep 2; done
+for k in $(seq 1 "$GPUS"); do
+    dir=$base/part$k
+    if [ -e "$dir/exit" ]; then echo "part $k: walk ended, exit $(cat "$dir/exit")"; else echo "part $k: walking"; fi
+    # SQLite's backup reads the write-ahead log too (a copy of the file alone would miss what a killed walk left
+    # there); what comes back is what the walk added to its carry, every part's in one file
+    python3 -c "import sqlite3, sys; sqlite3.connect(sys.argv[1]).backup(sqlite3.connect(sys.argv[2]))" \
+        "$dir/carry.db" "$dir/snapshot.db"
+    [ "$k" = 1 ] && rm -f "$base/delta.db"
+    python3 -m rlcsp.cli copy "sqlite:///$dir/snapshot.db" "sqlite:///$base/delta.db" \
+        $([ -e "$dir/origin.db" ] && echo --after "sqlite:///$dir/origin.db") 2>&1 | tr '\r' '\n' | tail -1
+    rm -f "$dir/snapshot.db"
+    { echo "== part $k/$GPUS"; tail -c $(( 4000000 / GPUS )) "$dir/walk.log"; } >> "$OUT/walk.log"
+    grep -a "walkers" "$dir/walk.log" | tail -3; tail -c 400 "$dir/walk.log"; echo
+done
+xz -T0 -c "$base/delta.db" | split -b 15M -d - "$OUT/delta.db.xz."
+rm -f "$base/delta.db"
 ls -l "$OUT"
