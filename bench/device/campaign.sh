@@ -25,10 +25,17 @@ shift 2
 began=$(date +%s)
 . bench/device/site.sh || exit 1
 export PYTHONUNBUFFERED=1
+# the GPUs this machine shows us: CUDA_VISIBLE_DEVICES' list where it is set (left as it is for one GPU)
+IFS=, read -ra visible <<< "${CUDA_VISIBLE_DEVICES:-}"
 if [ -z "${GPUS:-}" ]; then
     GPUS=1
-    [ "${DEVICE:-cuda}" = cuda ] && GPUS=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU') && [ "$GPUS" -ge 1 ] || GPUS=1
+    if [ "${DEVICE:-cuda}" = cuda ]; then
+        GPUS=${#visible[@]}
+        [ "$GPUS" -ge 1 ] || GPUS=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU')
+        [ "$GPUS" -ge 1 ] || GPUS=1
+    fi
 fi
+[ ${#visible[@]} -ge "$GPUS" ] || visible=($(seq 0 $(( GPUS - 1 ))))
 case " $* " in *" --part "*) [ "$GPUS" -gt 1 ] && { echo "$GPUS GPUs walk a part each: leave --part out"; exit 2; } ;; esac
 base=/tmp/campaign/$(printf '%s' "$*" | md5sum | cut -c1-12)  # one walk per command (and GPU) on this machine
 for k in $(seq 1 "$GPUS"); do
@@ -41,8 +48,8 @@ for k in $(seq 1 "$GPUS"); do
         echo "part $k/$GPUS: the walk has ended"
     else
         if [ -s .devrun/carry.db.xz ]; then xz -dc .devrun/carry.db.xz > "$dir/carry.db"; cp "$dir/carry.db" "$dir/origin.db"; fi
-        part=(); [ "$GPUS" -gt 1 ] && part=(--part "$k/$GPUS")
-        CUDA_VISIBLE_DEVICES=$(( k - 1 )) setsid bash -c 'timeout -s TERM --kill-after 60 "$@"; echo $? > "'"$dir"'/exit"' \
+        part=(); gpu=(); [ "$GPUS" -gt 1 ] && part=(--part "$k/$GPUS") && gpu=("CUDA_VISIBLE_DEVICES=${visible[k-1]}")
+        env ${gpu[@]+"${gpu[@]}"} setsid bash -c 'timeout -s TERM --kill-after 60 "$@"; echo $? > "'"$dir"'/exit"' \
             walk "$walk" "$@" ${part[@]+"${part[@]}"} --device "${DEVICE:-cuda}" --db "sqlite:///$dir/carry.db" --out "$dir/out" \
             > "$dir/walk.log" 2>&1 < /dev/null &
         echo $! > "$dir/pid"
