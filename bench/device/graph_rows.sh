@@ -4,8 +4,8 @@
 # 1. bench/gpu_throughput.py relax on Y2Ti2O7 candidates at batch 64 (item 4's few walkers, where a step is
 #    launch-bound) and 1024 (issue 21's campaign walks 1200 walkers), graphs on and off in one process: steady
 #    relaxations/s, steps, collapses, captures and relayouts, and whether the two reach the same minima from the
-#    same candidates (vs_graphs_off: same_minimum, max_abs_diff; on a CPU they agree bit for bit), which decides
-#    graphs for item 4 and `experiments.py walk --graphs` for the campaign;
+#    same candidates (vs_graphs_off: same_minimum, max_abs_diff; on a CPU within 1.3e-7 eV/atom compiled),
+#    which decides graphs for item 4 and `experiments.py walk --graphs` for the campaign;
 # 2. 24 lockstep Y2Ti2O7 walkers of 40 relaxations, graphs on: the walker chain's pace, which decides whether
 #    issue 20's item 4 (8 walkers of 2000 relaxations per optimiser) fits a session.
 # Candidates, here: bench/gpu_throughput.py candidates --n 2048 --compositions y2ti2o7 --out .devrun/gpu (30 s)
