@@ -197,9 +197,9 @@ def drive(walkers: list[tuple[int, SearchConfig, Path]], store, relaxer: Relaxer
                     runs[i].flush()
                 clock.lap("store_s")
                 if stopping_since is not None and time.monotonic() >= stopping_since + STOP_GRACE_S:
-                    for i in list(flying):
+                    for i in flying:
                         dropped(i, signals())
-                        del flying[i]
+                    flying.clear()
                 bar.update(len(settled))
                 bar.set_postfix(walkers=len(runs))
     except BaseException:

@@ -37,6 +37,11 @@ __all__ = ["Search", "SearchError", "relaxer_options"]
 RELAXER_SETTINGS = ("optimizer", "graphs", "spare")  # a batched relaxer's choices that summary.json records
 
 
+def relaxer_settings(relaxer) -> dict:
+    """Those of ``RELAXER_SETTINGS`` the relaxer has, with its values: what summary.json records of it."""
+    return {k: getattr(relaxer, k) for k in RELAXER_SETTINGS if hasattr(relaxer, k)}
+
+
 def relaxer_options(config: SearchConfig) -> dict:
     """The engine options a config's relaxer is made with: its own, plus the Buckingham library it names."""
     options = dict(config.calculator_options)
@@ -121,7 +126,7 @@ class Search(Proposer):
             "lockstep": self.lockstep,
             "device": str(getattr(self.relaxer, "device", "cpu")),
             "relaxer": getattr(self.relaxer, "name", type(self.relaxer).__name__),
-            "relaxer_options": {k: getattr(self.relaxer, k) for k in RELAXER_SETTINGS if hasattr(self.relaxer, k)},
+            "relaxer_options": relaxer_settings(self.relaxer),
         }
 
     # -- one relaxation: propose (rlcsp.csp.propose), relax, settle ---------------------------------------

@@ -30,7 +30,7 @@ from ase import Atoms
 from rlcsp.calculators.processes import die_with_parent
 from rlcsp.calculators.relax import Relaxer, RelaxResult, RelaxStream
 from rlcsp.csp.config import SearchConfig, make_config
-from rlcsp.csp.search import RELAXER_SETTINGS
+from rlcsp.csp.search import relaxer_settings
 from rlcsp.csp.stop import StopRequest
 
 # A walker process checks this often that the relaxer's process is still there while it waits for a result.
@@ -41,8 +41,8 @@ STOPPING_POLL_S = 0.5
 
 
 class _Remote(Relaxer):
-    """What a walker process's runs record as their relaxer: the name, device and settings (``RELAXER_SETTINGS``)
-    of the one that serves them."""
+    """What a walker process's runs record as their relaxer: the name, device and settings
+    (``rlcsp.csp.search.relaxer_settings``) of the one that serves them."""
 
     def __init__(self, name: str, device: str, settings: dict[str, Any]):
         self.name = name
@@ -136,7 +136,7 @@ def serve(walkers: list[tuple[int, SearchConfig, Path]], db_url: str, relaxer: R
         reply.cancel_join_thread()
     stop_signal = context.Value("i", 0)
     device = str(getattr(relaxer, "device", "cpu"))
-    settings = {k: getattr(relaxer, k) for k in RELAXER_SETTINGS if hasattr(relaxer, k)}
+    settings = relaxer_settings(relaxer)
     workers = [context.Process(target=_share_main, name=f"rlcsp-walkers-{k}", daemon=True,
                                args=(k, [(i, c.to_dict(), str(f)) for i, c, f in share], db_url, requests,
                                      replies[k], stop_signal, relaxer.name, device, settings))
