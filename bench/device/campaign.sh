@@ -15,6 +15,8 @@
 #   back:  cat <files_at>/delta.db.xz.* | xz -dc > delta.db && rlcsp copy delta.db STORE (each call's delta holds
 #          the walk's whole delta so far; bench/experiments.py keep --carry delta.db does the copy and keeps the
 #          slice). A machine lost mid-walk: copy back the last delta and write a new carry before the next call.
+#          A part whose delta could not be written returns its whole store, part<k>.db.xz.* (exit 1): the same
+#          `keep --carry` takes it.
 # Repeat until no walker is missing; `bench/experiments.py tables --db STORE` (or `rlcsp compare ... --db STORE`)
 # here then writes the tables. The delta comes back in 15 MiB parts (a call returns at most 8 files of 16 MiB).
 # DEVICE=cpu runs it anywhere.
@@ -66,12 +68,19 @@ for k in $(seq 1 "$GPUS"); do
     python3 -c "import sqlite3, sys; sqlite3.connect(sys.argv[1]).backup(sqlite3.connect(sys.argv[2]))" \
         "$dir/carry.db" "$dir/snapshot.db"
     [ "$k" = 1 ] && rm -f "$base/delta.db"
-    python3 -m rlcsp.cli copy "sqlite:///$dir/snapshot.db" "sqlite:///$base/delta.db" \
-        $([ -e "$dir/origin.db" ] && echo --after "sqlite:///$dir/origin.db") 2>&1 | tr '\r' '\n' | tail -1
+    if python3 -m rlcsp.cli copy "sqlite:///$dir/snapshot.db" "sqlite:///$base/delta.db" \
+        $([ -e "$dir/origin.db" ] && echo --after "sqlite:///$dir/origin.db") > "$dir/copy.log" 2>&1; then
+        tr '\r' '\n' < "$dir/copy.log" | tail -1
+    else  # nothing walked is lost: the part's whole store comes back instead (keep --carry takes it as it is)
+        echo "part $k: no delta ($(tail -1 "$dir/copy.log")); its whole store comes back as part$k.db.xz.*"
+        xz -T0 -1 -c "$dir/snapshot.db" | split -b 15M -d - "$OUT/part$k.db.xz."
+        failed=1
+    fi
     rm -f "$dir/snapshot.db"
     { echo "== part $k/$GPUS"; tail -c $(( 4000000 / GPUS )) "$dir/walk.log"; } >> "$OUT/walk.log"
     grep -a "walkers" "$dir/walk.log" | tail -3; tail -c 400 "$dir/walk.log"; echo
 done
-xz -T0 -c "$base/delta.db" | split -b 15M -d - "$OUT/delta.db.xz."
+[ -s "$base/delta.db" ] && xz -T0 -c "$base/delta.db" | split -b 15M -d - "$OUT/delta.db.xz."
 rm -f "$base/delta.db"
 ls -l "$OUT"
+exit "${failed:-0}"
