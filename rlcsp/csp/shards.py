@@ -12,10 +12,13 @@ LAMMPS', to rounding for the batched torch one, see TorchStream).
 SIGINT/SIGTERM here are passed on to the walker processes, which stop their walkers after the relaxations in
 flight, served for a grace period (rlcsp.csp.lockstep.STOP_GRACE_S). A walker process that dies fails its
 unfinished walkers, and the others go on; one whose relaxer process is gone exits without writing, as after a
-SIGKILL of both, so a rerun resumes every walker from its last stored step.
+SIGKILL of both, so a rerun resumes every walker from its last stored step. One still there ``FORCE_AFTER_S``
+after the grace (held outside its stream: a build, a store's lock) is killed so, its stack first written to
+stderr: a campaign's stop then costs the grace and no more, and its log says where the walker process was.
 """
 from __future__ import annotations
 
+import faulthandler
 import os
 import queue
 import signal
@@ -30,6 +33,7 @@ from ase import Atoms
 from rlcsp.calculators.processes import die_with_parent
 from rlcsp.calculators.relax import Relaxer, RelaxResult, RelaxStream
 from rlcsp.csp.config import SearchConfig, make_config
+from rlcsp.csp.lockstep import STOP_GRACE_S
 from rlcsp.csp.search import relaxer_settings
 from rlcsp.csp.stop import StopRequest
 
@@ -38,6 +42,8 @@ PARENT_CHECK_S = 1.0
 # Once a stop is passed on, the relaxer's process relaxes in slices this long, reading the walker processes' news
 # in between (they stop their walkers within rlcsp.csp.lockstep.STOP_GRACE_S and exit).
 STOPPING_POLL_S = 0.5
+# A walker process still there this long after the grace is killed (its walkers resume as after a SIGKILL).
+FORCE_AFTER_S = 10.0
 
 
 class _Remote(Relaxer):
@@ -105,6 +111,7 @@ def _share_main(share: int, walkers: list[tuple[int, dict, str]], db_url: str, r
     die_with_parent(signal.SIGKILL)  # on Linux the kernel ends us with the relaxer's process; the poll checks too
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_IGN)
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # the stack, asked for before a forced end
     limit_blas_threads()
     timings: dict[str, float] = {}
     relaxer = _Remote(name, device, settings)
@@ -153,6 +160,15 @@ def serve(walkers: list[tuple[int, SearchConfig, Path]], db_url: str, relaxer: R
                 ended.add(i)
                 done(i, {"error": why})
 
+    def force(k: int, waited: float) -> None:
+        worker = workers[k]
+        if worker.exitcode is None:
+            os.kill(worker.pid, signal.SIGUSR1)
+            worker.join(timeout=1.0)
+            worker.kill()
+            worker.join(timeout=2.0)
+        end(k, f"walker process killed {waited:.0f} s after the stop (its stack is on stderr)")
+
     def take(message: tuple) -> None:
         kind = message[0]
         if kind == "relax":
@@ -177,9 +193,14 @@ def serve(walkers: list[tuple[int, SearchConfig, Path]], db_url: str, relaxer: R
                                             desc=f"lockstep, {n} walker processes") as bar:
             for worker in workers:
                 worker.start()
+            stopping_since: float | None = None
             while live:
                 if signals.signal and not stop_signal.value:
                     stop_signal.value = signal.Signals[signals.signal].value
+                    stopping_since = time.monotonic()
+                if stopping_since is not None and time.monotonic() > stopping_since + STOP_GRACE_S + FORCE_AFTER_S:
+                    for k in sorted(live):
+                        force(k, time.monotonic() - stopping_since)
                 started = time.perf_counter()
                 try:  # wait a little for work only when nothing relaxes
                     take(requests.get(timeout=0.05) if not stream.pending else requests.get_nowait())

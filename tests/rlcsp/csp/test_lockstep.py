@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -13,7 +15,7 @@ import torch
 
 from rlcsp.csp.compare import walker_line
 from rlcsp.csp.config import load_script, make_config
-from rlcsp.csp import lockstep
+from rlcsp.csp import lockstep, shards
 from rlcsp.csp.lockstep import run_lockstep, shared_relaxer
 from rlcsp.csp.run import execute
 from rlcsp.csp.shards import PARENT_CHECK_S
@@ -139,6 +141,40 @@ def stored_steps(db) -> int:
             return conn.execute("SELECT COUNT(*) FROM steps").fetchone()[0]
     except sqlite3.Error:  # not created yet
         return 0
+
+
+def test_a_walker_process_held_past_the_grace_is_killed_and_its_walkers_resume_exactly(tmp_path, alone,
+                                                                                       monkeypatch):
+    """After a stop, walker processes held outside their stream (here by another connection's lock on the store,
+    which they would wait out for a minute) are killed once the grace and FORCE_AFTER_S have passed, so the stop
+    is bounded; their walkers resume from their last stored step as after a SIGKILL."""
+    monkeypatch.setattr(shards, "STOP_GRACE_S", 1.0)
+    monkeypatch.setattr(shards, "FORCE_AFTER_S", 1.0)
+    db = tmp_path / "held.db"
+    walkers = [(WALKERS["A"], tmp_path / "A"), (WALKERS["B"], tmp_path / "B")]
+    holder: dict[str, object] = {}
+
+    def hold_then_stop() -> None:
+        while stored_steps(db) < 6:
+            time.sleep(0.05)
+        conn = sqlite3.connect(db, timeout=60, isolation_level=None, check_same_thread=False)
+        conn.execute("BEGIN EXCLUSIVE")
+        holder["conn"], holder["at"] = conn, time.monotonic()
+        os.kill(os.getpid(), signal.SIGINT)
+
+    thread = threading.Thread(target=hold_then_stop)
+    thread.start()
+    summaries = run_lockstep(walkers, f"sqlite:///{db}", processes=2)
+    ended = time.monotonic()
+    thread.join()
+    holder["conn"].rollback()
+    holder["conn"].close()
+    assert ended - holder["at"] < 15  # not the store's 60 s wait
+    assert all(s["error"].startswith("walker process killed") for s in summaries), summaries
+
+    summaries = run_lockstep(walkers, f"sqlite:///{db}", processes=2)
+    for summary, name in zip(summaries, "AB"):
+        assert trajectory(summary["db"], summary["run_id"]) == alone[name]
 
 
 @pytest.mark.parametrize("stop, processes", [(signal.SIGKILL, 0), (signal.SIGKILL, 2), (signal.SIGINT, 2)])
