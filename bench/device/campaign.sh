@@ -12,6 +12,11 @@
 #          compare SCRIPT --policies ...) with carry [".whl", ".devrun/carry.db.xz"] (wheels from
 #          bench/device/pack.sh; the GPU engine needs no LAMMPS). The same call again, within 30 s of the last
 #          reply, waits <call-seconds> more on the walk in progress (the carry is not read again).
+#          A carry too big for one call (the tree, .whl and the carry share 64 MiB) goes in chunks, one a call:
+#            split -b 40M -d .devrun/carry.db.xz .devrun/carry.db.xz. && rm .devrun/carry.db.xz &&
+#            (cd .devrun && sha256sum carry.db.xz.[0-9][0-9] > carry.chunks)
+#          then the calls carry [".whl", ".devrun/carry.chunks", ".devrun/carry.db.xz.00"], then ...01 and so on,
+#          each within 30 s of the last reply; the calls before the last answer exit 3, the last starts the walk.
 #   back:  cat <files_at>/delta.db.xz.* | xz -dc > delta.db && rlcsp copy delta.db STORE (each call's delta holds
 #          the walk's whole delta so far; bench/experiments.py keep --carry delta.db does the copy and keeps the
 #          slice). A machine lost mid-walk: copy back the last delta and write a new carry before the next call.
@@ -40,6 +45,20 @@ fi
 [ ${#visible[@]} -ge "$GPUS" ] || visible=($(seq 0 $(( GPUS - 1 ))))
 case " $* " in *" --part "*) [ "$GPUS" -gt 1 ] && { echo "$GPUS GPUs walk a part each: leave --part out"; exit 2; } ;; esac
 base=/tmp/campaign/$(printf '%s' "$*" | md5sum | cut -c1-12)  # one walk per command (and GPU) on this machine
+mkdir -p "$base"
+carry=.devrun/carry.db.xz
+if [ -s .devrun/carry.chunks ]; then  # a carry over one call's 64 MiB comes in chunks, a call each, kept here
+    mkdir -p "$base/chunks"
+    cp .devrun/carry.chunks .devrun/carry.db.xz.[0-9][0-9] "$base/chunks/" 2>/dev/null
+    if ! (cd "$base/chunks" && sha256sum --quiet -c carry.chunks > /dev/null 2>&1); then
+        have=$(cd "$base/chunks" && sha256sum --quiet -c carry.chunks 2>/dev/null | grep -c FAILED)
+        echo "carry: $(( $(wc -l < "$base/chunks/carry.chunks") - have )) of $(wc -l < "$base/chunks/carry.chunks")" \
+             "chunks here; call again with the next (within 30 s: a machine given back forgets them)"
+        exit 3
+    fi
+    carry=$base/carry.db.xz
+    [ -s "$carry" ] || cat "$base/chunks"/carry.db.xz.[0-9][0-9] > "$carry"
+fi
 for k in $(seq 1 "$GPUS"); do
     dir=$base/part$k
     mkdir -p "$dir"
@@ -49,7 +68,7 @@ for k in $(seq 1 "$GPUS"); do
     elif [ -e "$dir/exit" ]; then
         echo "part $k/$GPUS: the walk has ended"
     else
-        if [ -s .devrun/carry.db.xz ]; then xz -dc .devrun/carry.db.xz > "$dir/carry.db"; cp "$dir/carry.db" "$dir/origin.db"; fi
+        if [ -s "$carry" ]; then xz -dc "$carry" > "$dir/carry.db"; cp "$dir/carry.db" "$dir/origin.db"; fi
         part=(); gpu=(); [ "$GPUS" -gt 1 ] && part=(--part "$k/$GPUS") && gpu=("CUDA_VISIBLE_DEVICES=${visible[k-1]}")
         env ${gpu[@]+"${gpu[@]}"} setsid bash -c 'timeout -s TERM --kill-after 60 "$@"; echo $? > "'"$dir"'/exit"' \
             walk "$walk" "$@" ${part[@]+"${part[@]}"} --device "${DEVICE:-cuda}" --db "sqlite:///$dir/carry.db" --out "$dir/out" \
