@@ -19,7 +19,7 @@ import contextlib
 import json
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from rlcsp.calculators import get_relaxer
 from rlcsp.calculators.relax import Relaxer, RelaxStream
@@ -70,15 +70,14 @@ def shared_relaxer(configs: list[SearchConfig], device: str | None = None, graph
                           "or choose an engine with a device option") from err
 
 
-def _propose(due: dict[int, WalkerRun]) -> dict[int, Proposal | RlcspError]:
-    """Every due walker's proposal; a walker that cannot build gets its error."""
-    out: dict[int, Proposal | RlcspError] = {}
+def _propose(due: dict[int, WalkerRun]) -> Iterator[tuple[int, Proposal | RlcspError]]:
+    """Every due walker's proposal as it is built (so that it can join the batch at once, not after the rest of
+    the due walkers' builds); a walker that cannot build gets its error."""
     for i, run in due.items():
         try:
-            out[i] = run.search.propose()
+            yield i, run.search.propose()
         except RlcspError as err:
-            out[i] = err
-    return out
+            yield i, err
 
 
 class Timings:
@@ -120,6 +119,7 @@ def drive(walkers: list[tuple[int, SearchConfig, Path]], store, relaxer: Relaxer
             done(i, summary)
 
     def failed(i: int, err: RlcspError) -> None:
+        runs[i].flush()
         runs[i].abort()
         finish(i, {"error": f"{type(err).__name__}: {err}"})
 
@@ -127,6 +127,7 @@ def drive(walkers: list[tuple[int, SearchConfig, Path]], store, relaxer: Relaxer
         """Stopped while its candidate relaxes: nothing of it is stored, the run stays at its last stored step
         (which may lie in the initial population, before the walker that a full summary describes)."""
         run = runs[i]
+        run.flush()
         run.abort()
         finish(i, {"run_id": run.run_id, "name": run.config.name, "policy": run.config.policy,
                    "seed": run.config.seed, "relaxations": len(run.search.records),
@@ -153,6 +154,7 @@ def drive(walkers: list[tuple[int, SearchConfig, Path]], store, relaxer: Relaxer
                      for i, run in runs.items()}
             clock = Timings(timings)
             flying: dict[int, Proposal] = {}  # walkers whose candidate is with the relaxer
+            settled_runs: list[int] = []  # walkers whose last step is settled but not yet stored
             stopping_since: float | None = None
             while runs:
                 if stopping_since is None and signals():
@@ -174,16 +176,23 @@ def drive(walkers: list[tuple[int, SearchConfig, Path]], store, relaxer: Relaxer
                             summary = run.finish(run.search.end_segment(reason))
                         finish(i, summary)
                 clock.lap("advance_s")
-                settled = []
-                for i, proposal in _propose(due).items():
+                screened = []
+                for i, proposal in _propose(due):
                     if isinstance(proposal, RlcspError):
                         failed(i, proposal)
                     elif proposal.screened is not None:  # failed before any relaxation (GULP's inner cut)
-                        settled.append((i, proposal, proposal.screened, 0.0))
+                        screened.append((i, proposal, proposal.screened, 0.0))
                     else:
                         stream.submit(i, proposal.atoms)
                         flying[i] = proposal
                 clock.lap("propose_s")
+                # the steps settled last time are stored while their walkers' next candidates relax (each was
+                # queued with the checkpoint it leaves, so the later write changes nothing a rerun reads)
+                for i in settled_runs:
+                    if i in runs:
+                        runs[i].flush()
+                clock.lap("store_s")
+                settled = screened
                 if stream.pending:
                     wait = (POLL_S if stopping_since is None
                             else max(0.0, stopping_since + STOP_GRACE_S - time.monotonic()))
@@ -192,10 +201,8 @@ def drive(walkers: list[tuple[int, SearchConfig, Path]], store, relaxer: Relaxer
                 clock.lap("relax_s")
                 for i, proposal, result, relax_s in settled:
                     runs[i].search.settle(proposal, result, relax_s)
+                settled_runs = [i for i, *_ in settled]
                 clock.lap("settle_s")
-                for i, *_ in settled:
-                    runs[i].flush()
-                clock.lap("store_s")
                 if stopping_since is not None and time.monotonic() >= stopping_since + STOP_GRACE_S:
                     for i in flying:
                         dropped(i, signals())
