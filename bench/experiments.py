@@ -88,6 +88,7 @@ def walk(args) -> None:
     cleanly)."""
     from rlcsp.csp.compare import finished_run
     from rlcsp.csp.lockstep import run_lockstep
+    from rlcsp.csp.shards import in_flight
     from rlcsp.db import Store
 
     store = Store(args.db)
@@ -99,6 +100,9 @@ def walk(args) -> None:
                              timings=timings, graphs=args.graphs)
     ended = sum("error" not in s and s.get("stop_reason", "").startswith(("budget", "target")) for s in summaries)
     print(f"{ended} of {len(walkers)} walkers finished in this call")
+    share = in_flight(timings)
+    if share is not None:
+        print(f"in flight: {share:.3f} of the live walkers while the relaxer stepped (the rest were on the host)")
     print("seconds per phase (walker processes summed; serve_s: the relaxer stepping, wait_s: it waiting for work):",
           json.dumps({phase: round(seconds, 1) for phase, seconds in timings.items()}))
 

@@ -257,6 +257,7 @@ def walkers(args: argparse.Namespace) -> None:
 
     from rlcsp.csp.config import load_script, make_config
     from rlcsp.csp.lockstep import run_lockstep
+    from rlcsp.csp.shards import in_flight
 
     script = load_script(ROOT / "inputs" / f"{args.composition}.py")
     configs = [make_config(script, policy=args.policy, seed=seed, budget=args.budget, fuse=args.fuse,
@@ -294,6 +295,7 @@ def walkers(args: argparse.Namespace) -> None:
            "walker_relax_per_s": round(relaxations / wall, 2),
            "steady_relax_per_s": _steady(stored, args.max_seconds or wall), "stored_steps": stored}
     drivers = timings.pop("processes", 1)  # walker processes: their phases add up over them
+    row["in_flight"] = round(share, 3) if (share := in_flight(timings)) is not None else None
     relaxing = timings.get("serve_s") or timings.get("relax_s")
     row["relaxer_relax_per_s"] = round(relaxations / relaxing, 2) if relaxing else None
     row["time_share"] = {k: round(v / wall / (1 if k in ("serve_s", "wait_s") else drivers), 3)
@@ -332,7 +334,8 @@ def _steady(stored: list[tuple[float, int]], until: float) -> float | None:
 def walker_table(rows: list[dict]) -> str:
     head = ("| composition | device | walkers | budget | schedule | walker processes | walker relax/s | steady | "
             "relaxer alone "
-            "relax/s | share: advance / build / wait for relax / settle / store | relaxer stepping | commit |")
+            "relax/s | share: advance / build / wait for relax / settle / store | relaxer stepping | in flight | "
+            "commit |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         share = " / ".join(f"{100 * r['time_share'].get(k, 0):.0f} %" for k in
@@ -341,7 +344,7 @@ def walker_table(rows: list[dict]) -> str:
                      f"{'rounds' if r['rounds'] else 'stream'} | {r.get('processes') or 0} | "
                      f"{r['walker_relax_per_s']} | {r.get('steady_relax_per_s', '–')} | {r['relaxer_relax_per_s']} | "
                      f"{share} | "
-                     f"{_percent(r['time_share'].get('serve_s'))} | {r['commit']} |")
+                     f"{_percent(r['time_share'].get('serve_s'))} | {_percent(r.get('in_flight'))} | {r['commit']} |")
     return "\n".join(lines)
 
 

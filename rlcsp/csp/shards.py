@@ -97,6 +97,13 @@ class RemoteStream(RelaxStream):
         return out
 
 
+def in_flight(timings: dict[str, float]) -> float | None:
+    """The share of the live walkers whose candidate the relaxer held while it stepped (``serve``'s timings;
+    the walker-seconds behind it are taken out of ``timings``): what the host leaves the batch."""
+    relaxing, live = timings.pop("relaxing_walker_s", None), timings.pop("live_walker_s", None)
+    return relaxing / live if live else None
+
+
 def _share_main(share: int, walkers: list[tuple[int, dict, str]], db_url: str, requests, replies, stop_signal,
                 name: str, device: str, settings: dict[str, Any]) -> None:
     """A walker process: drive its share of the walkers, reporting each one's end and its loop's timings.
@@ -151,7 +158,7 @@ def serve(walkers: list[tuple[int, SearchConfig, Path]], db_url: str, relaxer: R
     ended: set[int] = set()
     live = set(range(n))
     crashes: dict[int, str] = {}
-    clock = {"serve_s": 0.0, "wait_s": 0.0}
+    clock = {"serve_s": 0.0, "wait_s": 0.0, "relaxing_walker_s": 0.0, "live_walker_s": 0.0}
 
     def end(k: int, why: str) -> None:
         live.discard(k)
@@ -213,11 +220,16 @@ def serve(walkers: list[tuple[int, SearchConfig, Path]], db_url: str, relaxer: R
                         end(k, f"walker process died (exit code {workers[k].exitcode})")
                 clock["wait_s"] += time.perf_counter() - started
                 if stream.pending:  # once stopping, briefly: the walker processes' exits are read in between
-                    started = time.perf_counter()
+                    started, relaxing = time.perf_counter(), stream.pending
                     results = stream.poll(timeout=STOPPING_POLL_S if stop_signal.value else None)
                     for (k, i), result, relax_s in results:
                         replies[k].put((i, result, relax_s))
-                    clock["serve_s"] += time.perf_counter() - started
+                    served = time.perf_counter() - started
+                    clock["serve_s"] += served
+                    # walker-seconds with the relaxer and alive, over the relaxer's steps: their ratio is the
+                    # share of the walkers whose candidate the batch holds (the rest are on the host)
+                    clock["relaxing_walker_s"] += served * relaxing
+                    clock["live_walker_s"] += served * (len(walkers) - len(ended))
                     bar.update(len(results))
                     # how full the batch is and (a batched stream) its steps so far: a campaign's log shows the pace
                     bar.set_postfix(walkers=len(walkers) - len(ended), relaxing=stream.pending,

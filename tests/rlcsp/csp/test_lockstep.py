@@ -90,6 +90,8 @@ def test_walkers_in_processes_take_the_same_steps_and_a_walker_that_cannot_build
         assert trajectory(url, summaries[i]["run_id"]) == alone[name], name
         assert summaries[i]["settings"]["lockstep"] is True and summaries[i]["settings"]["relaxer"] == "lammps"
     assert timings["processes"] == 2 and timings["serve_s"] > 0 and timings["settle_s"] > 0
+    share = shards.in_flight(timings)  # 4 walkers, a LAMMPS relaxation at a time: most wait on the host
+    assert 0 < share <= 1 and "live_walker_s" not in timings, share
 
 
 def test_a_walker_process_that_fails_fails_only_its_own_walkers(tmp_path, alone):
