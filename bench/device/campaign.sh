@@ -50,10 +50,10 @@ carry=.devrun/carry.db.xz
 if [ -s .devrun/carry.chunks ]; then  # a carry over one call's 64 MiB comes in chunks, a call each, kept here
     mkdir -p "$base/chunks"
     cp .devrun/carry.chunks .devrun/carry.db.xz.[0-9][0-9] "$base/chunks/" 2>/dev/null
-    if ! (cd "$base/chunks" && sha256sum --quiet -c carry.chunks > /dev/null 2>&1); then
-        have=$(cd "$base/chunks" && sha256sum --quiet -c carry.chunks 2>/dev/null | grep -c FAILED)
-        echo "carry: $(( $(wc -l < "$base/chunks/carry.chunks") - have )) of $(wc -l < "$base/chunks/carry.chunks")" \
-             "chunks here; call again with the next (within 30 s: a machine given back forgets them)"
+    if ! bad=$(cd "$base/chunks" && sha256sum --quiet -c carry.chunks 2>/dev/null); then  # missing or corrupt
+        total=$(wc -l < "$base/chunks/carry.chunks")
+        echo "carry: $(( total - $(grep -c FAILED <<< "$bad") )) of $total chunks here; call again with the next" \
+             "(within 30 s: a machine given back forgets them)"
         exit 3
     fi
     carry=$base/carry.db.xz
