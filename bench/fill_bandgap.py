@@ -13,8 +13,9 @@ Table 2).
     calls, % DFT successes, mean DFT gap of the last 100 successful calls and mean simulation time.
 
 Both parts run in chunks of episodes under wall-clock budgets (``--model-minutes``, ``--hybrid-minutes``), one
-process and one thread, resuming exactly between chunks; all DFT is ``--dft`` (default Gamma-only, 30 Ry, the
-cheapest setting that gives a gap on a shared 2-core machine). Writes bench/results/fill_bandgap.{json,md}.
+process and one thread, resuming exactly between chunks; all DFT is ``--dft`` (default Gamma only at 60 Ry, where
+the ONCV gaps settle; sessions up to 33 ran 30 Ry, at which metallic fillings got gaps of tenths of an eV:
+``bench/dft_cutoff.py``). Writes bench/results/fill_bandgap.{json,md}.
 
     python bench/fill_bandgap.py --labels 40 --model-minutes 15 --hybrid-minutes 20
     python bench/fill_bandgap.py --no-chemistry --paper-b-loop ...   # paper b's masks and loop, for its own row
@@ -159,7 +160,7 @@ def main() -> int:
     parser.add_argument("--decay", type=float, default=3e-4,
                         help="epsilon decay per step (paper b: 1e-5, which needs ~10^5 episodes)")
     parser.add_argument("--labels", type=int, default=40, help="DFT labels of random fillings before training")
-    parser.add_argument("--dft", default='{"ecutwfc": 30.0, "kpts": "gamma"}', help="JSON DFT options")
+    parser.add_argument("--dft", default='{"ecutwfc": 60.0, "kpts": "gamma"}', help="JSON DFT options")
     parser.add_argument("--network", default='{"hidden": 32, "blocks": 2, "train_frequency": 4}',
                         help="JSON DQN settings for the CPU budget (paper b's defaults: hidden 64, 3 blocks, 1)")
     parser.add_argument("--out", default=str(ROOT / "runs" / "bench-fill"))

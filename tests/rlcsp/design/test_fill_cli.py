@@ -100,3 +100,20 @@ def test_flat_rewards_are_flagged_only_after_fifty_identical_episodes():
     same = [0.2836] * 50
     assert flat_rewards(same) and not flat_rewards(same[:49])
     assert not flat_rewards([*same[:49], 0.29]) and flat_rewards([0.9, *same])
+
+
+def test_dft_settings_warn_below_the_settled_cutoff(monkeypatch):
+    import ase.config
+    import warnings
+
+    from rlcsp.design.fill import UnderconvergedCutoff, dft_settings
+
+    monkeypatch.setattr(ase.config.cfg.parser, "get", lambda *a, fallback=None, **k: fallback)  # no pseudo_dir set
+    with pytest.warns(UnderconvergedCutoff, match="30 Ry is below the 60 Ry"):
+        settings, _ = dft_settings({"dft": {"ecutwfc": 30.0, "kpts": [2, 2, 2]}})
+    assert settings.ecutwfc == 30.0 and settings.kpts == (2, 2, 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        dft_settings({"dft": {"ecutwfc": 60.0}})  # settled
+        dft_settings({"dft": {}})  # the engine's default cutoff
+        dft_settings({"dft": {"ecutwfc": 30.0, "pseudo_dir": "/my/sssp"}})  # the user's own pseudopotentials
