@@ -7,13 +7,16 @@ costs in the labels themselves: random masked fillings of the Rb3ScF6 skeleton (
 counts), each relaxed with CHGNet as ``--relax`` does, then one pw.x SCF per cutoff on the same relaxed crystal;
 the highest cutoff is the reference. Per cutoff: the quantiles of |gap - reference gap|, how many fillings change
 sides of each target's window (1.12 and 3.0 eV) and of 0.1 eV (metal or not), and the pw.x wall time.
-Writes bench/results/dft_cutoff.{json,md,png}.
+``--designs`` takes the fillings of a fill run's design list instead (``designs.csv`` and its CIFs), to see the
+verified designs themselves at other cutoffs. Writes bench/results/dft_cutoff.{json,md,png} (``--name``).
 
-    python bench/dft_cutoff.py --fillings 24 --processes 2
+    python bench/dft_cutoff.py --fillings 20 --processes 2
+    python bench/dft_cutoff.py --designs runs/fill/hybrid/designs.csv --name dft_cutoff_designs
 """
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import sys
@@ -21,6 +24,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from ase import Atoms
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -28,7 +32,7 @@ SCRIPT = ROOT / "inputs" / "elpasolite.py"
 TARGETS = (1.12, 3.0)
 
 
-def fillings(n: int, seed: int, usable: list[str]) -> list[list[str]]:
+def fillings(n: int, seed: int, usable: list[str]) -> list[Atoms]:
     """``n`` random masked fillings with an even electron count (fixed occupations can give them a gap)."""
     from rlcsp.calculators.espresso import resolve_inputs
     from rlcsp.design.fill import dft_settings, load_fill_script
@@ -48,24 +52,30 @@ def fillings(n: int, seed: int, usable: list[str]) -> list[list[str]]:
         atoms = info["atoms"]
         info = env.reset()[1]
         if resolve_inputs(atoms, settings).n_occupied is not None:
-            found.append(atoms.get_chemical_symbols())
+            found.append(atoms)
     return found
 
 
-def ladder(species: list[str], cutoffs: list[float], timeout: float) -> dict:
+def designs(path: Path) -> list[Atoms]:
+    """The fillings of a ``rlcsp fill`` design list (``designs.csv`` and its CIFs of the unrelaxed fillings)."""
+    from ase.io import read
+
+    with path.open() as handle:
+        return [read(path.parent / row["cif"]) for row in csv.DictReader(handle)]
+
+
+def ladder(atoms: Atoms, cutoffs: list[float], timeout: float) -> dict:
     """One filling: CHGNet-relaxed, then its gap at every cutoff (Gamma only, as the bench runs pw.x)."""
     import torch
 
     from rlcsp.calculators.chgnet import chgnet_relaxer
     from rlcsp.calculators.espresso import DftSettings, PwRunner, run_dft
-    from rlcsp.design.fill import load_fill_script
 
     torch.set_num_threads(1)
-    atoms = load_fill_script(SCRIPT)["skeleton"].copy()
-    atoms.set_chemical_symbols(species)
     relaxed = chgnet_relaxer(threads=1).relax([atoms])[0]
     crystal = relaxed.atoms if relaxed.ok else atoms
-    row = {"formula": atoms.get_chemical_formula(), "species": species, "chgnet_ok": bool(relaxed.ok), "runs": {}}
+    row = {"formula": atoms.get_chemical_formula(), "species": atoms.get_chemical_symbols(),
+           "chgnet_ok": bool(relaxed.ok), "runs": {}}
     for cutoff in cutoffs:
         result = run_dft(crystal, DftSettings(ecutwfc=cutoff, kpts="gamma"), runner=PwRunner(timeout_s=timeout))
         gap = float(result.band_gap) if result.ok and result.band_gap is not None else None
@@ -103,8 +113,9 @@ def render(result: dict) -> str:
     cutoffs = [line["cutoff_Ry"] for line in result["table"]]
     reference = f"{max(cutoffs):g}"
     lines = [f"# dft_cutoff: elpasolite filling gaps against the plane-wave cutoff (reference {reference} Ry)", "",
-             f"{len(result['rows'])} random masked fillings of the Rb3ScF6 skeleton (seed {result['seed']}), "
-             f"CHGNet-relaxed, pw.x PBE ONCV, Gamma only, fixed occupations (retries as `run_dft`); commit "
+             (f"The first {len(result['rows'])} designs of `{result['designs']}`" if result.get("designs") else
+              f"{len(result['rows'])} random masked fillings of the Rb3ScF6 skeleton (seed {result['seed']})")
+             + ", CHGNet-relaxed, pw.x PBE ONCV, Gamma only, fixed occupations (retries as `run_dft`); commit "
              f"{result['commit']}.", "",
              "| cutoff (Ry) | compared | abs. error p50 / p90 / max (eV) | > 0.1 eV | metal flips (0.1 eV) | "
              "in ±0.25 of 1.12 / flips | in ±0.25 of 3.0 / flips | median pw.x wall (s) | failures |",
@@ -161,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--processes", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per pw.x request, retries included")
+    parser.add_argument("--designs", type=Path, help="a run's designs.csv: its DFT-verified fillings, not random ones")
     parser.add_argument("--name", default="dft_cutoff")
     args = parser.parse_args(argv)
 
@@ -174,11 +186,12 @@ def main(argv: list[str] | None = None) -> int:
     # Elements pw.x cannot use at the lowest cutoff are left out, so every cutoff sees the same fillings.
     probe = DftGapEvaluator(DftSettings(ecutwfc=min(args.cutoffs), kpts="gamma"))
     usable = sorted(set(PAPER_B_VOCABULARY) - probe.check_vocabulary(PAPER_B_VOCABULARY))
-    chosen = fillings(args.fillings, args.seed, usable)
+    chosen = designs(args.designs)[:args.fillings] if args.designs else fillings(args.fillings, args.seed, usable)
     with ProcessPoolExecutor(args.processes) as pool:
-        jobs = [pool.submit(ladder, species, args.cutoffs, args.timeout) for species in chosen]
+        jobs = [pool.submit(ladder, atoms, args.cutoffs, args.timeout) for atoms in chosen]
         rows = [job.result() for job in tqdm(jobs, desc="fillings", file=sys.stdout)]
-    result = {"commit": commit(), "seed": args.seed, "usable": usable, "cutoffs": args.cutoffs,
+    result = {"commit": commit(), "seed": args.seed, "designs": str(args.designs) if args.designs else None,
+              "usable": usable, "cutoffs": args.cutoffs,
               "table": summarise(rows, args.cutoffs), "rows": rows}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{args.name}.json").write_text(json.dumps(result, indent=1) + "\n")
