@@ -75,6 +75,7 @@ class DftResult:
     cbm_kpoint: list[float] | None = None
     fermi_level: float | None = None
     gap_approximate: bool = False
+    scf_stalled: bool = False  # an unconverged SCF that made no progress at the end (see scf_stalled)
     atoms: Atoms | None = None
     steps: int = 0
     wall_s: float = 0.0
@@ -139,6 +140,23 @@ class PwNotFound(DftFailed, CalculatorNotFound):
 
 _ERROR = re.compile(r"Error in routine\s+(\S+)\s+\(\s*-?\d+\s*\):\s*\n\s*(.+)")
 _BFGS_DONE = re.compile(r"bfgs converged in\s+\d+\s+scf cycles and\s+(\d+)\s+bfgs steps")
+
+
+_SCF_ACCURACY = re.compile(r"estimated scf accuracy\s+<\s+([0-9.Ee+-]+)\s+Ry")
+STALL_WINDOW = 30  # iterations
+STALL_FLOOR_RY = 1e-4  # an SCF whose accuracy has come below this is converging, however slowly
+
+
+def scf_stalled(text: str) -> bool:
+    """Whether an unconverged SCF gained less than a decade of accuracy over its last ``STALL_WINDOW`` iterations
+    while staying above ``STALL_FLOOR_RY``: charge sloshing between near-degenerate band edges, a metal under fixed
+    occupations, which lower mixing does not cure (on elpasolite fillings at 60 Ry such runs sat at 1e-3-0.4 Ry
+    for 90 iterations, and then took one or two more full SCFs to be smeared)."""
+    accuracy = [float(m) for m in _SCF_ACCURACY.findall(text)]
+    if len(accuracy) < 40:
+        return False
+    recent, before = min(accuracy[-STALL_WINDOW:]), min(accuracy[:-STALL_WINDOW])
+    return recent > STALL_FLOOR_RY and recent > 0.1 * before
 
 
 def classify_output(text: str, stderr: str, returncode: int | None,

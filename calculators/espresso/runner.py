@@ -25,7 +25,8 @@ from ase.calculators.espresso import Espresso, EspressoProfile
 
 from rlcsp.calculators.espresso.cache import DftCache
 from rlcsp.calculators.espresso.inputs import DftSettings, MissingPseudopotential, PwInputs, resolve_inputs
-from rlcsp.calculators.espresso.results import HOW_TO_GET_PW, DftOutcome, DftResult, classify_output, read_output
+from rlcsp.calculators.espresso.results import (HOW_TO_GET_PW, DftOutcome, DftResult, classify_output, read_output,
+                                                scf_stalled)
 from rlcsp.calculators.processes import die_with_parent, kill_process_group
 from rlcsp.exceptions import CalculatorNotFound, InvalidStructure
 
@@ -130,6 +131,8 @@ def _attempt(atoms: Atoms, inputs: PwInputs, runner: PwRunner, command: str, dea
     timeout = f"pw.x exceeded the {runner.timeout_s} s timeout"
     if deadline <= started:  # a retry with no time left
         return DftResult(DftOutcome.TIMEOUT, timeout, key=inputs.key, inputs=inputs.description)
+    if runner.scratch:
+        Path(runner.scratch).mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="rlcsp-qe-", dir=runner.scratch))
     profile = _Profile(command, inputs.pseudo_dir, timeout_s=deadline - started)
     calc = Espresso(profile=profile, directory=workdir, **copy.deepcopy(inputs.espresso_kwargs))
@@ -152,6 +155,7 @@ def _attempt(atoms: Atoms, inputs: PwInputs, runner: PwRunner, command: str, dea
                 result.message = failure[1] if failure else ""
             else:
                 result = DftResult(*failure)
+                result.scf_stalled = result.outcome is DftOutcome.SCF_NOT_CONVERGED and scf_stalled(text)
         except Exception as err:  # ASE's reader asserts on odd outputs; that is an engine failure
             result = DftResult(DftOutcome.ENGINE_ERROR, f"unreadable pw.x output: {type(err).__name__}: {err}")
     result.wall_s = time.perf_counter() - started
@@ -164,15 +168,22 @@ def _attempt(atoms: Atoms, inputs: PwInputs, runner: PwRunner, command: str, dea
     return result
 
 
-def _next_try(outcome: DftOutcome, settings: DftSettings, inputs: PwInputs, tried: list[DftOutcome]):
+def _next_try(result: DftResult, settings: DftSettings, inputs: PwInputs, tried: list[DftOutcome]):
     """The settings of the retry for a curable failure, or None to give up."""
+    outcome = result.outcome
     if outcome is DftOutcome.WRONG_CHARGE and outcome not in tried:
         return replace(settings, occupations="smearing", nspin=2, tot_magnetization=None)
+    lower_mixing = replace(settings, mixing_beta=min(0.3, settings.mixing_beta / 2))
     if outcome is DftOutcome.SCF_NOT_CONVERGED and outcome not in tried:
-        return replace(settings, mixing_beta=min(0.3, settings.mixing_beta / 2))
-    if outcome is DftOutcome.SCF_NOT_CONVERGED and tried.count(outcome) == 1 and settings.occupations == "fixed":
-        # a metal, or a nearly degenerate gap edge, swaps states every cycle under fixed occupations
-        return replace(settings, occupations="smearing")
+        # a stalled SCF under fixed occupations is a metal's (scf_stalled): smeared at once, not after lower mixing
+        stalled = result.scf_stalled and settings.occupations == "fixed"
+        return replace(settings, occupations="smearing") if stalled else lower_mixing
+    if outcome is DftOutcome.SCF_NOT_CONVERGED and tried.count(outcome) == 1:
+        if settings.occupations == "fixed":
+            # a metal, or a nearly degenerate gap edge, swaps states every cycle under fixed occupations
+            return replace(settings, occupations="smearing")
+        if settings.mixing_beta > lower_mixing.mixing_beta:  # smeared at once, and still not converged
+            return lower_mixing
     if outcome is DftOutcome.TOO_FEW_BANDS and tried.count(outcome) < 2:
         return replace(settings, nbnd=math.ceil(1.5 * inputs.espresso_kwargs["input_data"]["nbnd"]) + 4)
     return None
@@ -195,8 +206,8 @@ def run_dft(atoms: Atoms, settings: DftSettings | None = None, *, runner: PwRunn
     pw.x run is put in the cache under its own inputs' key, and the final result under the request's key.
     Retries: wrong charge -> smearing + nspin 2 (gap marked approximate); SCF not converged -> lower
     mixing_beta, then smeared occupations as well (a metal, which fixed occupations cannot converge, then gets
-    its gap of 0 and a gapped crystal its Kohn-Sham gap: a label like any other); too few bands -> 1.5x bands,
-    twice.
+    its gap of 0 and a gapped crystal its Kohn-Sham gap: a label like any other), or smeared at once when the
+    SCF stalled (``scf_stalled``), then lower mixing; too few bands -> 1.5x bands, twice.
     """
     started = time.perf_counter()
     settings = settings or DftSettings()
@@ -226,7 +237,7 @@ def run_dft(atoms: Atoms, settings: DftSettings | None = None, *, runner: PwRunn
         records.append(record)
         if cache is not None:
             cache.put(result.key, record)
-        retry = _next_try(result.outcome, current, inputs, tried)
+        retry = _next_try(result, current, inputs, tried)
         tried.append(result.outcome)
         if retry is None:
             break

@@ -24,6 +24,7 @@ from rlcsp.calculators import AseRelaxer, get_calculator, get_relaxer
 from rlcsp.calculators.espresso import (REFERENCES, DftFailed, DftOutcome, DftSettings, EspressoCalculator,
                                   JsonlDftCache, MissingPseudopotential, PwRunner, band_gap, default_pseudo_dir,
                                   formation_energy, formation_energy_per_atom, resolve_inputs, run_dft)
+from rlcsp.calculators.espresso.results import scf_stalled
 from rlcsp.exceptions import CalculatorNotFound, ConfigError, UnknownName
 
 needs_pw = pytest.mark.skipif(shutil.which("pw.x") is None,
@@ -170,6 +171,31 @@ def test_unconverged_scf_retries_with_lower_mixing_then_smearing_then_gives_up(t
     assert [a["inputs"]["input_data"]["mixing_beta"] for a in result.attempts] == [0.7, 0.3, 0.3]
     assert [a["inputs"]["input_data"]["occupations"] for a in result.attempts] == ["fixed", "fixed", "smearing"]
     assert Path(result.workdir, "espresso.pwo").is_file()  # kept for inspection
+
+
+@needs_pw
+def test_a_metal_whose_scf_stalls_under_fixed_occupations_is_smeared_at_once(tmp_path):
+    sodium = bulk("Na", "bcc", a=4.23, cubic=True)  # two atoms, an even electron count, a metal
+    result = run_dft(sodium, DftSettings(ecutwfc=20.0, kpts=(2, 2, 2), electron_maxstep=45),
+                     runner=PwRunner(scratch=str(tmp_path / "not-yet-made")))
+    assert [a["outcome"] for a in result.attempts] == ["scf_not_converged", "ok"]
+    assert result.attempts[0]["scf_stalled"] is True
+    assert [a["inputs"]["input_data"]["occupations"] for a in result.attempts] == ["fixed", "smearing"]
+    assert [a["inputs"]["input_data"]["mixing_beta"] for a in result.attempts] == [0.7, 0.7]
+    assert result.ok and result.band_gap == 0.0
+
+
+def _scf_text(accuracies: list[float]) -> str:
+    return "".join(f"     total energy = -1.0 Ry\n     estimated scf accuracy    <   {a:.8f} Ry\n"
+                   for a in accuracies)
+
+
+def test_scf_stalled_tells_sloshing_from_slow_progress():
+    assert scf_stalled(_scf_text([1.0, 0.1] + [0.4, 0.5] * 49))  # sat at 0.4 Ry: a metal's sloshing
+    assert scf_stalled(_scf_text([0.1 * 0.7 ** i for i in range(20)] + [2e-3] * 80))
+    assert not scf_stalled(_scf_text([0.1 * 0.9 ** i for i in range(100)]))  # slow, but a decade per 22 steps
+    assert not scf_stalled(_scf_text([0.4] * 39))  # too short to tell (the tests' electron_maxstep=2 runs)
+    assert not scf_stalled(_scf_text([1e-2] * 20 + [5e-5] * 80))  # below the floor: converging
 
 
 @needs_pw
