@@ -144,6 +144,7 @@ _BFGS_DONE = re.compile(r"bfgs converged in\s+\d+\s+scf cycles and\s+(\d+)\s+bfg
 
 _SCF_ACCURACY = re.compile(r"estimated scf accuracy\s+<\s+([0-9.Ee+-]+)\s+Ry")
 STALL_WINDOW = 30  # iterations
+STALL_MIN_ITERATIONS = 40  # fewer tell nothing (the tests' electron_maxstep=2 runs)
 STALL_FLOOR_RY = 1e-4  # an SCF whose accuracy has come below this is converging, however slowly
 
 
@@ -153,7 +154,7 @@ def scf_stalled(text: str) -> bool:
     occupations, which lower mixing does not cure (on elpasolite fillings at 60 Ry such runs sat at 1e-3-0.4 Ry
     for 90 iterations, and then took one or two more full SCFs to be smeared)."""
     accuracy = [float(m) for m in _SCF_ACCURACY.findall(text)]
-    if len(accuracy) < 40:
+    if len(accuracy) < STALL_MIN_ITERATIONS:
         return False
     recent, before = min(accuracy[-STALL_WINDOW:]), min(accuracy[:-STALL_WINDOW])
     return recent > STALL_FLOOR_RY and recent > 0.1 * before
