@@ -140,6 +140,7 @@ class PwNotFound(DftFailed, CalculatorNotFound):
 
 _ERROR = re.compile(r"Error in routine\s+(\S+)\s+\(\s*-?\d+\s*\):\s*\n\s*(.+)")
 _BFGS_DONE = re.compile(r"bfgs converged in\s+\d+\s+scf cycles and\s+(\d+)\s+bfgs steps")
+_OVERFLOW = re.compile(r"^\s*\*{9}", re.MULTILINE)  # a Fortran field too narrow for its number
 
 
 _SCF_ACCURACY = re.compile(r"estimated scf accuracy\s+<\s+([0-9.Ee+-]+)\s+Ry")
@@ -181,6 +182,9 @@ def classify_output(text: str, stderr: str, returncode: int | None,
     if "JOB DONE" not in text:
         return DftOutcome.ENGINE_ERROR, f"pw.x stopped without finishing (exit status {returncode}): " \
                                         f"{stderr.strip()[-400:]}"
+    if _OVERFLOW.search(text.partition("End of ")[2]):
+        return DftOutcome.ENGINE_ERROR, "an eigenvalue past pw.x's print format (below -9999 eV): a ghost state of " \
+                                        "a pseudopotential"
     if calculation != "scf" and not _BFGS_DONE.search(text):
         why = "history already reset" if "history already reset" in text else "nstep reached"
         return DftOutcome.RELAX_NOT_CONVERGED, f"{calculation} did not converge ({why})"

