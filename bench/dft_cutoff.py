@@ -43,14 +43,10 @@ def fillings(n: int, seed: int, usable: list[str]) -> list[Atoms]:
     settings = dft_settings(fill)[0]
     env = SkeletonFillEnv(fill["skeleton"], AnalyticEvaluator(len), chemistry=True, vocabulary=PAPER_B_VOCABULARY,
                           allowed=usable)
-    rng = np.random.default_rng(seed)
-    info, found = env.reset(seed=seed)[1], []
+    rng, found = np.random.default_rng(seed), []
+    env.reset(seed=seed)
     while len(found) < n:
-        done = False
-        while not done:
-            _, _, done, _, info = env.step(int(rng.choice(np.flatnonzero(info["action_mask"]))))
-        atoms = info["atoms"]
-        info = env.reset()[1]
+        atoms = env.random_filling(rng)
         if resolve_inputs(atoms, settings).n_occupied is not None:
             found.append(atoms)
     return found

@@ -77,18 +77,11 @@ def seed_labels(n: int, dft: dict, db_url: str, seed: int, chemistry: bool, targ
     env = SkeletonFillEnv(fill["skeleton"], AnalyticEvaluator(len), target=target, chemistry=chemistry,
                           vocabulary=vocabulary, allowed=usable)
     rng = np.random.default_rng(seed)
-    info = env.reset(seed=seed)[1]
+    env.reset(seed=seed)
     started, gaps, tried = time.perf_counter(), [], 0
     crystals = [env.skeleton.atoms(fill["skeleton"].get_chemical_symbols())]  # Rb3ScF6 itself first
     while len(gaps) < n and tried < 20 * n:
-        if not crystals:
-            while True:
-                _, _, done, _, info = env.step(int(rng.choice(np.flatnonzero(info["action_mask"]))))
-                if done:
-                    crystals.append(info["atoms"])
-                    info = env.reset()[1]
-                    break
-        atoms = crystals.pop()
+        atoms = crystals.pop() if crystals else env.random_filling(rng)
         tried += 1
         result = evaluator.dft(atoms, episode=0)
         if result.outcome.value != "wrong_charge":

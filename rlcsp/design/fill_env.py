@@ -268,6 +268,16 @@ class SkeletonFillEnv(gym.Env):
         info["action_mask"] = self.action_masks()
         return self._observation(), reward, terminated, False, info
 
+    def random_filling(self, rng: np.random.Generator):
+        """The crystal of one episode of uniformly random allowed actions from the state reached, then a reset:
+        the random labels and baselines of the benches are drawn so."""
+        info: dict[str, Any] = {"action_mask": self.action_masks()}
+        terminated = False
+        while not terminated:
+            _, _, terminated, _, info = self.step(int(rng.choice(np.flatnonzero(info["action_mask"]))))
+        self.reset()
+        return info["atoms"]
+
     # -- exact resume ---------------------------------------------------------------------------------
 
     def state(self) -> dict[str, Any]:

@@ -84,11 +84,8 @@ def random_fillings(env, episodes: int) -> list:
     rng = np.random.default_rng(0)
     out = []
     for episode in range(episodes):
-        _, info = env.reset(seed=episode)
-        terminated = False
-        while not terminated:
-            _, _, terminated, _, info = env.step(int(rng.choice(np.flatnonzero(info["action_mask"]))))
-        out.append(info["atoms"])
+        env.reset(seed=episode)
+        out.append(env.random_filling(rng))
     return out
 
 
