@@ -9,6 +9,9 @@ absolute errors against the set without site potentials. The labels were chosen 
 not a random sample of fillings: the comparison is paired on the same labels.
 
     python bench/label_gp_features.py runs/bench-fill-1.12/bench.db runs/bench-fill-3.0/bench.db
+    python bench/label_gp_features.py bench/results/label_gp_features_60_t3.json runs/next/bench.db
+
+The JSON keeps the labels it read (``label_set``: species and gap), so later runs can pool them.
 """
 from __future__ import annotations
 
@@ -33,7 +36,8 @@ def leave_one_out(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("stores", nargs="+", type=Path, help="fill_bandgap bench stores (OUT/bench.db)")
+    parser.add_argument("stores", nargs="+", type=Path,
+                        help="fill_bandgap bench stores (OUT/bench.db), or this bench's JSON (its label_set)")
     parser.add_argument("--targets", nargs="+", type=float, default=[1.12, 3.0])
     parser.add_argument("--top", type=int, default=20)
     parser.add_argument("--name", default="label_gp_features")
@@ -54,10 +58,14 @@ def main() -> None:
     skeleton = make_skeleton(elpasolite())
     labels: dict[tuple[str, ...], float] = {}
     for path in args.stores:
-        store = Store(f"sqlite:///{path.resolve()}", create=False)
-        for species, gap in skeleton_labels(store, skeleton):
+        if path.suffix == ".json":  # an earlier run's labels (stores live in runs/, which sessions do not keep)
+            found = [(row["species"], row["gap"]) for row in json.loads(path.read_text())["label_set"]]
+        else:
+            store = Store(f"sqlite:///{path.resolve()}", create=False)
+            found = skeleton_labels(store, skeleton)
+            store.close()
+        for species, gap in found:
             labels[skeleton.canonical(species)] = gap
-        store.close()
     fillings, y = list(labels), np.array(list(labels.values()))
     sites = np.stack([SiteDescriptors(skeleton)(s) for s in fillings])
     crystal = CrystalFeatures()([skeleton.atoms(s) for s in fillings])
@@ -98,7 +106,8 @@ def main() -> None:
     (RESULTS / f"{args.name}.md").write_text(f"# Skeleton GP descriptors, leave-one-out\n\n{intro}\n\n{table}\n")
     (RESULTS / f"{args.name}.json").write_text(json.dumps(
         {"commit": commit(), "stores": list(map(str, args.stores)), "labels": len(y), "in_window": in_window,
-         "rows": rows}, indent=1) + "\n")
+         "rows": rows, "label_set": [{"species": list(f), "gap": float(g)} for f, g in zip(fillings, y)]},
+        indent=1) + "\n")
 
 
 if __name__ == "__main__":
