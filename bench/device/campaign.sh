@@ -92,6 +92,7 @@ for k in $(seq 1 "$GPUS"); do
         tr '\r' '\n' < "$dir/copy.log" | tail -1
     else  # nothing walked is lost: the part's whole store comes back instead (keep --carry takes it as it is)
         echo "part $k: no delta ($(tail -1 "$dir/copy.log")); its whole store comes back as part$k.db.xz.*"
+        tail -c 20000 "$dir/copy.log" > "$OUT/part$k.copy.log"  # why, past the walk's log that fills the reply
         xz -T0 -1 -c "$dir/snapshot.db" | split -b 15M -d - "$OUT/part$k.db.xz."
         failed=1
     fi
@@ -102,4 +103,5 @@ done
 [ -s "$base/delta.db" ] && xz -T0 -c "$base/delta.db" | split -b 15M -d - "$OUT/delta.db.xz."
 rm -f "$base/delta.db"
 ls -l "$OUT"
+[ -n "${failed:-}" ] && for log in "$OUT"/part*.copy.log; do echo "no delta: $(basename "$log"): $(tail -3 "$log")"; done
 exit "${failed:-0}"
