@@ -183,8 +183,8 @@ def classify_output(text: str, stderr: str, returncode: int | None,
         return DftOutcome.ENGINE_ERROR, f"pw.x stopped without finishing (exit status {returncode}): " \
                                         f"{stderr.strip()[-400:]}"
     if _OVERFLOW.search(text.partition("End of ")[2]):
-        return DftOutcome.ENGINE_ERROR, "an eigenvalue past pw.x's print format (below -9999 eV): a ghost state of " \
-                                        "a pseudopotential"
+        return DftOutcome.ENGINE_ERROR, "eigenvalues past pw.x's print format (f9.4: below -999.9999 eV): " \
+                                        "a ghost state of a pseudopotential"
     if calculation != "scf" and not _BFGS_DONE.search(text):
         why = "history already reset" if "history already reset" in text else "nstep reached"
         return DftOutcome.RELAX_NOT_CONVERGED, f"{calculation} did not converge ({why})"

