@@ -209,9 +209,10 @@ def run_fill(script: str | Path, *, agent: str = "dqn", reward: str = "hybrid", 
     summary.update(run_id=run_id, db=store.url, config=run_config)
     if isinstance(evaluator, GapModelEvaluator):  # its held-out errors on perov_5 (gap_model.py)
         summary["gap_model"] = evaluator.model.report
-    from rlcsp.design.designs import write_designs
+    from rlcsp.design.designs import dft_structures, write_designs
 
-    designs = write_designs(out, env.skeleton, target, store.episodes(run_id), hull=shared_hull() if hull else None)
+    designs = write_designs(out, env.skeleton, target, store.episodes(run_id), hull=shared_hull() if hull else None,
+                            structures=dft_structures(store, run_id))
     summary["designs"] = {"distinct": len(designs), "in_window": sum(d["in_window"] for d in designs),
                           "smact_valid": sum(d["smact_valid"] for d in designs)}
     if hull:

@@ -12,7 +12,7 @@ import torch
 from rlcsp.db import Store
 from rlcsp.cli import main
 from rlcsp.design.label_gp import skeleton_labels
-from rlcsp.design.designs import dft_answers
+from rlcsp.design.designs import dft_answers, dft_structures
 from rlcsp.design.skeleton import make_skeleton
 
 SCRIPT = '''
@@ -33,7 +33,7 @@ def test_fill_hybrid_run_writes_plots_logs_and_resumes(tmp_path, capsys):
     script.write_text(SCRIPT)
     out = tmp_path / "out"
     args = ["fill", str(script), "--agent", "dqn", "--reward", "hybrid", "--dft-every", "3", "--seed", "2",
-            "--out", str(out), "--perov5-samples", "16", "--quiet", "--dqn", "learning_starts=4",
+            "--out", str(out), "--perov5-samples", "16", "--quiet", "--relax", "--dqn", "learning_starts=4",
             "--dqn", "hidden=16", "--dqn", "blocks=1"]
     assert main([*args, "--episodes", "6"]) == 0
     summary = json.loads((out / "summary.json").read_text())
@@ -68,10 +68,15 @@ def test_fill_hybrid_run_writes_plots_logs_and_resumes(tmp_path, capsys):
     assert sum(summary["dft_outcomes"].values()) == len(calls) and summary["dft_outcomes"].get("ok", 0) == ok
     errors = [float(d["gap_error"]) for d in designs]
     assert errors == sorted(errors) and [int(d["rank"]) for d in designs] == list(range(1, len(designs) + 1))
+    computed = dft_structures(store, run_id)  # the crystals pw.x was given: CHGNet-relaxed (--relax)
+    volumes = [a.get_volume() for a in computed.values()]
+    assert len(computed) == len(calls) and all(abs(v - 5.64 ** 3 / 4) > 0.5 for v in volumes)
     for d in designs:
         assert abs(float(d["dft_gap"]) - 4.0) == pytest.approx(float(d["gap_error"]))
         assert d["smact_valid"] == "True" and d["in_window"] == str(float(d["gap_error"]) <= 0.25)
-        assert read(out / d["cif"]).get_chemical_formula(mode="metal", empirical=True) == d["formula"]
+        cif = read(out / d["cif"])
+        assert cif.get_chemical_formula(mode="metal", empirical=True) == d["formula"]
+        assert min(abs(cif.get_volume() - v) for v in volumes) < 1e-3  # the CIF is the crystal DFT computed
         # every filling here is a rock-salt alkali halide, a prototype of its own hull: on it, and bound
         assert abs(float(d["e_above_hull"])) < 0.01 and float(d["chgnet_e_form"]) < -1.0, d
     assert summary["designs"]["hull_placed"] == len(designs) == summary["designs"]["within_0_1_of_hull"]
