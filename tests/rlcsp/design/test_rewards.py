@@ -115,11 +115,20 @@ def test_chgnet_energy_and_paper_a_formula():
 
 def test_chgnet_relaxation_before_dft(tmp_path):
     squeezed = bulk("NaCl", "rocksalt", a=5.3)
-    evaluator = DftGapEvaluator(CHEAP, relax=True)
+    evaluator = DftGapEvaluator(CHEAP, relax=True, store=Store(f"sqlite:///{tmp_path / 'dft.db'}"))
     result = evaluator.evaluate(squeezed, 1.12)
-    assert result.dft_outcome == "ok"
+    assert result.dft_outcome == "ok" and not evaluator.last.from_cache
+    first_key = evaluator.last.key
     relaxed_cell = np.array(evaluator.last.inputs["structure"]["cell"])
     assert abs(np.linalg.det(relaxed_cell)) > 1.05 * squeezed.get_volume()  # CHGNet expanded it before pw.x
+
+    class Refuses:  # the same crystal again is relaxed once: finding its cached gap needs no second relaxation
+        def relax(self, structures):
+            raise AssertionError("relaxed twice")
+
+    evaluator._relaxer = Refuses()
+    again = evaluator.evaluate(squeezed.copy(), 1.12)
+    assert again.dft_gap == result.dft_gap and evaluator.last.key == first_key and evaluator.last.from_cache
 
 
 class ScriptedModel:
