@@ -17,7 +17,7 @@ import numpy as np
 from ase import Atoms
 
 from rlcsp.csp.genome import (LAYER_OFFSETS, OFFSET_STYLES, TRICLINIC_ANGLES, VACANCY, Genome, Instructions, block_grid,
-                          site_positions)
+                          site_positions, submodule_cell)
 
 SHIFTS_PER_AXIS = 4  # origin shifts tried: a 4x4x4 grid of fractions of the cell
 
@@ -93,6 +93,13 @@ def _assign(frac: np.ndarray, site_frac: np.ndarray, string_index: np.ndarray, c
     return string, err
 
 
+def _spans_space(ap: float, angles: tuple[float, float, float]) -> bool:
+    """Whether a sub-module of these angles has a volume (some of FUSE's angle sets give none, or no real cell)."""
+    with np.errstate(invalid="ignore"):
+        volume = abs(np.linalg.det(submodule_cell(ap, angles)))
+    return bool(np.isfinite(volume) and volume > 1e-3 * ap ** 3)
+
+
 def candidate_instructions(atoms: Atoms, ap: float, max_sub: int, strain: float = 0.25,
                            angle_tol: float = 25.0) -> list[Instructions]:
     """Grid cells that ``atoms``' relaxed cell could have come from, nearest first (γ = 120 ones in both styles).
@@ -112,6 +119,8 @@ def candidate_instructions(atoms: Atoms, ap: float, max_sub: int, strain: float 
         for alpha, beta, gamma in itertools.product(side[0], side[1], gammas):
             if gamma == 90.0 and nc % 2 and nc > 1:
                 continue  # alternating offsets need an even number of layers
+            if not _spans_space(ap, (alpha, beta, gamma)):
+                continue  # such as 60/60/120 or 150/150/90: the grid's three axes are coplanar, no cell
             lattice = 5 if (alpha, beta) != (90.0, 90.0) else (3 if gamma == 90.0 else 4)
             first = next(translation_codes(nc, gamma))  # fit() tries the others
             misfit = sum(abs(n * u / length - 1) for n, u, length in zip((na, nb, nc), units, lengths))

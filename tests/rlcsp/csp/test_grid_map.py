@@ -52,3 +52,13 @@ def test_fuse_gm_is_a_genome_that_passes_the_checks_and_relaxes_to_the_gm(relaxe
     grid.positions += np.random.default_rng(0).normal(scale=0.05, size=grid.positions.shape)
     result = relaxer.relax_one(grid)
     assert result.ok and result.energy_per_atom == pytest.approx(GM, abs=2e-5)
+
+
+def test_candidate_cells_of_a_bixbyite_gm_all_have_a_volume():
+    # FUSE's 40-atom Y2O3 GM (9.6 Å, 70.5/70.5/109.5°) lies near the angle set 60/60/120, whose sub-module is flat
+    atoms = read(FUSE_REFERENCE / "Y2O3" / "Original" / "lowest_energy_structure_2.cif")
+    y2o3 = Composition({"Y": [2, 3], "O": [3, -2]})
+    cells = candidate_instructions(atoms, y2o3.ap(), y2o3.max_sub(80))
+    assert cells and (60.0, 60.0, 120.0) not in {ins.angles for ins in cells}
+    for ins in cells:
+        assert fit(atoms, ins, y2o3.anions).rms < 2.0  # each fits without a singular cell
