@@ -103,5 +103,7 @@ done
 [ -s "$base/delta.db" ] && xz -T0 -c "$base/delta.db" | split -b 15M -d - "$OUT/delta.db.xz."
 rm -f "$base/delta.db"
 ls -l "$OUT"
-[ -n "${failed:-}" ] && for log in "$OUT"/part*.copy.log; do echo "no delta: $(basename "$log"): $(tail -3 "$log")"; done
+[ -n "${failed:-}" ] && for log in "$OUT"/part*.copy.log; do
+    echo "no delta: $(basename "$log"): $(tail -3 "$log")"
+done
 exit "${failed:-0}"

@@ -23,12 +23,13 @@ from rlcsp.calculators.espresso.calculator import (EspressoCalculator, EspressoR
 from rlcsp.calculators.espresso.formation import (REFERENCES, ElementalReference, formation_energy,
                                                   formation_energy_per_atom, reference_energies)
 from rlcsp.calculators.espresso.inputs import (DftSettings, MissingPseudopotential, PwInputs, default_pseudo_dir,
-                                               find_pseudopotential, kpoint_mesh, resolve_inputs)
+                                               find_pseudopotential, kpoint_mesh, resolve_inputs,
+                                               structure_atoms)
 from rlcsp.calculators.espresso.results import DftFailed, DftOutcome, DftResult, PwNotFound
 from rlcsp.calculators.espresso.runner import PwRunner, run_dft
 
 __all__ = ["DftSettings", "PwInputs", "kpoint_mesh", "MissingPseudopotential", "default_pseudo_dir",
-           "find_pseudopotential", "resolve_inputs", "BandGap", "band_gap", "DftOutcome", "DftResult", "DftFailed",
-           "PwNotFound", "DftCache", "JsonlDftCache", "PwRunner", "run_dft", "EspressoCalculator", "espresso_calculator",
-           "EspressoRelaxer", "espresso_relaxer", "ElementalReference", "REFERENCES", "reference_energies",
-           "formation_energy", "formation_energy_per_atom"]
+           "find_pseudopotential", "resolve_inputs", "structure_atoms", "BandGap", "band_gap", "DftOutcome",
+           "DftResult", "DftFailed", "PwNotFound", "DftCache", "JsonlDftCache", "PwRunner", "run_dft",
+           "EspressoCalculator", "espresso_calculator", "EspressoRelaxer", "espresso_relaxer", "ElementalReference",
+           "REFERENCES", "reference_energies", "formation_energy", "formation_energy_per_atom"]

@@ -164,6 +164,13 @@ def _structure_description(atoms: Atoms) -> dict:
             "magmoms": rounded(magmoms) if magmoms.any() else None}
 
 
+def structure_atoms(description: Mapping[str, Any]) -> Atoms:
+    """The crystal a request's ``description['structure']`` names (a cache record's ``inputs``): symbols, cell,
+    positions and periodicity."""
+    return Atoms(description["symbols"], cell=description["cell"], positions=description["positions"],
+                 pbc=description["pbc"])
+
+
 def inputs_key(description: Mapping[str, Any]) -> str:
     """sha256 of a canonical JSON form: structure, resolved pw.x parameters and pseudopotential hashes."""
     return hashlib.sha256(json.dumps(description, sort_keys=True, default=str).encode()).hexdigest()

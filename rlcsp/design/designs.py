@@ -5,9 +5,9 @@ filling (the species on every skeleton site; symmetry-equivalent fillings are on
 by |gap − target|, with its formula, DFT and model gaps, whether it is inside the ±0.25 eV window, SMACT validity
 and how often the agent proposed it (0: a neighbour the hybrid loop sent to DFT in its stead); ``designs/`` holds
 a CIF of each: the crystal pw.x computed (CHGNet-relaxed where the run relaxes, read back from the DFT cache), not
-the skeleton it was filled on, whose gap nobody measured. With a :class:`rlcsp.design.hull.Hull` each row also gets its CHGNet formation energy and energy
-above the hull of its competing phases (``rlcsp.design.hull`` says which, and why the distance is a lower bound),
-so the list shows which designs might exist.
+the skeleton it was filled on, whose gap nobody measured. With a :class:`rlcsp.design.hull.Hull` each row also gets
+its CHGNet formation energy and energy above the hull of its competing phases (``rlcsp.design.hull`` says which,
+and why the distance is a lower bound), so the list shows which designs might exist.
 """
 from __future__ import annotations
 
@@ -39,13 +39,14 @@ def dft_answers(episodes: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
 def dft_structures(store, run_id: int) -> dict[int, Atoms]:
     """The crystal pw.x was given at each episode of a fill run that made a DFT call, from the cache record its
     call was logged under (a filling that failed before pw.x, such as ``wrong_charge``, has none)."""
+    from rlcsp.calculators.espresso import structure_atoms
+
     out = {}
     for call in store.fill_dft_calls(run_id):
         record = store.dft_get(call["cache_key"]) if call["cache_key"] else None
         structure = ((record or {}).get("inputs") or {}).get("structure")
         if structure:
-            out[call["episode"]] = Atoms(structure["symbols"], cell=structure["cell"],
-                                         positions=structure["positions"], pbc=structure["pbc"])
+            out[call["episode"]] = structure_atoms(structure)
     return out
 
 

@@ -148,14 +148,15 @@ def perov5_split(folder: str | Path, n: int | None = 1000, seed: int = 0, heldou
 
 def dft_samples(store) -> list[GapSample]:
     """Successful, fixed-occupation DFT gaps in a store's DFT cache (``dft_calls``), as training labels."""
+    from rlcsp.calculators.espresso import structure_atoms
+
     samples = []
     for (text,) in store.db.query("SELECT record FROM dft_calls WHERE outcome = 'ok' AND band_gap IS NOT NULL"):
         record = json.loads(text)
         structure = (record.get("inputs") or {}).get("structure")
         if structure is None or record.get("gap_approximate"):
             continue
-        atoms = Atoms(structure["symbols"], cell=structure["cell"], positions=structure["positions"], pbc=True)
-        samples.append(GapSample(atoms, float(record["band_gap"]), "dft"))
+        samples.append(GapSample(structure_atoms(structure), float(record["band_gap"]), "dft"))
     return samples
 
 
