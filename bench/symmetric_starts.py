@@ -145,8 +145,9 @@ def main() -> None:
 def write_table(out: dict, path: Path) -> None:
     lines = ["# Random symmetric starts (pyxtal) relaxed once by LammpsRelaxer: how often the GM", "",
              f"Commit {out['commit']}; minimum distances {out['min_distance']} Å; space groups uniform over 2-230.", "",
-             "| composition | Z (atoms) | starts | converged | GM | GM per start | within 0.05 eV/atom | GM space groups "
-             "drawn | campaign: grid random genomes, GM / relaxed | campaign: move products, GM / relaxed |",
+             "| composition | Z (atoms) | starts | converged | GM | GM per start | within 0.05 eV/atom "
+             "| GM space groups drawn | campaign: grid random genomes, GM / relaxed "
+             "| campaign: move products, GM / relaxed |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in out["rows"]:
         own = (out["campaign"] or {}).get(r["composition"], {})
