@@ -32,21 +32,12 @@ from pathlib import Path
 import numpy as np
 
 from rlcsp.version import commit
+from relaxer_basins import GM_TOL, NEAR, _one as relaxed_row, _start  # this folder is the script's sys.path[0]
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-GM_TOL, NEAR = 1e-5, 0.05  # eV/atom
 GM_Z = {"y2o3": 8, "y2ti2o7": 2, "y2tio5": 4, "sry2o4": 2, "sr4ti3o10": 2}  # formula units in the GM's primitive cell
 MIN_DISTANCE = {"cation-O": 1.2, "O-O": 1.3, "cation-cation": 1.5}  # Å, pyxtal's tolerance matrix
-_relaxer = None  # one per worker process
-
-
-def _start() -> None:
-    global _relaxer
-    from rlcsp.calculators import get_relaxer
-
-    warnings.simplefilter("ignore")
-    _relaxer = get_relaxer("lammps-buckingham")
 
 
 def _tolerances(species: list[str]):
@@ -69,9 +60,11 @@ def symmetric_start(species: list[str], counts: list[int], seed: int, tries: int
     for _ in range(tries):
         group = rng.randint(2, 230)
         crystal = pyxtal()
-        np.random.seed(rng.randrange(2 ** 31))  # pyxtal draws positions from numpy's global stream
+        state = np.random.default_rng(rng.randrange(2 ** 31))  # pyxtal's own stream: numpy's global one is not it
         try:
-            crystal.from_random(3, group, species, counts, conventional=False, tm=tol)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                crystal.from_random(3, group, species, counts, conventional=False, tm=tol, random_state=state)
         except Exception:  # pyxtal's way of saying the counts fit no Wyckoff set of this group
             continue
         if crystal.valid:
@@ -79,15 +72,14 @@ def symmetric_start(species: list[str], counts: list[int], seed: int, tries: int
     return None
 
 
-def _one(job: tuple[str, list[str], list[int], int]) -> dict:
-    name, species, counts, seed = job
+def _one(job: tuple[list[str], list[int], int]) -> dict:
+    species, counts, seed = job
     made = symmetric_start(species, counts, seed)
     if made is None:
         return {"seed": seed, "group": None, "energy": None, "failure": "not_generated", "steps": 0}
     group, atoms = made
-    result = _relaxer.relax_one(atoms)
-    return {"seed": seed, "group": group, "energy": round(result.energy_per_atom, 7) if result.ok else None,
-            "failure": result.failure.value if result.failure else "", "steps": int(result.steps)}
+    energy, failure, steps = relaxed_row(atoms)
+    return {"seed": seed, "group": group, "energy": energy, "failure": failure, "steps": steps}
 
 
 def campaign_rates(db: str) -> dict:
@@ -100,7 +92,7 @@ def campaign_rates(db: str) -> dict:
     for name in GM_Z:
         config = make_config(load_script(ROOT / "inputs" / f"{name}.py"))
         rows = store.db.query("SELECT s.kind, COUNT(*), SUM(s.e_new <= ?) FROM steps s JOIN runs r ON r.id = s.run_id "
-                           "WHERE r.name = ? GROUP BY s.kind", (config.target_energy + GM_TOL, config.name))
+                              "WHERE r.name = ? GROUP BY s.kind", (config.target_energy + GM_TOL, config.name))
         out[name] = {kind: [int(n), int(hits or 0)] for kind, n, hits in rows}
     return out
 
@@ -119,13 +111,13 @@ def main() -> None:
     from rlcsp.csp.config import load_script, make_config
 
     rows = []
-    with ProcessPoolExecutor(args.workers, initializer=_start) as pool:
+    with ProcessPoolExecutor(args.workers, initializer=_start, initargs=("lammps",)) as pool:
         for name in args.compositions:
             config = make_config(load_script(ROOT / "inputs" / f"{name}.py"))
             species = list(config.comp.symbols)
             for z in args.z or [GM_Z[name]]:
                 counts = [n * z for n in config.comp.counts]
-                jobs = [(name, species, counts, 1000 * z + i) for i in range(args.n)]
+                jobs = [(species, counts, 1000 * z + i) for i in range(args.n)]
                 began = time.time()
                 starts = list(tqdm(pool.map(_one, jobs), total=len(jobs), desc=f"{name} Z={z}"))
                 energies = [s["energy"] for s in starts if s["energy"] is not None]
